@@ -1,0 +1,41 @@
+"""Test-time scaling strategies, registered by name.
+
+``STRATEGIES`` is the one registry the Python API, the CLI and the server read. Each
+strategy is a frozen dataclass whose fields are its hyper-parameters; ``make_strategy``
+validates options against them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from ttscale.errors import ConfigError
+from ttscale.strategies.best_of_n import BestOfN
+
+__all__ = ["STRATEGIES", "BestOfN", "make_strategy"]
+
+STRATEGIES: dict[str, type] = {
+    "best_of_n": BestOfN,
+}
+
+
+def make_strategy(name: str, **options: Any) -> Any:
+    """Instantiate a registered strategy.
+
+    Raises:
+        ConfigError: Unknown strategy or option (listing what is accepted), or a bad value.
+    """
+    cls = STRATEGIES.get(name)
+    if cls is None:
+        raise ConfigError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(options) - fields)
+    if unknown:
+        raise ConfigError(
+            f"strategy {name!r} has no option {unknown[0]!r}; options: {', '.join(sorted(fields))}"
+        )
+    try:
+        return cls(**options)
+    except TypeError as exc:
+        raise ConfigError(f"strategy {name!r}: {exc}") from None

@@ -1,0 +1,209 @@
+"""Best-of-N and self-consistency with adaptive early stopping. Spends: rollouts, tokens.
+
+Samples up to ``n`` full solutions in rounds of ``round_size`` (one batched engine call per
+round: the prompt is sent once with ``n=round_size``, so its KV is shared), extracts each
+final answer, and selects:
+
+- ``majority``: self-consistency (Wang et al. 2023), the most frequent answer class;
+- ``weighted``: the answer class with the largest summed verifier score (Li et al. 2023);
+- ``best``: the single highest-scoring candidate (classic best-of-N with a verifier).
+
+Answers are grouped by math-verify equivalence. With ``adaptive=True`` sampling stops once
+the leader is decided: P(leader share > runner-up share) >= ``confidence`` under a Beta
+posterior (Adaptive-Consistency, Aggarwal et al. 2023). Unused budget stays in the ledger.
+
+Each round is sized to the budget left: never more samples than rollouts remain, and
+``max_tokens`` per sample lowered so the round's worst case fits the token cap, but never
+below ``min_sample_tokens`` (a sample that cannot finish is wasted compute).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from ttscale.budget import Budget, Ledger
+from ttscale.errors import BudgetError, ConfigError
+from ttscale.protocols import Generator, Verifier
+from ttscale.types import Candidate, GenerationRequest, Problem, Result
+from ttscale.verifiers.answers import extract_answer
+from ttscale.verifiers.base import AGGREGATIONS, aggregate, check_scores
+from ttscale.verifiers.voting import group_answers, leader_confidence
+
+__all__ = ["BestOfN"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class BestOfN:
+    """Best-of-N / self-consistency.
+
+    Attributes docstrings name the symbol used in the literature where there is one.
+    """
+
+    n: int = 16
+    """N: most samples drawn (fewer if the budget or the stopping rule ends it first)."""
+    max_tokens: int = 1024
+    """Cap on generated tokens per sample."""
+    temperature: float = 0.8
+    top_p: float = 1.0
+    round_size: int = 8
+    """Samples per engine call; the stopping rule is checked between rounds."""
+    adaptive: bool = True
+    """Stop early once the vote is decided (Beta stopping rule)."""
+    confidence: float = 0.95
+    """Stopping threshold on P(leader > runner-up)."""
+    select: Literal["auto", "majority", "weighted", "best"] = "auto"
+    """``auto``: ``weighted`` with a verifier, ``majority`` without."""
+    agg: str = "last"
+    """How a verifier's step scores become one candidate score."""
+    min_sample_tokens: int = 128
+    """Smallest per-sample token cap worth launching."""
+    seed: int = 0
+    """Round r uses seed ``seed + r``."""
+
+    def __post_init__(self) -> None:
+        _positive(self, "n", "max_tokens", "round_size", "min_sample_tokens")
+        if self.min_sample_tokens > self.max_tokens:
+            raise ConfigError(
+                f"min_sample_tokens={self.min_sample_tokens} exceeds max_tokens={self.max_tokens}; "
+                f"lower min_sample_tokens"
+            )
+        if not 0.5 < self.confidence <= 1.0:
+            raise ConfigError(f"confidence={self.confidence} must be in (0.5, 1]")
+        if self.temperature < 0 or not 0 < self.top_p <= 1:
+            raise ConfigError(
+                f"temperature={self.temperature} must be >= 0 and top_p={self.top_p} in (0, 1]"
+            )
+        if self.select not in ("auto", "majority", "weighted", "best"):
+            raise ConfigError(f"select={self.select!r}; use auto, majority, weighted or best")
+        if self.agg not in AGGREGATIONS:
+            raise ConfigError(f"agg={self.agg!r}; use one of {', '.join(AGGREGATIONS)}")
+
+    async def run(
+        self, problem: Problem, generator: Generator, verifier: Verifier | None, budget: Budget
+    ) -> Result:
+        select = self.select if self.select != "auto" else ("weighted" if verifier else "majority")
+        if select in ("weighted", "best") and verifier is None:
+            raise ConfigError(f"select={select!r} needs a verifier; pass verifier=... or use majority")
+        ledger = Ledger(budget)
+        ledger.engine = generator.profile()
+        prompt = generator.render(problem)
+        cands: list[Candidate] = []
+        trace: list[dict[str, Any]] = []
+        stop_reason, confidence = "n_reached", 0.0
+        rnd = 0
+        while len(cands) < self.n:
+            req = self._size_round(ledger, generator, prompt, self.n - len(cands), rnd)
+            if req is None:
+                if not cands:
+                    raise BudgetError(
+                        f"budget {budget} cannot pay for one sample of >= "
+                        f"{self.min_sample_tokens} tokens; raise the budget or lower "
+                        f"min_sample_tokens/max_tokens"
+                    )
+                stop_reason = f"budget:{ledger.exhausted() or 'insufficient'}"
+                break
+            out = (await ledger.generate(generator, [req]))[0]
+            new = [
+                Candidate(c.text, extract_answer(c.text), c.num_tokens, c.finish_reason)
+                for c in out.completions
+            ]
+            if verifier is not None:
+                await self._score(problem, verifier, new, ledger)
+            cands.extend(new)
+            groups = group_answers([c.answer for c in cands])
+            top = groups[0].votes if groups else 0
+            second = groups[1].votes if len(groups) > 1 else 0
+            confidence = leader_confidence(top, second) if groups else 0.0
+            trace.append(
+                {
+                    "round": rnd,
+                    "samples": req.n,
+                    "max_tokens": req.max_tokens,
+                    "seed": req.seed,
+                    "generated_tokens": sum(c.tokens for c in new),
+                    "cached_tokens": out.cached_tokens,
+                    "answers": [c.answer for c in new],
+                    "leader": groups[0].answer if groups else None,
+                    "confidence": round(confidence, 6),
+                }
+            )
+            log.debug("round %d: %d samples, conf=%.3f, %s", rnd, req.n, confidence, ledger.brief())
+            rnd += 1
+            if self.adaptive and confidence >= self.confidence:
+                stop_reason = "confident"
+                break
+        answer, table = self._select(select, cands)
+        ledger.finish(stopped_by=stop_reason.split(":")[1] if ":" in stop_reason else None)
+        return Result(
+            answer=answer,
+            candidates=cands,
+            trace=trace,
+            ledger=ledger,
+            strategy="best_of_n",
+            extras={
+                "select": select,
+                "votes": table,
+                "confidence": confidence,
+                "stop_reason": stop_reason,
+            },
+        )
+
+    def _size_round(
+        self, ledger: Ledger, gen: Generator, prompt: tuple[int, ...], left: int, rnd: int
+    ) -> GenerationRequest | None:
+        """Largest affordable round: <= round_size samples, each >= min_sample_tokens."""
+        k = int(min(self.round_size, left, ledger.remaining("rollouts")))
+        tokens_left = ledger.remaining("tokens")
+        while k > 0:
+            per = int(min(self.max_tokens, tokens_left // k))
+            while per >= self.min_sample_tokens:
+                req = GenerationRequest(
+                    prompt,
+                    n=k,
+                    max_tokens=per,
+                    temperature=self.temperature,
+                    top_p=self.top_p,
+                    seed=self.seed + rnd,
+                )
+                if ledger.affords([req], gen):
+                    return req
+                if ledger.remaining("seconds") <= 0:
+                    return None
+                per //= 2  # only the eFLOPs cap gets here: try shorter samples
+            k -= 1
+        return None
+
+    async def _score(
+        self, problem: Problem, verifier: Verifier, new: list[Candidate], ledger: Ledger
+    ) -> None:
+        steps = [[s for s in c.text.split(problem.step_delimiter) if s.strip()] for c in new]
+        raw = await verifier.score([problem] * len(new), steps, ledger=ledger)
+        ledger.record_verifier()
+        for cand, row in zip(new, check_scores(verifier.name, raw, steps), strict=True):
+            cand.step_scores = row
+            cand.score = aggregate(row, self.agg)
+
+    @staticmethod
+    def _select(select: str, cands: list[Candidate]) -> tuple[str | None, list[dict[str, Any]]]:
+        answers = [c.answer for c in cands]
+        scores = None if select == "majority" else [c.score or 0.0 for c in cands]
+        groups = group_answers(answers, scores)
+        table = [{"answer": g.answer, "votes": g.votes, "weight": g.weight} for g in groups]
+        if select == "best":
+            scored = [c for c in cands if c.answer is not None]
+            if not scored:
+                return None, table
+            best = max(scored, key=lambda c: c.score or 0.0)  # max keeps the first on ties
+            return best.answer, table
+        return (groups[0].answer if groups else None), table
+
+
+def _positive(obj: object, *names: str) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigError(f"{name}={value!r} must be a positive integer")

@@ -1,0 +1,63 @@
+"""Generation backends: the only place ttscale touches an engine.
+
+Engines are imported lazily inside constructors, so ``import ttscale`` stays light and the
+scripted backend works without vLLM, transformers or openai installed.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ttscale.backends.scripted import ScriptedBackend, toy_arithmetic
+from ttscale.errors import ConfigError
+
+if TYPE_CHECKING:
+    from ttscale.protocols import Generator
+
+__all__ = ["BACKENDS", "ScriptedBackend", "make_backend", "toy_arithmetic"]
+
+BACKENDS = ("vllm", "hf", "openai", "scripted")
+
+
+def make_backend(name: str, **options: Any) -> Generator:
+    """Build a backend by name: ``vllm`` (embedded default), ``hf``, ``openai``, ``scripted``.
+
+    Args:
+        name: One of ``BACKENDS``.
+        **options: Constructor arguments (``model=``, ``base_url=``, ``dtype=``...).
+
+    Raises:
+        ConfigError: Unknown name.
+    """
+    if name == "vllm":
+        from ttscale.backends.vllm import VLLMBackend
+
+        return VLLMBackend(**options)
+    if name == "hf":
+        from ttscale.backends.hf import HFBackend
+
+        return HFBackend(**options)
+    if name == "openai":
+        from ttscale.backends.openai import OpenAIBackend
+
+        return OpenAIBackend(**options)
+    if name == "scripted":
+        return ScriptedBackend(**options)
+    raise ConfigError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+
+
+def __getattr__(name: str) -> Any:
+    """Lazy access to engine classes: ``from ttscale.backends import VLLMBackend``."""
+    if name == "VLLMBackend":
+        from ttscale.backends.vllm import VLLMBackend
+
+        return VLLMBackend
+    if name == "HFBackend":
+        from ttscale.backends.hf import HFBackend
+
+        return HFBackend
+    if name == "OpenAIBackend":
+        from ttscale.backends.openai import OpenAIBackend
+
+        return OpenAIBackend
+    raise AttributeError(name)

@@ -1,0 +1,42 @@
+"""Helpers shared by the backends that load a local HF model directory."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from ttscale.cost import ModelSpec
+from ttscale.types import Problem
+
+log = logging.getLogger(__name__)
+
+_DTYPE_BYTES = {"float32": 4.0, "bfloat16": 2.0, "float16": 2.0}
+
+
+def spec_from_dir(path: Path, dtype: str) -> ModelSpec | None:
+    """Model shape from ``config.json`` for eFLOPs accounting; ``None`` if unreadable."""
+    try:
+        cfg = json.loads((path / "config.json").read_text())
+        return ModelSpec.from_hf_config(cfg, bytes_per_param=_DTYPE_BYTES.get(dtype, 2.0))
+    except (OSError, KeyError, ValueError) as exc:
+        log.info("no model spec for %s (%s); eFLOPs will read 0", path, exc)
+        return None
+
+
+def chat_messages(problem: Problem) -> list[dict[str, str]]:
+    msgs = []
+    if problem.system_prompt:
+        msgs.append({"role": "system", "content": problem.system_prompt})
+    msgs.append({"role": "user", "content": problem.prompt})
+    return msgs
+
+
+def render_with_tokenizer(tokenizer: Any, problem: Problem) -> tuple[int, ...]:
+    """Apply the model's chat template, ending at the start of the assistant turn."""
+    out = tokenizer.apply_chat_template(
+        chat_messages(problem), add_generation_prompt=True, tokenize=True
+    )
+    ids = out["input_ids"] if not isinstance(out, list) else out
+    return tuple(int(t) for t in ids)

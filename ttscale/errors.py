@@ -1,0 +1,92 @@
+"""Errors raised by ttscale.
+
+Hierarchy::
+
+    TTScaleError                 root; catch this to handle anything ttscale raises
+    ├── ConfigError (ValueError) a parameter, budget or prompt is malformed
+    ├── BudgetError              the budget cannot pay for even the first step
+    ├── ModelError               a model path or embedded model is missing or corrupt
+    ├── BackendError             the engine failed
+    │   ├── BackendUnavailable   engine not installed, server unreachable (retryable)
+    │   └── ContextLengthError   the prompt does not fit the model's context
+    ├── VerifierError            a verifier returned unusable scores (NaN, wrong shape)
+    └── GradingError             an answer could not be graded (evals only)
+
+Every message says what went wrong, shows the value received and names the fix.
+When work was already spent, the error carries the partial ``Result`` (with its
+ledger) in ``.partial`` so no compute is silently lost.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ttscale.types import Result
+
+__all__ = [
+    "BackendError",
+    "BackendUnavailable",
+    "BudgetError",
+    "ConfigError",
+    "ContextLengthError",
+    "GradingError",
+    "ModelError",
+    "RETRYABLE_ERRORS",
+    "TTScaleError",
+    "VerifierError",
+]
+
+
+class TTScaleError(Exception):
+    """Root of all ttscale errors.
+
+    Attributes:
+        partial: The partial result (with its ledger) when compute was already spent.
+    """
+
+    def __init__(self, message: str, *, partial: Result | None = None) -> None:
+        super().__init__(message)
+        self.partial = partial
+
+
+class ConfigError(TTScaleError, ValueError):
+    """A user-supplied value (prompt, budget, strategy option, backend name) is invalid."""
+
+
+class BudgetError(TTScaleError):
+    """The budget is too small to pay for a single step of the chosen strategy."""
+
+
+class ModelError(TTScaleError):
+    """A model could not be found, verified or converted."""
+
+
+class BackendError(TTScaleError):
+    """The generation engine failed while serving a request."""
+
+
+class BackendUnavailable(BackendError):
+    """The engine is not installed or the server cannot be reached."""
+
+
+class ContextLengthError(BackendError):
+    """A prompt plus its requested completion exceeds the model's context window."""
+
+
+class VerifierError(TTScaleError):
+    """A verifier produced unusable scores (NaN, inf, wrong count)."""
+
+
+class GradingError(TTScaleError):
+    """A gold answer or a prediction could not be graded."""
+
+
+RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (BackendUnavailable,)
+"""Errors worth retrying with backoff; everything else is final."""
+
+
+def describe(value: Any, limit: int = 80) -> str:
+    """Short repr of a user value for error messages."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

