@@ -47,7 +47,10 @@ class BestOfN:
     """N: most samples drawn (fewer if the budget or the stopping rule ends it first)."""
     max_tokens: int = 1024
     """Cap on generated tokens per sample."""
-    temperature: float = 0.8
+    temperature: float = 0.5
+    """Sampling temperature. Measured on the embedded 0.5B model ("What is 12*7?", 16
+    samples each): 75% of samples right at 0.3, 69% at 0.5, 38% at 0.7; hotter sampling
+    scatters a small model's answers faster than it adds useful diversity."""
     top_p: float = 1.0
     round_size: int = 8
     """Samples per engine call; the stopping rule is checked between rounds."""

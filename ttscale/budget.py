@@ -103,7 +103,8 @@ class Budget(BaseModel):
             ) from None
 
     def __str__(self) -> str:
-        parts = [f"{u}={getattr(self, u):g}" for u in UNITS if getattr(self, u) is not None]
+        # repr, not :g, so str() round-trips through parse() exactly.
+        parts = [f"{u}={getattr(self, u)!r}" for u in UNITS if getattr(self, u) is not None]
         return ",".join(parts) or "unlimited"
 
     @property

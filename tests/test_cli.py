@@ -1,0 +1,70 @@
+"""The ``ttscale`` CLI: the scripted fast path, JSON output, and bad input giving one clear
+line and exit status 2 (never a traceback)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ttscale.cli", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_solve_scripted_json(tmp_path):
+    p = cli("solve", "What is 12*7?", "--backend", "scripted", "--json")
+    assert p.returncode == 0, p.stderr
+    data = json.loads(p.stdout)
+    assert data["answer"] == "84"
+    assert data["ledger"]["rollouts"] == 8 and data["ledger"]["engine"]["backend"] == "scripted"
+    assert len(data["candidates"]) == 8
+
+
+def test_solve_scripted_table_and_options():
+    p = cli("solve", "What is 2+3?", "--backend", "scripted", "-o", "n=4", "-o", "round_size=4")
+    assert p.returncode == 0, p.stderr
+    assert "answer: 5" in p.stdout and "rollouts=4" in p.stdout
+
+
+def test_solve_with_script_file(tmp_path):
+    script = tmp_path / "s.json"
+    script.write_text(json.dumps({"capital": ["It is \\boxed{Paris}."]}))
+    p = cli("solve", "capital of France?", "--backend", "scripted", "--script", str(script), "--json")
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["answer"] == "Paris"
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["solve", "", "--backend", "scripted"], "prompt is empty"),
+        (["solve", "x", "--backend", "scripted", "--budget", "tokens=-5"], "tokens"),
+        (["solve", "x", "--backend", "scripted", "--budget", "foo=3"], "unknown budget field"),
+        (["solve", "x", "--backend", "scripted", "--strategy", "nope"], "unknown strategy"),
+        (["solve", "x", "--backend", "nope"], "unknown backend"),
+        (["solve", "x", "--backend", "hf", "--model", "/no/such/dir"], "neither an embedded model"),
+        (["solve", "x", "--backend", "openai", "--base-url", "http://127.0.0.1:9/v1"], "cannot reach"),
+        (["solve", "x", "--backend", "openai"], "needs --base-url"),
+        (["solve", "x", "--backend", "scripted", "-o", "n=0"], "n=0"),
+        (["solve", "x", "--backend", "scripted", "-o", "nokey"], "key=value"),
+        (["solve", "x", "--backend", "scripted", "--script", "/no/file.json"], "--script"),
+    ],
+)
+def test_bad_input_is_one_clear_line(args, fragment):
+    p = cli(*args)
+    assert p.returncode == 2
+    assert fragment in p.stderr
+    assert "Traceback" not in p.stderr + p.stdout
+
+
+def test_models_json():
+    p = cli("models", "--json")
+    assert p.returncode == 0, p.stderr
+    rows = json.loads(p.stdout)
+    default = next(r for r in rows if r["default"])
+    assert default["parts_installed"] and default["parts_bytes"] == 491_400_064

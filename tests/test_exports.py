@@ -1,0 +1,31 @@
+"""Public surface: ``__all__`` matches what the package exports, and strategies/verifiers
+import without any engine (vLLM blocked in ``sys.modules``)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import ttscale
+
+
+def test_all_matches_public_names():
+    public = {n for n in dir(ttscale) if not n.startswith("_")} - {
+        "api", "budget", "cost", "errors", "protocols", "types", "backends", "strategies",
+        "verifiers", "models", "hardware", "kernels", "evals", "cli", "integrations", "server",
+    }
+    assert set(ttscale.__all__) - {"__version__"} == public
+
+
+def test_strategies_import_without_engines():
+    code = (
+        "import sys; sys.modules['vllm'] = None; sys.modules['transformers'] = None; "
+        "sys.modules['torch'] = None; sys.modules['openai'] = None\n"
+        "from ttscale import solve, Budget\n"
+        "from ttscale.strategies import BestOfN\n"
+        "import ttscale.verifiers\n"
+        "r = solve('What is 12*7?', budget='rollouts=4', backend='scripted')\n"
+        "assert r.answer == '84', r.answer\n"
+    )
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
