@@ -56,6 +56,25 @@ def _load_script(path: Path | None) -> Any:
     return data
 
 
+def _load_backend(
+    backend: str, *, model: str | None, base_url: str | None, script: Path | None
+) -> Any:
+    """Build the backend named on the command line (shared by ``solve`` and ``serve``)."""
+    from ttscale.backends import make_backend
+
+    kwargs: dict[str, Any] = {}
+    if backend in ("vllm", "hf") and model is not None:
+        kwargs["model"] = model
+    elif backend == "openai":
+        if base_url is None:
+            raise ConfigError("--backend openai needs --base-url (e.g. http://127.0.0.1:8000/v1)")
+        kwargs.update(base_url=base_url, model=model)
+    elif backend == "scripted":
+        kwargs["script"] = _load_script(script)
+    with err.status(f"loading {backend} backend...", spinner="dots"):
+        return make_backend(backend, **kwargs)
+
+
 @app.command()
 def solve(
     prompt: Annotated[str, typer.Argument(help="The question to answer.")],
@@ -81,7 +100,6 @@ def solve(
 ) -> None:
     """Answer PROMPT by spending BUDGET on STRATEGY."""
     from ttscale.api import solve as run_solve
-    from ttscale.backends import make_backend
     from ttscale.budget import Budget
 
     if verbose:
@@ -90,17 +108,7 @@ def solve(
     parsed = Budget.parse(budget)  # validate before loading anything heavy
     if not prompt.strip():
         raise ConfigError("prompt is empty; pass the question as the first argument")
-    kwargs: dict[str, Any] = {}
-    if backend in ("vllm", "hf") and model is not None:
-        kwargs["model"] = model
-    elif backend == "openai":
-        if base_url is None:
-            raise ConfigError("--backend openai needs --base-url (e.g. http://127.0.0.1:8000/v1)")
-        kwargs.update(base_url=base_url, model=model)
-    elif backend == "scripted":
-        kwargs["script"] = _load_script(script)
-    with err.status(f"loading {backend} backend...", spinner="dots"):
-        gen = make_backend(backend, **kwargs)
+    gen = _load_backend(backend, model=model, base_url=base_url, script=script)
     with err.status(f"solving with {strategy} under {parsed}...", spinner="dots"):
         result = run_solve(prompt, parsed, strategy=strategy, backend=gen, **options)
     if as_json:
@@ -111,7 +119,9 @@ def solve(
 
 @app.command()
 def serve(
-    host: Annotated[str, typer.Option(help="Interface to bind; 0.0.0.0 exposes it to the network.")] = "127.0.0.1",
+    host: Annotated[
+        str, typer.Option(help="Interface to bind; 0.0.0.0 exposes it to the network.")
+    ] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
     backend: Annotated[str, typer.Option(help="vllm | hf | openai | scripted")] = "vllm",
     model: Annotated[
@@ -121,41 +131,36 @@ def serve(
         str | None, typer.Option(help="Upstream server URL for --backend openai.")
     ] = None,
     script: Annotated[
-        Path | None, typer.Option(help="JSON {problem substring: [solutions]} for --backend scripted.")
+        Path | None, typer.Option(help="JSON {substring: [solutions]} for --backend scripted.")
     ] = None,
     api_key: Annotated[
         str | None,
-        typer.Option(envvar="TTSCALE_API_KEY", help="Require 'Authorization: Bearer <key>' on /v1."),
+        typer.Option(envvar="TTSCALE_API_KEY", help="Require 'Authorization: Bearer <key>'."),
     ] = None,
-    strategy: Annotated[str, typer.Option(help="Strategy of the bare 'ttscale' model alias.")] = "best_of_n",
-    default_budget: Annotated[str, typer.Option(help="Budget of requests that name none.")] = "rollouts=8",
+    strategy: Annotated[
+        str, typer.Option(help="Strategy of the bare 'ttscale' model alias.")
+    ] = "best_of_n",
+    default_budget: Annotated[
+        str, typer.Option(help="Budget of requests that name none.")
+    ] = "rollouts=8",
     max_budget: Annotated[
         str, typer.Option(help="Per-request caps; a request asking for more gets a 400.")
     ] = "tokens=65536,rollouts=64,seconds=120",
     max_concurrency: Annotated[int, typer.Option(help="Requests solved at once.")] = 4,
     max_queue: Annotated[int, typer.Option(help="Requests waiting for a slot; beyond: 429.")] = 64,
-    timeout: Annotated[float, typer.Option(help="Per-request seconds, queue included; then 504.")] = 300.0,
+    timeout: Annotated[
+        float, typer.Option(help="Per-request seconds, queue included; then 504.")
+    ] = 300.0,
     max_body_bytes: Annotated[int, typer.Option(help="Larger request bodies get 413.")] = 1 << 20,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging on stderr.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
     """Serve an OpenAI-compatible /v1/chat/completions endpoint (model: ttscale/<strategy>)."""
-    from ttscale.backends import make_backend
     from ttscale.server import create_app
     from ttscale.server.runner import import_uvicorn
 
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr)
     uvicorn = import_uvicorn()
-    kwargs: dict[str, Any] = {}
-    if backend in ("vllm", "hf") and model is not None:
-        kwargs["model"] = model
-    elif backend == "openai":
-        if base_url is None:
-            raise ConfigError("--backend openai needs --base-url (e.g. http://127.0.0.1:8001/v1)")
-        kwargs.update(base_url=base_url, model=model)
-    elif backend == "scripted":
-        kwargs["script"] = _load_script(script)
-    with err.status(f"loading {backend} backend...", spinner="dots"):
-        gen = make_backend(backend, **kwargs)
+    gen = _load_backend(backend, model=model, base_url=base_url, script=script)
     application = create_app(
         gen,
         api_key=api_key,

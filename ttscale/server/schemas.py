@@ -14,6 +14,10 @@ import uuid
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic_core import to_jsonable_python
+
+from ttscale.integrations import representative, summarize
+from ttscale.types import Result
 
 __all__ = [
     "ChatCompletion",
@@ -32,6 +36,10 @@ __all__ = [
     "TextPart",
     "Usage",
     "completion_id",
+    "content",
+    "jsonable",
+    "summary",
+    "usage",
 ]
 
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
@@ -178,3 +186,31 @@ class ErrorResponse(BaseModel):
     """OpenAI's error shape: ``{"error": {"message", "type", "code", "param"}}``."""
 
     error: ErrorBody
+
+
+# -- results -> wire shapes ----------------------------------------------------------------
+def jsonable(value: Any) -> Any:
+    """JSON-safe copy; numpy scalars become numbers, other unknown objects their ``str``."""
+    return to_jsonable_python(value, fallback=lambda v: v.item() if hasattr(v, "item") else str(v))
+
+
+def summary(result: Result) -> dict[str, Any]:
+    """The ``ttscale`` extension object (see ``ttscale.integrations.summarize``), JSON-safe."""
+    return jsonable(summarize(result))
+
+
+def usage(result: Result) -> Usage:
+    """OpenAI usage summed over every sample and engine call, plus the full ledger."""
+    led = result.ledger
+    return Usage(
+        prompt_tokens=led.prompt_tokens,
+        completion_tokens=led.generated_tokens,
+        total_tokens=led.prompt_tokens + led.generated_tokens,
+        ttscale_ledger=jsonable(led.to_dict()),
+    )
+
+
+def content(result: Result) -> tuple[str, str]:
+    """Text and finish reason of the candidate that stands for the answer."""
+    cand = representative(result)
+    return (cand.text, cand.finish_reason) if cand is not None else ("", "stop")
