@@ -21,24 +21,6 @@ pytestmark = pytest.mark.real_model
 BON4 = dict(n=4, round_size=4, max_tokens=384, seed=0)  # default temperature 0.5
 
 
-@pytest.fixture(scope="module")
-def vllm_backend():
-    from ttscale.backends import VLLMBackend
-
-    backend = VLLMBackend(seed=0)
-    yield backend
-    asyncio.run(backend.close())
-
-
-@pytest.fixture(scope="module")
-def hf_backend():
-    from ttscale.backends import HFBackend
-
-    backend = HFBackend(seed=0)
-    yield backend
-    asyncio.run(backend.close())
-
-
 def test_vllm_best_of_4_solves_12x7(vllm_backend):
     res = solve("What is 12*7?", budget="rollouts=4", backend=vllm_backend, **BON4)
     assert res.answer == "84", res.extras["votes"]

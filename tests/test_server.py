@@ -414,24 +414,18 @@ def test_cli_serve_starts_and_answers():
 
 # -- the embedded model -----------------------------------------------------------------------
 @pytest.mark.real_model
-def test_serve_embedded_model_with_streaming():
-    from ttscale.backends import VLLMBackend
-
-    backend = VLLMBackend(seed=0)
-    try:
-        with serve_in_thread(create_app(backend, api_key=KEY)) as url:
-            client = openai.OpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0, timeout=300)
-            chunks = list(
-                client.chat.completions.create(
-                    model="ttscale/best_of_n",
-                    messages=Q,
-                    stream=True,
-                    stream_options={"include_usage": True},
-                    extra_body={"options": {"n": 2, "round_size": 2, "max_tokens": 256}},
-                )
+def test_serve_embedded_model_with_streaming(vllm_backend):
+    with serve_in_thread(create_app(vllm_backend, api_key=KEY)) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0, timeout=300)
+        chunks = list(
+            client.chat.completions.create(
+                model="ttscale/best_of_n",
+                messages=Q,
+                stream=True,
+                stream_options={"include_usage": True},
+                extra_body={"options": {"n": 2, "round_size": 2, "max_tokens": 256}},
             )
-    finally:
-        asyncio.run(backend.close())
+        )
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     final = next(c for c in chunks if c.choices and c.choices[0].finish_reason)
     summary = final.model_extra["ttscale"]
