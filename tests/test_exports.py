@@ -29,3 +29,19 @@ def test_strategies_import_without_engines():
     )
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
+
+
+def test_auto_backend_falls_back_to_transformers_without_vllm():
+    code = (
+        "import sys, logging; sys.modules['vllm'] = None\n"
+        "import ttscale.backends.hf as hf\n"
+        "class Fake:\n"
+        "    def __init__(self, **kw): self.kw = kw\n"
+        "hf.HFBackend = Fake\n"
+        "from ttscale.backends import make_backend\n"
+        "b = make_backend('auto', model='m')\n"
+        "assert type(b).__name__ == 'Fake' and b.kw == {'model': 'm'}, b\n"
+    )
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert "vLLM unavailable" in p.stderr and "using the transformers backend" in p.stderr

@@ -35,7 +35,7 @@ async def asolve(
     parsed = Budget.parse(budget)
     runner = make_strategy(strategy, **options)
     owned = backend is None or isinstance(backend, str)
-    gen = make_backend(backend or "vllm") if owned else backend  # type: ignore[arg-type]
+    gen = make_backend(backend or "auto") if owned else backend  # type: ignore[arg-type]
     try:
         return await runner.run(Problem(prompt, system_prompt), gen, verifier, parsed)
     finally:
@@ -61,8 +61,9 @@ def solve(
             an int (tokens), a dict, or a ``Budget``.
         strategy: A name in ``ttscale.strategies.STRATEGIES``.
         backend: A ``Generator`` instance (reused, not closed), a backend name, or ``None``
-            for the embedded vLLM model (loaded for this call and released after). Reuse an
-            instance for many calls: loading costs ~20-30 s on CPU.
+            for the embedded model on vLLM (transformers where vLLM is absent), loaded for
+            this call and released after. Reuse an instance for many calls: loading costs
+            ~20-30 s on CPU.
         verifier: Optional step/outcome scorer; enables weighted selection.
         system_prompt: System message; ``None`` omits it.
         **options: Strategy hyper-parameters (e.g. ``n=16, max_tokens=512``).

@@ -6,6 +6,7 @@ scripted backend works without vLLM, transformers or openai installed.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from ttscale.backends.scripted import ScriptedBackend, toy_arithmetic
@@ -14,13 +15,16 @@ from ttscale.errors import ConfigError
 if TYPE_CHECKING:
     from ttscale.protocols import Generator
 
+log = logging.getLogger(__name__)
+
 __all__ = ["BACKENDS", "ScriptedBackend", "make_backend", "toy_arithmetic"]
 
-BACKENDS = ("vllm", "hf", "openai", "scripted")
+BACKENDS = ("auto", "vllm", "hf", "openai", "scripted")
 
 
 def make_backend(name: str, **options: Any) -> Generator:
-    """Build a backend by name: ``vllm`` (embedded default), ``hf``, ``openai``, ``scripted``.
+    """Build a backend by name: ``vllm`` (embedded default), ``hf``, ``openai``, ``scripted``,
+    or ``auto``: vLLM when it imports, else transformers (logged), as on hosts without vLLM.
 
     Args:
         name: One of ``BACKENDS``.
@@ -29,6 +33,14 @@ def make_backend(name: str, **options: Any) -> Generator:
     Raises:
         ConfigError: Unknown name.
     """
+    if name == "auto":
+        from ttscale.errors import BackendUnavailable
+
+        try:
+            return make_backend("vllm", **options)
+        except BackendUnavailable as exc:
+            log.warning("vLLM unavailable (%s); using the transformers backend", exc)
+            return make_backend("hf", **options)
     if name == "vllm":
         from ttscale.backends.vllm import VLLMBackend
 

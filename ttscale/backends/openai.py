@@ -67,9 +67,14 @@ class OpenAIBackend:
         root = self.base_url.removesuffix("/v1")
         headers = {"Authorization": f"Bearer {api_key}"}
         self._http = httpx.Client(base_url=root, headers=headers, timeout=timeout)
-        self._client = openai.AsyncOpenAI(
-            base_url=self.base_url, api_key=api_key, timeout=timeout, max_retries=max_retries
-        )
+        self._client_kw = {
+            "base_url": self.base_url, "api_key": api_key, "timeout": timeout,
+            "max_retries": max_retries,
+        }
+        # The async client's connection pool belongs to one event loop; solve() runs a new
+        # loop per call, so the client is created lazily for the running loop.
+        self._client: Any = None
+        self._client_loop: asyncio.AbstractEventLoop | None = None
         self.model = model or self._first_model()
         self._max_concurrency = max_concurrency
         self._throttler = Throttler(rate_limit=max(int(requests_per_second), 1), period=1.0)
@@ -110,8 +115,17 @@ class OpenAIBackend:
     def profile(self) -> dict[str, Any]:
         return {"backend": "openai", "base_url": self.base_url, "model": self.model}
 
+    def _async_client(self) -> Any:
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._client_loop is not loop:
+            self._client = self._openai.AsyncOpenAI(**self._client_kw)
+            self._client_loop = loop
+        return self._client
+
     async def close(self) -> None:
-        await self._client.close()
+        if self._client is not None and self._client_loop is asyncio.get_running_loop():
+            await self._client.close()
+        self._client = None
         self._http.close()
 
     # -- generation ------------------------------------------------------------------------
@@ -123,7 +137,7 @@ class OpenAIBackend:
         openai = self._openai
         async with sem, self._throttler:
             try:
-                resp = await self._client.completions.create(
+                resp = await self._async_client().completions.create(
                     model=self.model,
                     prompt=list(r.prompt_token_ids),
                     n=r.n,

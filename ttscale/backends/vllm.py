@@ -60,7 +60,6 @@ class VLLMBackend:
         block_size: int = 32,
         **engine_kwargs: Any,
     ) -> None:
-        path = resolve_model(model)
         on_gpu = _cuda_available()
         if not on_gpu:
             cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [0]
@@ -68,7 +67,8 @@ class VLLMBackend:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", f"{kv_cache_gib:g}")
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         os.environ.setdefault("VLLM_CACHE_ROOT", str(cache_dir() / "vllm"))
-        LLM = _import_vllm()
+        LLM = _import_vllm()  # before resolving the model: `auto` needs to know vLLM is absent
+        path = resolve_model(model)
         if dtype == "auto":
             dtype = "bfloat16" if on_gpu else cpu_dtype()
         self.dtype = dtype
