@@ -9,7 +9,9 @@ extraction and math-verify voting.
     .venv/bin/python benchmarks/overhead.py [--max-tokens 128] [--reps 3]
 
 Last line: ``RESULT overhead_ratio=<(solve_wall - raw_wall)/raw_wall> solve_tok_s=<>
-raw_tok_s=<> ...`` (medians over reps).
+raw_tok_s=<> ...`` (medians over reps). ``orchestration_ratio`` is (wall - engine) / wall
+of the solve side from its own ledger: the same question asked without the noise of a
+second engine call, which matters on a shared 2-core host.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ import argparse
 import statistics
 import time
 
+from ttscale.strategies import BestOfN
+
 from ttscale import Budget, Problem, solve
 from ttscale.backends import VLLMBackend
 from ttscale.hardware import host_info
-from ttscale.strategies import BestOfN
 
 PROMPT = "What is the sum of the first 20 positive odd numbers?"
 
@@ -42,13 +45,20 @@ def main() -> None:
     llm = backend._llm  # the raw engine, same instance: no load-time or cache differences
     problem = Problem(PROMPT)
     strategy = BestOfN(
-        n=args.n, round_size=args.n, adaptive=False, max_tokens=args.max_tokens,
-        min_sample_tokens=min(128, args.max_tokens), seed=args.seed,
+        n=args.n,
+        round_size=args.n,
+        adaptive=False,
+        max_tokens=args.max_tokens,
+        min_sample_tokens=min(128, args.max_tokens),
+        seed=args.seed,
     )
     budget = Budget()
     params = SamplingParams(
-        n=args.n, max_tokens=args.max_tokens, temperature=strategy.temperature,
-        top_p=strategy.top_p, seed=args.seed,  # round 0 of BestOfN uses seed + 0
+        n=args.n,
+        max_tokens=args.max_tokens,
+        temperature=strategy.temperature,
+        top_p=strategy.top_p,
+        seed=args.seed,  # round 0 of BestOfN uses seed + 0
     )
 
     def raw() -> tuple[float, int]:
@@ -57,8 +67,10 @@ def main() -> None:
         out = llm.generate([prompt], params, use_tqdm=False)
         return time.perf_counter() - t0, sum(len(c.token_ids) for c in out[0].outputs)
 
-    options = {f: getattr(strategy, f) for f in ("n", "round_size", "adaptive", "max_tokens",
-                                                 "min_sample_tokens", "seed")}
+    options = {
+        f: getattr(strategy, f)
+        for f in ("n", "round_size", "adaptive", "max_tokens", "min_sample_tokens", "seed")
+    }
 
     def via_solve() -> tuple[float, int, float]:
         t0 = time.perf_counter()
@@ -78,7 +90,9 @@ def main() -> None:
             if tokens is None:
                 tokens = r[1]
             if r[1] != tokens:
-                raise SystemExit(f"token counts differ ({name}: {r[1]} vs {tokens}); seeds not honoured")
+                raise SystemExit(
+                    f"token counts differ ({name}: {r[1]} vs {tokens}); seeds not honoured"
+                )
             (raw_t if name == "raw" else solve_t).append(r[0])
             if name == "solve":
                 orch.append(r[2])
@@ -95,7 +109,9 @@ def main() -> None:
         f"RESULT overhead_ratio={ratio:.4f} solve_tok_s={tokens / solve_med:.2f} "
         f"raw_tok_s={tokens / raw_med:.2f} bench=overhead n={args.n} max_tokens={args.max_tokens} "
         f"tokens={tokens} reps={args.reps} orchestration_s={statistics.median(orch):.4f} "
-        f"spread_raw_s={max(raw_t) - min(raw_t):.3f} spread_solve_s={max(solve_t) - min(solve_t):.3f} "
+        f"orchestration_ratio={statistics.median(orch) / solve_med:.5f} "
+        f"spread_raw_s={max(raw_t) - min(raw_t):.3f} "
+        f"spread_solve_s={max(solve_t) - min(solve_t):.3f} "
         f"device=cpu isa={info.isa} dtype={backend.dtype}"
     )
 

@@ -23,13 +23,14 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from ttscale.verifiers.answers import extract_answer
+from ttscale.verifiers.base import AGGREGATIONS, aggregate, check_scores
+from ttscale.verifiers.voting import group_answers, leader_confidence
+
 from ttscale.budget import Budget, Ledger
 from ttscale.errors import BudgetError, ConfigError
 from ttscale.protocols import Generator, Verifier
 from ttscale.types import Candidate, GenerationRequest, Problem, Result
-from ttscale.verifiers.answers import extract_answer
-from ttscale.verifiers.base import AGGREGATIONS, aggregate, check_scores
-from ttscale.verifiers.voting import group_answers, leader_confidence
 
 __all__ = ["BestOfN"]
 
@@ -90,7 +91,9 @@ class BestOfN:
     ) -> Result:
         select = self.select if self.select != "auto" else ("weighted" if verifier else "majority")
         if select in ("weighted", "best") and verifier is None:
-            raise ConfigError(f"select={select!r} needs a verifier; pass verifier=... or use majority")
+            raise ConfigError(
+                f"select={select!r} needs a verifier; pass verifier=... or use majority"
+            )
         ledger = Ledger(budget)
         ledger.engine = generator.profile()
         prompt = generator.render(problem)
@@ -158,26 +161,34 @@ class BestOfN:
     def _size_round(
         self, ledger: Ledger, gen: Generator, prompt: tuple[int, ...], left: int, rnd: int
     ) -> GenerationRequest | None:
-        """Largest affordable round: <= round_size samples, each >= min_sample_tokens."""
-        k = int(min(self.round_size, left, ledger.remaining("rollouts")))
+        """Largest affordable round: most samples (<= round_size), then the largest per-sample
+        cap in [min_sample_tokens, max_tokens]. Cost is monotone in both, so the cap is found
+        by binary search (only the eFLOPs cap makes it bind below the token split)."""
+        if ledger.remaining("seconds") <= 0:
+            return None
+
+        def request(k: int, per: int) -> GenerationRequest:
+            return GenerationRequest(
+                prompt,
+                n=k,
+                max_tokens=per,
+                temperature=self.temperature,
+                top_p=self.top_p,
+                seed=self.seed + rnd,
+            )
+
         tokens_left = ledger.remaining("tokens")
-        while k > 0:
-            per = int(min(self.max_tokens, tokens_left // k))
-            while per >= self.min_sample_tokens:
-                req = GenerationRequest(
-                    prompt,
-                    n=k,
-                    max_tokens=per,
-                    temperature=self.temperature,
-                    top_p=self.top_p,
-                    seed=self.seed + rnd,
-                )
-                if ledger.affords([req], gen):
-                    return req
-                if ledger.remaining("seconds") <= 0:
-                    return None
-                per //= 2  # only the eFLOPs cap gets here: try shorter samples
-            k -= 1
+        for k in range(int(min(self.round_size, left, ledger.remaining("rollouts"))), 0, -1):
+            lo, hi = self.min_sample_tokens, int(min(self.max_tokens, tokens_left // k))
+            if hi < lo or not ledger.affords([request(k, lo)], gen):
+                continue
+            while lo < hi:  # invariant: request(k, lo) is affordable
+                mid = (lo + hi + 1) // 2
+                if ledger.affords([request(k, mid)], gen):
+                    lo = mid
+                else:
+                    hi = mid - 1
+            return request(k, lo)
         return None
 
     async def _score(

@@ -6,12 +6,12 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from ttscale.strategies import BestOfN, make_strategy
+from ttscale.verifiers import ScriptedVerifier
 
 from ttscale import Budget, BudgetError, ConfigError, VerifierError, solve
 from ttscale.backends import ScriptedBackend
-from ttscale.strategies import BestOfN, make_strategy
 from ttscale.types import Problem
-from ttscale.verifiers import ScriptedVerifier
 
 RIGHT = "Compute.\n\nSo \\boxed{\\frac{1}{2}}."
 RIGHT_DECIMAL = "Divide.\n\nSo \\boxed{0.5}."
@@ -58,7 +58,9 @@ def test_adaptive_keeps_sampling_when_split():
 
 def test_weighted_vote_follows_verifier():
     gen = ScriptedBackend(script={"half": [RIGHT, RIGHT, WRONG]})
-    likes_three = ScriptedVerifier(lambda p, steps: [0.01] * (len(steps) - 1) + [1.0 if "{3}" in steps[-1] else 0.01])
+    likes_three = ScriptedVerifier(
+        lambda p, steps: [0.01] * (len(steps) - 1) + [1.0 if "{3}" in steps[-1] else 0.01]
+    )
     res = run(BestOfN(n=12, round_size=12, adaptive=False), gen, likes_three)
     assert res.extras["select"] == "weighted" and res.answer == "3"
     assert res.ledger.verifier_calls == 1
@@ -93,8 +95,12 @@ def test_budget_too_small_for_one_sample():
 
 def test_token_budget_splits_per_sample_cap():
     gen = ScriptedBackend()
-    res = run(BestOfN(n=8, round_size=4, max_tokens=1024, min_sample_tokens=64, adaptive=False), gen,
-              budget="tokens=1000", prompt="What is 6*7?")
+    res = run(
+        BestOfN(n=8, round_size=4, max_tokens=1024, min_sample_tokens=64, adaptive=False),
+        gen,
+        budget="tokens=1000",
+        prompt="What is 6*7?",
+    )
     assert gen.calls[0][0].max_tokens == 250  # 1000 tokens / 4 samples
     assert res.ledger.generated_tokens <= 1000
 

@@ -13,10 +13,10 @@ import math
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from ttscale.strategies import BestOfN
 
 from ttscale import Budget, BudgetError, ConfigError, GenerationRequest, Ledger
 from ttscale.backends import ScriptedBackend
-from ttscale.strategies import BestOfN
 from ttscale.types import Problem
 
 
@@ -143,3 +143,19 @@ def test_seconds_overshoot_is_reported():
     assert led.engine_calls == 1  # the second round is not started once time is up
     assert led.stopped_by == "seconds"
     assert led.overshoot["seconds"] > 0
+
+
+def test_flops_cap_between_halvings_still_gets_a_sample():
+    """Regression: sizing used to halve the per-sample cap (60 -> 30) under an eFLOPs cap and
+    skip the affordable range [50, 60), raising BudgetError though a 50-token sample fit."""
+    gen = ScriptedBackend()
+    prompt = gen.render(Problem("What is 17*3?"))
+    cost = {
+        m: Ledger().worst_case_eflops([GenerationRequest(prompt, max_tokens=m)], gen)
+        for m in range(50, 61)
+    }
+    budget = Budget(flops=(cost[55] + cost[56]) / 2)
+    strat = BestOfN(n=1, round_size=1, max_tokens=60, min_sample_tokens=50)
+    result = asyncio.run(strat.run(Problem("What is 17*3?"), gen, None, budget))
+    assert gen.calls[0][0].max_tokens == 55  # the largest cap the eFLOPs budget affords
+    assert result.ledger.eflops <= budget.flops

@@ -34,7 +34,9 @@ def test_solve_scripted_table_and_options():
 def test_solve_with_script_file(tmp_path):
     script = tmp_path / "s.json"
     script.write_text(json.dumps({"capital": ["It is \\boxed{Paris}."]}))
-    p = cli("solve", "capital of France?", "--backend", "scripted", "--script", str(script), "--json")
+    p = cli(
+        "solve", "capital of France?", "--backend", "scripted", "--script", str(script), "--json"
+    )
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout)["answer"] == "Paris"
 
@@ -48,7 +50,10 @@ def test_solve_with_script_file(tmp_path):
         (["solve", "x", "--backend", "scripted", "--strategy", "nope"], "unknown strategy"),
         (["solve", "x", "--backend", "nope"], "unknown backend"),
         (["solve", "x", "--backend", "hf", "--model", "/no/such/dir"], "neither an embedded model"),
-        (["solve", "x", "--backend", "openai", "--base-url", "http://127.0.0.1:9/v1"], "cannot reach"),
+        (
+            ["solve", "x", "--backend", "openai", "--base-url", "http://127.0.0.1:9/v1"],
+            "cannot reach",
+        ),
         (["solve", "x", "--backend", "openai"], "needs --base-url"),
         (["solve", "x", "--backend", "scripted", "-o", "n=0"], "n=0"),
         (["solve", "x", "--backend", "scripted", "-o", "nokey"], "key=value"),

@@ -11,8 +11,22 @@ import ttscale
 
 def test_all_matches_public_names():
     public = {n for n in dir(ttscale) if not n.startswith("_")} - {
-        "api", "budget", "cost", "errors", "protocols", "types", "backends", "strategies",
-        "verifiers", "models", "hardware", "kernels", "evals", "cli", "integrations", "server",
+        "api",
+        "budget",
+        "cost",
+        "errors",
+        "protocols",
+        "types",
+        "backends",
+        "strategies",
+        "verifiers",
+        "models",
+        "hardware",
+        "kernels",
+        "evals",
+        "cli",
+        "integrations",
+        "server",
     }
     assert set(ttscale.__all__) - {"__version__"} == public
 

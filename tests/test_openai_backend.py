@@ -16,7 +16,14 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from ttscale import BackendError, BackendUnavailable, ContextLengthError, GenerationRequest, Problem, solve
+from ttscale import (
+    BackendError,
+    BackendUnavailable,
+    ContextLengthError,
+    GenerationRequest,
+    Problem,
+    solve,
+)
 from ttscale.backends import OpenAIBackend, ScriptedBackend
 from ttscale.server.runner import serve_in_thread
 
@@ -56,16 +63,27 @@ def fake_vllm_server(engine: ScriptedBackend, seen: list[dict]) -> FastAPI:
             return vllm_error(500, "engine died")
         stop = body.get("stop") or []
         req = GenerationRequest(
-            tuple(body["prompt"]), n=body.get("n", 1), max_tokens=body["max_tokens"],
+            tuple(body["prompt"]),
+            n=body.get("n", 1),
+            max_tokens=body["max_tokens"],
             stop=tuple([stop] if isinstance(stop, str) else stop),
-            include_stop=body.get("include_stop_str_in_output", False), seed=body.get("seed"),
+            include_stop=body.get("include_stop_str_in_output", False),
+            seed=body.get("seed"),
         )
         out = (await engine.generate([req]))[0]
         return {
-            "id": "cmpl-1", "object": "text_completion", "created": 0, "model": "toy",
+            "id": "cmpl-1",
+            "object": "text_completion",
+            "created": 0,
+            "model": "toy",
             "choices": [
-                {"index": i, "text": c.text, "token_ids": list(c.token_ids),
-                 "finish_reason": c.finish_reason, "logprobs": None}
+                {
+                    "index": i,
+                    "text": c.text,
+                    "token_ids": list(c.token_ids),
+                    "finish_reason": c.finish_reason,
+                    "logprobs": None,
+                }
                 for i, c in enumerate(out.completions)
             ],
             "usage": {
@@ -99,8 +117,10 @@ def test_generate_maps_request_and_response(server):
     assert body["prompt"] == list(prompt) and body["n"] == 3 and body["seed"] == 5
     assert body["stop"] == ["\n\n"] and body["include_stop_str_in_output"] is True
     assert [c.text for c in out.completions] == ["Step.\n\n"] * 3
-    assert all(c.finish_reason == "stop" and c.token_ids == engine.encode("Step.\n\n")
-               for c in out.completions)
+    assert all(
+        c.finish_reason == "stop" and c.token_ids == engine.encode("Step.\n\n")
+        for c in out.completions
+    )
     assert out.prompt_tokens == len(prompt)
     assert backend.decode(engine.encode("héllo")) == "héllo"
     asyncio.run(backend.close())
@@ -127,5 +147,7 @@ def test_error_mapping(server):
 
 
 def test_unreachable_server_names_the_fix():
-    with pytest.raises(BackendUnavailable, match="cannot reach the server at http://127.0.0.1:9/v1.*fix"):
+    with pytest.raises(
+        BackendUnavailable, match="cannot reach the server at http://127.0.0.1:9/v1.*fix"
+    ):
         OpenAIBackend("http://127.0.0.1:9/v1")

@@ -14,14 +14,22 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_wheel_contains_mapped_subpackages(tmp_path):
     p = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "-q", "-w", str(tmp_path)],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert p.returncode == 0, p.stderr[-2000:]
     (wheel,) = tmp_path.glob("ttscale-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    for module in ("ttscale/__init__.py", "ttscale/strategies/best_of_n.py",
-                   "ttscale/verifiers/answers.py", "ttscale/kernels/__init__.py",
-                   "ttscale/evals/__init__.py", "ttscale/backends/vllm.py", "ttscale/py.typed"):
+    for module in (
+        "ttscale/__init__.py",
+        "ttscale/strategies/best_of_n.py",
+        "ttscale/verifiers/answers.py",
+        "ttscale/kernels/__init__.py",
+        "ttscale/evals/__init__.py",
+        "ttscale/backends/vllm.py",
+        "ttscale/py.typed",
+    ):
         assert module in names, module
     meta = next(n for n in names if n.endswith("METADATA"))
     text = zipfile.ZipFile(wheel).read(meta).decode()

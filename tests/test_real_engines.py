@@ -32,8 +32,9 @@ def test_vllm_best_of_4_solves_12x7(vllm_backend):
 
 def test_vllm_seeds_cache_stop_logprobs(vllm_backend):
     prompt = vllm_backend.render(Problem("What is 12*7?"))
-    req = GenerationRequest(prompt, n=2, max_tokens=48, seed=11, stop=("\n\n",),
-                            include_stop=True, logprobs=1)
+    req = GenerationRequest(
+        prompt, n=2, max_tokens=48, seed=11, stop=("\n\n",), include_stop=True, logprobs=1
+    )
     first, second = (asyncio.run(vllm_backend.generate([req]))[0] for _ in range(2))
     assert [c.token_ids for c in first.completions] == [c.token_ids for c in second.completions]
     assert second.cached_tokens >= 32  # whole 32-token blocks of the shared prompt

@@ -67,6 +67,8 @@ def test_prefix_cache_counts_full_blocks():
 
 
 def test_toy_policy_without_script():
-    out = gen1(ScriptedBackend(), prompt=ScriptedBackend().render(Problem("What is 12*7?")), n=10, seed=0)
+    out = gen1(
+        ScriptedBackend(), prompt=ScriptedBackend().render(Problem("What is 12*7?")), n=10, seed=0
+    )
     answers = [c.text.rsplit("boxed{", 1)[1].rstrip("}.") for c in out.completions]
     assert answers.count("84") >= 4 and set(answers) <= {"83", "84", "85"}

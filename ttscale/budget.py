@@ -200,7 +200,9 @@ class Ledger:
         """True if the worst case of ``requests`` fits every reservable cap and time is left."""
         return self._shortfall(requests, generator) is None
 
-    def worst_case_eflops(self, requests: Sequence[GenerationRequest], generator: Generator) -> float:
+    def worst_case_eflops(
+        self, requests: Sequence[GenerationRequest], generator: Generator
+    ) -> float:
         """eFLOPs if every sample ran to ``max_tokens`` with no prefix-cache hits."""
         spec = generator.model_spec
         if spec is None:

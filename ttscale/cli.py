@@ -80,23 +80,31 @@ def solve(
     prompt: Annotated[str, typer.Argument(help="The question to answer.")],
     strategy: Annotated[str, typer.Option(help="Registered strategy name.")] = "best_of_n",
     budget: Annotated[
-        str, typer.Option(help="Caps, e.g. tokens=4000,seconds=60 (units: tokens, rollouts, flops, seconds).")
+        str,
+        typer.Option(
+            help="Caps, e.g. tokens=4000,seconds=60 (units: tokens, rollouts, flops, seconds)."
+        ),
     ] = "rollouts=8",
     backend: Annotated[str, typer.Option(help="vllm | hf | openai | scripted")] = "vllm",
     model: Annotated[
         str | None, typer.Option(help="Embedded model name or local HF model directory.")
     ] = None,
     base_url: Annotated[
-        str | None, typer.Option(help="Server URL for --backend openai (e.g. http://127.0.0.1:8000/v1).")
+        str | None,
+        typer.Option(help="Server URL for --backend openai (e.g. http://127.0.0.1:8000/v1)."),
     ] = None,
     script: Annotated[
-        Path | None, typer.Option(help="JSON {problem substring: [solutions]} for --backend scripted.")
+        Path | None,
+        typer.Option(help="JSON {problem substring: [solutions]} for --backend scripted."),
     ] = None,
     option: Annotated[
-        list[str] | None, typer.Option("--option", "-o", help="Strategy option key=value (repeatable).")
+        list[str] | None,
+        typer.Option("--option", "-o", help="Strategy option key=value (repeatable)."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the full Result as JSON.")] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging on stderr.")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Debug logging on stderr.")
+    ] = False,
 ) -> None:
     """Answer PROMPT by spending BUDGET on STRATEGY."""
     from ttscale.api import solve as run_solve

@@ -63,9 +63,7 @@ def group_answers(
             reps.append(ans)
             members.append([i])
             weights.append(w)
-    groups = [
-        VoteGroup(rep, tuple(m), w) for rep, m, w in zip(reps, members, weights, strict=True)
-    ]
+    groups = [VoteGroup(rep, tuple(m), w) for rep, m, w in zip(reps, members, weights, strict=True)]
     if scores is None:
         key = lambda g: (-g.votes, -g.weight, g.members[0])  # noqa: E731
     else:

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from ttscale.cost import ModelSpec
-from ttscale.types import Problem
+from ttscale.errors import ConfigError, ContextLengthError
+from ttscale.types import GenerationRequest, Problem
 
 log = logging.getLogger(__name__)
 
@@ -40,3 +41,21 @@ def render_with_tokenizer(tokenizer: Any, problem: Problem) -> tuple[int, ...]:
     )
     ids = out["input_ids"] if not isinstance(out, list) else out
     return tuple(int(t) for t in ids)
+
+
+def check_requests(requests: list[GenerationRequest], max_model_len: int) -> None:
+    """Reject what no engine can serve, before it reaches one.
+
+    Raises:
+        ContextLengthError: prompt + ``max_tokens`` exceeds ``max_model_len``.
+        ConfigError: ``n`` or ``max_tokens`` below 1.
+    """
+    for r in requests:
+        if r.n < 1 or r.max_tokens < 1:
+            raise ConfigError(f"n={r.n} and max_tokens={r.max_tokens} must be >= 1")
+        if len(r.prompt_token_ids) + r.max_tokens > max_model_len:
+            raise ContextLengthError(
+                f"prompt of {len(r.prompt_token_ids)} tokens + max_tokens={r.max_tokens} "
+                f"exceeds max_model_len={max_model_len}; lower max_tokens, shorten the prompt "
+                f"or construct the backend with a larger max_model_len"
+            )

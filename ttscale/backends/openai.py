@@ -68,7 +68,9 @@ class OpenAIBackend:
         headers = {"Authorization": f"Bearer {api_key}"}
         self._http = httpx.Client(base_url=root, headers=headers, timeout=timeout)
         self._client_kw = {
-            "base_url": self.base_url, "api_key": api_key, "timeout": timeout,
+            "base_url": self.base_url,
+            "api_key": api_key,
+            "timeout": timeout,
             "max_retries": max_retries,
         }
         # The async client's connection pool belongs to one event loop; solve() runs a new
@@ -101,7 +103,11 @@ class OpenAIBackend:
 
     # -- tokenizer (server side) -----------------------------------------------------------
     def render(self, problem: Problem) -> tuple[int, ...]:
-        body = {"model": self.model, "messages": chat_messages(problem), "add_generation_prompt": True}
+        body = {
+            "model": self.model,
+            "messages": chat_messages(problem),
+            "add_generation_prompt": True,
+        }
         return tuple(self._get("POST", "/tokenize", json=body)["tokens"])
 
     def encode(self, text: str) -> tuple[int, ...]:

@@ -16,8 +16,8 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from ttscale.backends._common import render_with_tokenizer, spec_from_dir
-from ttscale.errors import BackendError, BackendUnavailable, ConfigError, ContextLengthError
+from ttscale.backends._common import check_requests, render_with_tokenizer, spec_from_dir
+from ttscale.errors import BackendError, BackendUnavailable
 from ttscale.hardware import cpu_dtype, host_info
 from ttscale.models import cache_dir, resolve_model
 from ttscale.types import Completion, GenerationOutput, GenerationRequest, Problem
@@ -124,15 +124,7 @@ class VLLMBackend:
 
     # -- generation ------------------------------------------------------------------------
     async def generate(self, requests: list[GenerationRequest]) -> list[GenerationOutput]:
-        for r in requests:
-            if len(r.prompt_token_ids) + r.max_tokens > self.max_model_len:
-                raise ContextLengthError(
-                    f"prompt of {len(r.prompt_token_ids)} tokens + max_tokens={r.max_tokens} "
-                    f"exceeds max_model_len={self.max_model_len}; lower max_tokens or "
-                    f"construct VLLMBackend(max_model_len=...)"
-                )
-            if r.n < 1 or r.max_tokens < 1:
-                raise ConfigError(f"n={r.n} and max_tokens={r.max_tokens} must be >= 1")
+        check_requests(requests, self.max_model_len)
         if not requests:
             return []
         return await asyncio.to_thread(self._generate_sync, requests)
