@@ -1,6 +1,7 @@
 """Orchestration overhead of ``solve()``: best-of-16 vs one raw ``vllm.LLM.generate`` call.
 
-Both sides run on the *same* engine instance in one process, interleaved after a warm-up,
+Both sides run on the *same* engine instance in one process, interleaved after a warm-up
+(order rotated each rep), the raw call from a worker thread as ``solve`` makes it,
 with the same prompt token ids, seed, temperature and max_tokens, so they sample the same
 tokens (per-request seeds); the token counts are checked equal. The difference is what
 ttscale adds: chat rendering, request/ledger bookkeeping, the thread hop, answer
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from ttscale.strategies import BestOfN
 
@@ -61,11 +63,19 @@ def main() -> None:
         seed=args.seed,  # round 0 of BestOfN uses seed + 0
     )
 
-    def raw() -> tuple[float, int]:
+    pool = ThreadPoolExecutor(max_workers=1)
+
+    def raw_call() -> tuple[float, int]:
         prompt = TokensPrompt(prompt_token_ids=list(backend.render(problem)))
         t0 = time.perf_counter()
         out = llm.generate([prompt], params, use_tqdm=False)
         return time.perf_counter() - t0, sum(len(c.token_ids) for c in out[0].outputs)
+
+    def raw() -> tuple[float, int]:
+        # The engine call from a worker thread, as solve() makes it (asyncio.to_thread):
+        # vLLM's OpenMP team is per calling thread, and on a loaded host the main thread's
+        # pinned team and a worker's team run at different speeds. Like-for-like baseline.
+        return pool.submit(raw_call).result()
 
     options = {
         f: getattr(strategy, f)
@@ -79,13 +89,14 @@ def main() -> None:
         led = res.ledger
         return wall, led.generated_tokens, (led.wall_seconds - led.engine_seconds)
 
-    raw()  # warm-up: kernels, prefix cache, math-verify import
+    raw()  # warm-up: kernels, prefix cache, math-verify import, each thread's OpenMP team
     via_solve()
-    raw_t, solve_t, orch = [], [], []
+    raw_call()
+    raw_t, main_t, solve_t, orch = [], [], [], []
     tokens = None
     for rep in range(args.reps):
-        pairs = [("raw", raw), ("solve", via_solve)]
-        for name, fn in pairs if rep % 2 == 0 else pairs[::-1]:  # alternate order
+        pairs = [("raw", raw), ("main", raw_call), ("solve", via_solve)]
+        for name, fn in pairs[rep % 3 :] + pairs[: rep % 3]:  # rotate the order each rep
             r = fn()
             if tokens is None:
                 tokens = r[1]
@@ -93,15 +104,17 @@ def main() -> None:
                 raise SystemExit(
                     f"token counts differ ({name}: {r[1]} vs {tokens}); seeds not honoured"
                 )
-            (raw_t if name == "raw" else solve_t).append(r[0])
+            {"raw": raw_t, "main": main_t, "solve": solve_t}[name].append(r[0])
             if name == "solve":
                 orch.append(r[2])
             print(f"rep {rep} {name:5s} wall={r[0]:.3f}s tokens={r[1]}", flush=True)
     raw_med, solve_med = statistics.median(raw_t), statistics.median(solve_t)
+    main_med = statistics.median(main_t)
     ratio = (solve_med - raw_med) / raw_med
     info = host_info()
     print(
-        f"raw: {raw_t}\nsolve: {solve_t}\norchestration (wall-engine) per solve: "
+        f"raw (worker thread): {raw_t}\nraw (main thread): {main_t}\nsolve: {solve_t}\n"
+        f"orchestration (wall-engine) per solve: "
         f"{[round(o, 4) for o in orch]} s\nvllm {vllm.__version__}, dtype {backend.dtype}, "
         f"host {info.cpu_model} ({info.isa}, {info.cores} cores)"
     )
@@ -110,6 +123,7 @@ def main() -> None:
         f"raw_tok_s={tokens / raw_med:.2f} bench=overhead n={args.n} max_tokens={args.max_tokens} "
         f"tokens={tokens} reps={args.reps} orchestration_s={statistics.median(orch):.4f} "
         f"orchestration_ratio={statistics.median(orch) / solve_med:.5f} "
+        f"main_thread_ratio={(solve_med - main_med) / main_med:.4f} "
         f"spread_raw_s={max(raw_t) - min(raw_t):.3f} "
         f"spread_solve_s={max(solve_t) - min(solve_t):.3f} "
         f"device=cpu isa={info.isa} dtype={backend.dtype}"
