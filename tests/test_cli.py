@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -73,3 +74,18 @@ def test_models_json():
     rows = json.loads(p.stdout)
     default = next(r for r in rows if r["default"])
     assert default["parts_installed"] and default["parts_bytes"] == 491_400_064
+
+
+@pytest.mark.real_model
+def test_solve_embedded_vllm_json_stdout_is_pure_json():
+    """README command 1's path: the console script (with its preload re-exec) on vLLM; engine
+    logs must stay off stdout so --json parses."""
+    exe = Path(sys.executable).with_name("ttscale")
+    p = subprocess.run(
+        [str(exe), "solve", "What is 12*7?", "--json", "-o", "n=2", "-o", "round_size=2",
+         "-o", "max_tokens=128"],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert p.returncode == 0, p.stderr[-3000:]
+    data = json.loads(p.stdout)
+    assert data["ledger"]["engine"]["backend"] == "vllm" and data["ledger"]["rollouts"] == 2

@@ -263,6 +263,10 @@ def _preload_env() -> dict[str, str] | None:
 def main(argv: list[str] | None = None) -> None:
     """Console entry point."""
     args = sys.argv[1:] if argv is None else argv
+    # Engines log to stdout by default (vLLM); stdout is for results (`--json` must parse).
+    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
+    verbose = "-v" in args or "--verbose" in args
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "INFO" if verbose else "WARNING")
     engine_cmd = args[:1] in (["solve"], ["serve"]) and "scripted" not in args
     if argv is None and engine_cmd and (env := _preload_env()) is not None:
         os.execve(sys.executable, [sys.executable, "-m", "ttscale.cli", *args], env)
