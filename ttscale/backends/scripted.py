@@ -2,8 +2,8 @@
 
 It implements the real protocol: token-id prompts, ``n`` samples, stop strings (with or
 without the stop string in the text), ``max_tokens`` truncation, per-request seeds, a block
-prefix cache, and a toy byte-level tokenizer (one token per UTF-8 byte), so ledger figures
-are exact and easy to assert.
+prefix cache, generated-token and prompt logprobs (``logprob_fn``), and a toy byte-level
+tokenizer (one token per UTF-8 byte), so ledger figures are exact and easy to assert.
 
 A *script* maps a problem to candidate full solutions. For each sample the backend finds
 the solutions that continue what the prompt's answer already contains and picks one with a
@@ -88,6 +88,10 @@ class ScriptedBackend:
             bytes_per_param=4,
         )
     )
+    logprob_fn: Callable[[Sequence[int], int], float] | None = None
+    """Logprob of token ``ids[i]`` given ``ids[:i]``, used for generated-token logprobs and
+    ``prompt_logprobs``; ``None`` gives every token -0.1. Two backends with different
+    functions act as a policy/reference pair (implicit-PRM tests)."""
     calls: list[list[GenerationRequest]] = field(default_factory=list)
     """Every ``generate`` call's requests, in order (tests assert batching with it)."""
     _cache: set[bytes] = field(default_factory=set, repr=False)
@@ -145,12 +149,21 @@ class ScriptedBackend:
         seed_material = f"{req.seed}|{text}".encode()
         rng = random.Random(int.from_bytes(hashlib.sha256(seed_material).digest()[:8], "big"))
         completions = tuple(
-            self._complete(req, rng.choice(matching)[len(partial) :] if matching else "")
+            self._complete(req, rng.choice(matching)[len(partial) :] if matching else "", ids)
             for _ in range(req.n)
         )
-        return GenerationOutput(completions, prompt_tokens=len(ids), cached_tokens=self._hit(ids))
+        prompt_lp = None
+        if req.prompt_logprobs:
+            prompt_lp = (None, *(self._logprob(ids, i) for i in range(1, len(ids))))
+        hit = self._hit(ids)
+        return GenerationOutput(completions, len(ids), cached_tokens=hit, prompt_logprobs=prompt_lp)
 
-    def _complete(self, req: GenerationRequest, continuation: str) -> Completion:
+    def _logprob(self, ids: Sequence[int], i: int) -> float:
+        return -0.1 if self.logprob_fn is None else float(self.logprob_fn(ids, i))
+
+    def _complete(
+        self, req: GenerationRequest, continuation: str, prompt: tuple[int, ...]
+    ) -> Completion:
         text, finish, counted = continuation, "stop", continuation
         cut = min(
             ((i, s) for s in req.stop if (i := continuation.find(s)) != -1), default=None
@@ -163,8 +176,13 @@ class ScriptedBackend:
         if len(token_ids) > req.max_tokens:
             token_ids = token_ids[: req.max_tokens]
             text, finish = self.decode(token_ids), "length"
-        logprobs = tuple(-0.1 for _ in token_ids) if req.logprobs is not None else None
-        return Completion(text, token_ids, finish, logprobs=logprobs)  # type: ignore[arg-type]
+        logprobs = top = None
+        if req.logprobs is not None:
+            full = prompt + token_ids
+            logprobs = tuple(self._logprob(full, len(prompt) + j) for j in range(len(token_ids)))
+            # Only the sampled token is "top": a script has no alternatives to offer.
+            top = tuple({self.decode([t]): lp} for t, lp in zip(token_ids, logprobs, strict=True))
+        return Completion(text, token_ids, finish, logprobs, top)  # type: ignore[arg-type]
 
     def _hit(self, ids: tuple[int, ...]) -> int:
         """Longest previously seen block-aligned prefix (vLLM caches full blocks only)."""

@@ -1,0 +1,130 @@
+"""Verifier registry: build a verifier by name (or from a PRM checkpoint path), plug in your own.
+
+Built-in names:
+
+=====================  ====================================================================
+``llm_judge``          ``LLMJudge`` on ``generator=`` (default: the embedded model via vLLM)
+``implicit_prm``       ``ImplicitPRM(policy=..., reference=...)`` (both generators required)
+``qwen_prm``           ``QwenPRM.from_pretrained(path)`` (Qwen2.5-Math-PRM layout)
+``math_shepherd_prm``  ``MathShepherdPRM.from_pretrained(path)``
+``rlhflow_prm``        ``RLHFlowPRM.from_pretrained(path)``
+=====================  ====================================================================
+
+A factory is any callable ``(**options) -> Verifier``. Engines and models are imported only
+when a factory runs, so importing the registry stays light.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ttscale.errors import ConfigError
+from ttscale.protocols import Verifier
+
+__all__ = ["VERIFIERS", "VerifierFactory", "load_verifier", "register_verifier"]
+
+log = logging.getLogger(__name__)
+
+VerifierFactory = Callable[..., Verifier]
+
+
+def _llm_judge(*, generator: Any = None, **options: Any) -> Verifier:
+    from ttscale.verifiers.llm_judge import LLMJudge
+
+    if generator is None:
+        from ttscale.backends import make_backend
+
+        log.info("llm_judge: no generator given; loading the embedded model with vLLM")
+        generator = make_backend("vllm")
+    return LLMJudge(generator, **options)
+
+
+def _implicit_prm(*, policy: Any = None, reference: Any = None, **options: Any) -> Verifier:
+    from ttscale.verifiers.implicit_prm import ImplicitPRM
+
+    if policy is None or reference is None:
+        raise ConfigError(
+            "implicit_prm needs two generators with one tokenizer: "
+            "load_verifier('implicit_prm', policy=<Generator>, reference=<Generator>), e.g. "
+            "VLLMBackend('qwen2.5-coder-1.5b-instruct-q4km') and VLLMBackend()"
+        )
+    return ImplicitPRM(policy, reference, **options)
+
+
+def _prm(style: str) -> VerifierFactory:
+    def factory(*, path: str | os.PathLike[str] | None = None, **options: Any) -> Verifier:
+        from ttscale.verifiers.prm import PRM_STYLES
+
+        if path is None:
+            raise ConfigError(
+                f"{style}_prm needs a local checkpoint: load_verifier('{style}_prm', "
+                f"path='/path/to/model') (no model hub is reachable)"
+            )
+        return PRM_STYLES[style].from_pretrained(path, **options)
+
+    factory.__name__ = f"{style}_prm"
+    return factory
+
+
+VERIFIERS: dict[str, VerifierFactory] = {
+    "llm_judge": _llm_judge,
+    "implicit_prm": _implicit_prm,
+    "qwen_prm": _prm("qwen"),
+    "math_shepherd_prm": _prm("math_shepherd"),
+    "rlhflow_prm": _prm("rlhflow"),
+}
+"""Name -> factory. Add entries with ``register_verifier``."""
+
+
+def register_verifier(name: str, factory: VerifierFactory, *, overwrite: bool = False) -> None:
+    """Make ``load_verifier(name, **options)`` call ``factory(**options)``.
+
+    Raises:
+        ConfigError: ``name`` is empty or taken (pass ``overwrite=True`` to replace it), or
+            ``factory`` is not callable.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(f"verifier name must be a non-empty string, got {name!r}")
+    if not callable(factory):
+        raise ConfigError(f"factory for {name!r} must be callable, got {type(factory).__name__}")
+    if name in VERIFIERS and not overwrite:
+        raise ConfigError(
+            f"verifier {name!r} is already registered; pass overwrite=True to replace it"
+        )
+    VERIFIERS[name] = factory
+
+
+def load_verifier(name_or_path: str | os.PathLike[str], **options: Any) -> Verifier:
+    """Build a verifier from a registered name or a local PRM checkpoint directory.
+
+    Args:
+        name_or_path: A key of ``VERIFIERS``, or a directory holding a PRM checkpoint
+            (its layout is detected from ``config.json``; see ``detect_prm_style``).
+        **options: Passed to the factory (``generator=``, ``path=``, ``mode=``...).
+
+    Raises:
+        ConfigError: Unknown name, listing the registered ones.
+    """
+    key = os.fspath(name_or_path)
+    factory = VERIFIERS.get(key)
+    if factory is not None:
+        verifier = factory(**options)
+    elif Path(key).is_dir():
+        from ttscale.verifiers.prm import detect_prm_style
+
+        verifier = VERIFIERS[f"{detect_prm_style(key)}_prm"](path=key, **options)
+    else:
+        raise ConfigError(
+            f"unknown verifier {key!r}; use one of {', '.join(sorted(VERIFIERS))}, a local "
+            f"PRM checkpoint directory, or register your own with register_verifier()"
+        )
+    if not isinstance(verifier, Verifier):
+        raise ConfigError(
+            f"factory for {key!r} returned {type(verifier).__name__}, which lacks the Verifier "
+            f"protocol (a `name` and an async `score(problems, step_lists, *, ledger=None)`)"
+        )
+    return verifier
