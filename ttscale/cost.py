@@ -10,13 +10,52 @@ Per processed token at context position t (summed over layers):
   memory   = 2 * L * H_kv * d * t * bytes_per_el          (K and V reads, decode only)
 Weight reads are shared by every sequence in a decode batch, so they are amortised over
 ``batch`` sequences (Kinetics assumes large batches and drops them).
+
+Block top-k sparse decode (``ModelSpec.sparse_decode``, ``ttscale.kernels.TopKBlocks``)
+replaces ``t`` in both decode terms by the KV positions actually touched: the selected
+tokens plus one token-equivalent per block summary (Quest keeps a per-channel key min and
+max per block and KV head: the bytes of one token's K and V, and about the FLOPs of one
+token's QK and AV to score). See ``decode_kv_reads``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["HARDWARE", "Hardware", "ModelSpec", "request_eflops"]
+__all__ = [
+    "HARDWARE",
+    "BlockSparseDecode",
+    "Hardware",
+    "ModelSpec",
+    "block_sparse_decode_eflops",
+    "decode_kv_reads",
+    "request_eflops",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class BlockSparseDecode:
+    """Block top-k sparse decode attention as priced here (see ``ttscale.kernels.TopKBlocks``).
+
+    A decode step over ``t`` KV positions is sparse iff ``active(t)``; it then reads ``k``
+    blocks of ``block_size`` tokens (the last one partial) plus ``ceil(t / block_size)``
+    block summaries instead of ``t`` tokens.
+    """
+
+    block_size: int
+    k: int
+    """Blocks attended per KV head (sink and local blocks included)."""
+    threshold: int = 0
+    """Contexts up to this length stay dense."""
+
+    def active(self, t: int) -> bool:
+        """Sparse at context ``t``: past the threshold and fewer reads than dense.
+
+        With ``n = ceil(t / block_size)`` blocks, selection drops ``(n - k)`` full blocks and
+        reads ``n`` summaries, so it pays iff ``(n - k) * block_size > n``.
+        """
+        n = -(-t // self.block_size)
+        return t > self.threshold and (n - self.k) * self.block_size > n
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +71,9 @@ class ModelSpec:
     vocab_size: int
     bytes_per_param: float = 2.0
     """Bytes per weight/KV element as served (4 for fp32, 2 for bf16, ~0.56 for Q4_K)."""
+    sparse_decode: BlockSparseDecode | None = None
+    """Decode attention as served: ``None`` = dense, else block top-k (``HFBackend``
+    ``sparse_attention=``); ``request_eflops`` prices decode KV reads with it."""
 
     @property
     def params(self) -> int:
@@ -111,11 +153,64 @@ def request_eflops(
     weight_bytes = spec.params * spec.bytes_per_param
     kv_bytes_per_pos = 2 * L * hkv * d * spec.bytes_per_param
     for g in generated:
-        positions = _sum_range(prompt_tokens, prompt_tokens + g)
+        positions = _attended(prompt_tokens, prompt_tokens + g, spec.sparse_decode)
         compute = 2.0 * spec.params * g + 4 * L * hq * d * positions
         memory = kv_bytes_per_pos * positions + weight_bytes * g / batch
         total += compute + memory * hw.intensity
     return float(total)
+
+
+def decode_kv_reads(t: int, sparse: BlockSparseDecode | None = None) -> int:
+    """KV positions one decode step at context ``t`` reads, in token-equivalents.
+
+    Dense: ``t``. Block top-k when ``sparse.active(t)``: ``(k - 1) * block_size`` full blocks,
+    the partial last block's ``t - (n - 1) * block_size`` tokens, and ``n`` block summaries
+    (``n = ceil(t / block_size)``); never more than ``t``, equal to ``t`` while inactive.
+    """
+    if sparse is None or not sparse.active(t):
+        return t
+    bs = sparse.block_size
+    n = -(-t // bs)
+    return (sparse.k - 1) * bs + (t - (n - 1) * bs) + n
+
+
+def block_sparse_decode_eflops(
+    spec: ModelSpec,
+    hw: Hardware,
+    *,
+    context: int,
+    generated: int,
+    sparse: BlockSparseDecode | None,
+) -> float:
+    """Attention eFLOPs (compute + KV bytes x intensity) of decoding ``generated`` tokens.
+
+    Only the context-dependent part of decode: ``4 L Hq d`` FLOPs and ``2 L Hkv d`` elements
+    per KV position read (``decode_kv_reads``). ``sparse=None`` prices dense attention, so
+    ``dense - sparse`` is what block top-k saves. Never exceeds the dense figure; equal to it
+    while ``k * block_size`` covers the whole context.
+    """
+    L, hq, hkv, d = spec.num_layers, spec.num_heads, spec.num_kv_heads, spec.head_dim
+    reads = _attended(context, context + generated, sparse)
+    kv_bytes = 2 * L * hkv * d * spec.bytes_per_param
+    return float(4 * L * hq * d * reads + kv_bytes * reads * hw.intensity)
+
+
+def _attended(a: int, b: int, sparse: BlockSparseDecode | None) -> int:
+    """Sum of ``decode_kv_reads(t)`` for t in [a, b), in O(blocks) rather than O(tokens)."""
+    if sparse is None or b <= a:
+        return _sum_range(a, b)
+    total, t, bs = 0, a, sparse.block_size
+    while t < b:
+        n = -(-t // bs)
+        end = min(b, n * bs + 1)  # positions sharing n = ceil(t / bs)
+        if t <= sparse.threshold:
+            end = min(end, sparse.threshold + 1)
+        if not sparse.active(t):
+            total += _sum_range(t, end)
+        else:  # (k - 1) * bs + (t - (n - 1) * bs) + n, linear in t within the block
+            total += (end - t) * ((sparse.k - 1) * bs - (n - 1) * bs + n) + _sum_range(t, end)
+        t = end
+    return total
 
 
 def _sum_range(a: int, b: int) -> int:

@@ -3,22 +3,31 @@
 Requests that share sampling settings run as one padded ``generate`` call (each prompt
 repeated ``n`` times, left-padded). There is no prefix cache, so ``cached_tokens`` is 0.
 Seeding is per engine call (``torch.manual_seed``), so samples depend on batch layout.
+
+Long rollouts: ``HFBackend(sparse_attention=TopKBlocks(...))`` runs decode steps whose KV
+length passes ``TopKBlocks.threshold`` with block top-k sparse attention
+(``ttscale.kernels``); prefill and short contexts stay dense. ``model_spec.sparse_decode``
+carries the setting so the ledger prices the reduced KV reads.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ttscale.backends._common import render_with_tokenizer, spec_from_dir
 from ttscale.errors import BackendUnavailable, ConfigError, ContextLengthError
 from ttscale.hardware import cpu_dtype, host_info
 from ttscale.models import resolve_model
 from ttscale.types import Completion, GenerationOutput, GenerationRequest, Problem
+
+if TYPE_CHECKING:
+    from ttscale.kernels import TopKBlocks
 
 __all__ = ["HFBackend"]
 
@@ -32,8 +41,11 @@ class HFBackend:
         model: Embedded model name, local HF model directory, or ``None`` (default model).
         dtype: ``"auto"``: bf16 on GPU or CPUs with native bf16, else fp32.
         seed: Base seed; each call seeds with ``seed`` xor the first request's seed.
-        max_model_len: Context window enforced before generating.
+        max_model_len: Context window enforced before generating (raise it for long
+            rollouts, up to the model's ``max_position_embeddings``).
         device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
+        sparse_attention: ``TopKBlocks(...)`` to decode long contexts with block top-k sparse
+            attention (C++ kernel on CPU, Triton on CUDA); ``None`` keeps dense ``sdpa``.
     """
 
     name = "hf"
@@ -47,6 +59,7 @@ class HFBackend:
         seed: int = 0,
         max_model_len: int = 4096,
         device: str = "auto",
+        sparse_attention: TopKBlocks | None = None,
     ) -> None:
         path = resolve_model(model)
         try:
@@ -72,6 +85,16 @@ class HFBackend:
         self._model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
         self._model.to(device).eval()
         self._lock = threading.Lock()
+        self.sparse_attention = sparse_attention
+        self._sparse = None
+        if sparse_attention is not None:
+            from ttscale.kernels.hf_attention import install
+
+            self._sparse = install(self._model, sparse_attention)
+            if self.model_spec is not None:
+                self.model_spec = dataclasses.replace(
+                    self.model_spec, sparse_decode=sparse_attention.cost
+                )
 
     def render(self, problem: Problem) -> tuple[int, ...]:
         return render_with_tokenizer(self._tokenizer, problem)
@@ -94,6 +117,16 @@ class HFBackend:
             "seeding": self.seeding,
             "isa": host_info().isa,
             "transformers": transformers.__version__,
+            **self._sparse_profile(),
+        }
+
+    def _sparse_profile(self) -> dict[str, Any]:
+        if self._sparse is None:
+            return {}
+        return {
+            "sparse_attention": dataclasses.asdict(self._sparse.cfg),
+            "sparse_layer_calls": self._sparse.sparse_calls,
+            "dense_decode_layer_calls": self._sparse.dense_decode_calls,
         }
 
     async def close(self) -> None:
@@ -119,6 +152,8 @@ class HFBackend:
         with self._lock, self._torch.inference_mode():
             for idx in groups.values():
                 group = [requests[i] for i in idx]
+                if self._sparse is not None:
+                    self._sparse.reset()
                 for i, comps in zip(idx, self._generate_group(group), strict=True):
                     results[i] = comps
             prompt_lps = [
@@ -140,6 +175,11 @@ class HFBackend:
         mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in rows])
         torch.manual_seed(self._seed ^ (r0.seed or 0))
         sample = r0.temperature > 0
+        extra: dict[str, Any] = {}
+        if self._sparse is not None:
+            from ttscale.kernels.hf_attention import preallocated_cache
+
+            extra["past_key_values"] = preallocated_cache(self._model, width + r0.max_tokens)
         out = self._model.generate(
             input_ids=input_ids.to(self.device),
             attention_mask=mask.to(self.device),
@@ -153,6 +193,7 @@ class HFBackend:
             pad_token_id=pad,
             return_dict_in_generate=True,
             output_logits=r0.logprobs is not None,
+            **extra,
         )
         new = out.sequences[:, width:].tolist()
         logp = None
