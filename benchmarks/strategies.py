@@ -162,6 +162,7 @@ def report(rows_path: Path, budgets: list[int], ids: list[str]) -> None:
                 "wall_s": statistics.mean(r["wall_seconds"] for r in rs),
                 "answered": sum(r["answer"] is not None for r in rs) / len(rs),
                 "coverage": _mean([r["coverage"] for r in rs if "coverage" in r]),
+                "coverage_n": sum("coverage" in r for r in rs),
                 "judge_right": _mean([x for r in rs for x in r.get("score_right", [])]),
                 "judge_wrong": _mean([x for r in rs for x in r.get("score_wrong", [])]),
             }
@@ -172,10 +173,13 @@ def report(rows_path: Path, budgets: list[int], ids: list[str]) -> None:
                "|---|---|---|---|---|---|---|---|---|---|"]
         for s, t in table.items():
             md.append(f"| {s} | {t['acc']:.3f} ({round(t['acc'] * t['n'])}/{t['n']}) | "
-                      f"{t['answered']:.2f} | {_fmt(t['coverage'])} | {_fmt(t['judge_right'])}"
+                      f"{t['answered']:.2f} | {_fmt(t['coverage'])} ({t['coverage_n']}) | "
+                      f"{_fmt(t['judge_right'])}"
                       f" / {_fmt(t['judge_wrong'])} | {t['tokens']:.0f} | {t['cached']:.0f} | "
                       f"{t['cache_rate']:.2f} | {t['calls']:.1f} | {t['wall_s']:.0f} |")
-        md.append("")
+        md += ["", "coverage: share of problems where some candidate was right (over the "
+               "(n) problems that recorded it); judge right/wrong: mean verifier score of right "
+               "and wrong candidates. Tokens, cached tokens and calls include the judge's.", ""]
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "strategies.json").write_text(json.dumps(summary, indent=2))
     (RESULTS / "strategies.md").write_text("\n".join(md))

@@ -4,7 +4,8 @@
    1-4 of ``math_train200.jsonl`` (stratified, fixed seeds) with the embedded model on
    VLLMBackend (one load), label each with math-verify against the gold answer, and cache
    them as JSONL (``benchmarks/results/verifier_candidates.jsonl``). The cache is resumable:
-   problems already there (same sampling settings) are not sampled again.
+   problems already there (same sampling settings) are not sampled again. Judge scores are
+   cached the same way (``verifier_candidates.judge.jsonl``).
 2. Score every candidate with each embedded verifier: the LLM judge (outcome mode) on the
    same model; the implicit PRM when a policy model other than the reference is available
    (``--implicit-policy``; the 1.5B model is optional and not installed by default); the
@@ -232,13 +233,42 @@ async def sample(
 
 # -- verifiers -----------------------------------------------------------------------------
 async def judge_scores(
-    gen: Generator, rows: list[dict], mode: str, agg: str
+    gen: Generator,
+    rows: list[dict],
+    mode: str,
+    agg: str,
+    cache: Path,
+    config: dict[str, Any],
+    per_call: int,
 ) -> tuple[list[float], Ledger]:
+    """Judge scores, cached per candidate in ``cache`` and computed ``per_call`` candidates
+    per engine call, so a killed run resumes where it stopped (judging every candidate costs
+    about as much CPU as sampling them)."""
     judge = LLMJudge(gen, mode=mode)  # type: ignore[arg-type]
+    key = {**config, "judge_mode": mode, "judge_template": judge.template,
+           "judge_system": judge.system_prompt, "top_k": judge.top_k}
+    done: dict[tuple[str, int], list[float]] = {}
+    if cache.exists():
+        for line in cache.read_text().splitlines():
+            row = json.loads(line)
+            if row.get("key") == key:
+                done[(row["problem_id"], row["sample"])] = row["step_scores"]
+    todo = [r for r in rows if (r["problem_id"], r["sample"]) not in done]
+    print(f"  judge ({mode}): {len(rows) - len(todo)} cached, {len(todo)} to score", flush=True)
     ledger = Ledger(Budget())
-    steps = [split_steps(r["text"]) for r in rows]
-    raw = await judge.score([Problem(r["problem"]) for r in rows], steps, ledger=ledger)
-    return [aggregate(s, agg) for s in raw], ledger
+    t0 = time.perf_counter()
+    for b in range(0, len(todo), per_call):
+        chunk = todo[b : b + per_call]
+        steps = [split_steps(r["text"]) for r in chunk]
+        raw = await judge.score([Problem(r["problem"]) for r in chunk], steps, ledger=ledger)
+        with cache.open("a") as f:
+            for r, sc in zip(chunk, raw, strict=True):
+                done[(r["problem_id"], r["sample"])] = sc
+                f.write(json.dumps({"problem_id": r["problem_id"], "sample": r["sample"],
+                                    "step_scores": sc, "key": key}) + "\n")
+        print(f"    judged {b + len(chunk)}/{len(todo)}: {ledger.prompt_tokens} prompt tokens, "
+              f"{time.perf_counter() - t0:.0f} s", flush=True)
+    return [aggregate(done[(r["problem_id"], r["sample"])], agg) for r in rows], ledger
 
 
 async def implicit_scores(
@@ -296,6 +326,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--chunk", type=int, default=4, help="problems per sampling call")
     ap.add_argument("--max-model-len", type=int, default=4096)
+    ap.add_argument("--judge-chunk", type=int, default=16,
+                    help="candidates per judge engine call (scores are cached after each)")
     ap.add_argument("--judge-steps", action="store_true",
                     help="also run the per-step judge (about twice the judge cost)")
     ap.add_argument("--implicit-policy", default=None,
@@ -342,12 +374,17 @@ def main() -> None:
         print(f"  {name}: auroc={_fmt(results[name]['auroc'])} ({seconds:.0f} s)", flush=True)
 
     t0 = time.perf_counter()
-    judge, ledger = asyncio.run(judge_scores(gen, rows, "outcome", "last"))
+    judge_cache = out.with_name(out.stem + ".judge.jsonl")
+    judge, ledger = asyncio.run(
+        judge_scores(gen, rows, "outcome", "last", judge_cache, config, args.judge_chunk)
+    )
     report("llm_judge (outcome)", judge, time.perf_counter() - t0,
            f"{ledger.prompt_tokens} prompt tokens, {ledger.cached_tokens} cached")
     if args.judge_steps:
         t0 = time.perf_counter()
-        step_min, _ = asyncio.run(judge_scores(gen, rows, "step", "min"))
+        step_min, _ = asyncio.run(
+            judge_scores(gen, rows, "step", "min", judge_cache, config, args.judge_chunk)
+        )
         report("llm_judge (step, min)", step_min, time.perf_counter() - t0)
 
     implicit: list[float] | None = None
