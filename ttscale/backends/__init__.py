@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from ttscale.backends.batching import CoalescingGenerator
 from ttscale.backends.scripted import ScriptedBackend, toy_arithmetic
 from ttscale.errors import ConfigError
 
@@ -17,7 +18,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BACKENDS", "ScriptedBackend", "make_backend", "toy_arithmetic"]
+__all__ = ["BACKENDS", "CoalescingGenerator", "ScriptedBackend", "make_backend", "toy_arithmetic"]
 
 BACKENDS = ("auto", "vllm", "hf", "openai", "scripted")
 
