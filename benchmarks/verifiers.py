@@ -286,6 +286,17 @@ async def implicit_scores(
     return out
 
 
+def implicit_subset(rows: list[dict], problems: int) -> list[int]:
+    """Row indices of ``problems`` problems (all if 0): those with a correct candidate first,
+    so the subset's AUROC has positives, then the rest in slice order."""
+    groups = _by_problem(rows)
+    if problems <= 0 or problems >= len(groups):
+        return list(range(len(rows)))
+    order = sorted(groups, key=lambda p: not any(rows[i]["correct"] for i in groups[p]))
+    keep = set(order[:problems])
+    return [i for i, r in enumerate(rows) if r["problem_id"] in keep]
+
+
 def agreement_scores(rows: list[dict]) -> list[float]:
     """Fraction of a candidate's problem-mates whose answer is equivalent to its own."""
     scores = [0.0] * len(rows)
@@ -330,6 +341,10 @@ def main() -> None:
                     help="candidates per judge engine call (scores are cached after each)")
     ap.add_argument("--judge-steps", action="store_true",
                     help="also run the per-step judge (about twice the judge cost)")
+    ap.add_argument("--implicit-problems", type=int, default=0,
+                    help="score the implicit PRM on this many problems only (those with a "
+                         "correct candidate first; 0 = all): the 1.5B policy costs ~3x the "
+                         "judge on CPU. Every verifier is then also reported on that subset.")
     ap.add_argument("--implicit-policy", default=None,
                     help="embedded model name or HF dir for the implicit PRM policy (e.g. "
                          "qwen2.5-coder-1.5b-instruct-q4km); the reference is the sampler")
@@ -360,17 +375,19 @@ def main() -> None:
     per_candidate: dict[str, list[float]] = {}
     pids = [r["problem_id"] for r in rows]
 
+    def metrics(sub: list[dict], scores: list[float]) -> dict[str, Any]:
+        labs = [bool(r["correct"]) for r in sub]
+        return {
+            "auroc": auroc(scores, labs),
+            "auroc_ci95": auroc_ci(scores, labs, [r["problem_id"] for r in sub], seed=args.seed),
+            "fpr_at_tpr50": fpr_at_half_recall(scores, labs),
+            "bon_acc": best_of_n_acc(sub, scores),
+            "weighted_acc": vote_acc(sub, scores),
+        }
+
     def report(name: str, scores: list[float], seconds: float, note: str = "") -> None:
         per_candidate[name] = scores
-        results[name] = {
-            "auroc": auroc(scores, labels),
-            "auroc_ci95": auroc_ci(scores, labels, pids, seed=args.seed),
-            "fpr_at_tpr50": fpr_at_half_recall(scores, labels),
-            "bon_acc": best_of_n_acc(rows, scores),
-            "weighted_acc": vote_acc(rows, scores),
-            "seconds": seconds,
-            "note": note,
-        }
+        results[name] = {**metrics(rows, scores), "seconds": seconds, "note": note}
         print(f"  {name}: auroc={_fmt(results[name]['auroc'])} ({seconds:.0f} s)", flush=True)
 
     t0 = time.perf_counter()
@@ -400,15 +417,34 @@ def main() -> None:
             policy = make_backend(
                 "hf", model=args.implicit_policy, max_model_len=args.max_model_len
             )
-        implicit = asyncio.run(implicit_scores(policy, gen, rows, args.samples))
-        report("implicit_prm", implicit, time.perf_counter() - t0,
-               f"policy {args.implicit_policy}, reference = sampler")
+        sub_idx = implicit_subset(rows, args.implicit_problems)
+        implicit_sub = asyncio.run(
+            implicit_scores(policy, gen, [rows[i] for i in sub_idx], args.samples)
+        )
+        seconds = time.perf_counter() - t0
+        if len(sub_idx) == len(rows):
+            implicit = implicit_sub
+            report("implicit_prm", implicit, seconds,
+                   f"policy {args.implicit_policy}, reference = sampler")
     else:
         print("  implicit_prm: not run (no --implicit-policy; the 1.5B model is optional)")
 
     report("agreement", agreement_scores(rows), 0.0)
     rng = np.random.default_rng(args.seed)
     report("random", rng.random(len(rows)).tolist(), 0.0)
+    subset: dict[str, Any] | None = None
+    if args.implicit_policy and implicit is None:  # implicit PRM on a subset only
+        sub = [rows[i] for i in sub_idx]
+        subset = {"problems": sorted({r["problem_id"] for r in sub}), "candidates": len(sub),
+                  "correct": sum(r["correct"] for r in sub), "implicit_seconds": seconds,
+                  "policy": args.implicit_policy, "verifiers": {}}
+        for name, sc in per_candidate.items():
+            subset["verifiers"][name] = metrics(sub, [sc[i] for i in sub_idx])
+        subset["verifiers"]["implicit_prm"] = metrics(sub, implicit_sub)
+        per_candidate["implicit_prm"] = [
+            implicit_sub[sub_idx.index(i)] if i in sub_idx else float("nan")
+            for i in range(len(rows))
+        ]
 
     majority = vote_acc(rows, None)
     groups = _by_problem(rows)
@@ -424,10 +460,25 @@ def main() -> None:
         print(f"| {name} | {_fmt(m['auroc'])} [{_fmt(lo)}, {_fmt(hi)}] | "
               f"{_fmt(m['fpr_at_tpr50'])} | {_fmt(m['bon_acc'])} | {_fmt(m['weighted_acc'])} |")
     if implicit is None:
-        print("| implicit_prm | not run (no reference pair installed) | | | |")
+        print("| implicit_prm | " + ("on a subset only, see below" if subset else
+                                     "not run (no --implicit-policy)") + " | | | |")
     print(f"| majority vote | | | {_fmt(majority)} | |")
     print(f"| pass@{args.samples} (oracle) | | | {_fmt(pass_n)} | |")
     print(f"| single sample (mean) | | | {_fmt(mean_acc)} | |")
+    if subset:
+        print()
+        print(f"Subset scored by the implicit PRM (policy {subset['policy']}, reference = the "
+              f"sampler): {len(subset['problems'])} problems, {subset['candidates']} candidates, "
+              f"{subset['correct']} correct; implicit PRM took {subset['implicit_seconds']:.0f} s")
+        print()
+        print("| verifier (subset) | AUROC [95% CI] | FPR @ 50% TPR | best-of-N acc "
+              "| weighted-vote acc |")
+        print("|---|---|---|---|---|")
+        for name, m in subset["verifiers"].items():
+            lo, hi = m["auroc_ci95"]
+            print(f"| {name} | {_fmt(m['auroc'])} [{_fmt(lo)}, {_fmt(hi)}] | "
+                  f"{_fmt(m['fpr_at_tpr50'])} | {_fmt(m['bon_acc'])} | "
+                  f"{_fmt(m['weighted_acc'])} |")
     print()
     print("| level | problems | candidates | correct | majority acc |")
     print("|---|---|---|---|---|")
@@ -452,18 +503,23 @@ def main() -> None:
         "majority_acc": majority,
         f"pass@{args.samples}": pass_n,
         "verifiers": results,
+        "implicit_subset": subset,
     }
     if args.backend == "vllm":
         (out.parent / "verifiers.json").write_text(json.dumps(summary, indent=2) + "\n")
         with (out.parent / "verifier_scores.jsonl").open("w") as f:
             for i, r in enumerate(rows):
-                scores = {name: sc[i] for name, sc in per_candidate.items()}
+                scores = {name: None if math.isnan(sc[i]) else sc[i]
+                          for name, sc in per_candidate.items()}
                 f.write(json.dumps({"problem_id": r["problem_id"], "sample": r["sample"],
                                     "correct": r["correct"], "scores": scores}) + "\n")
     judge_m = results["llm_judge (outcome)"]
     print(
         f"RESULT judge_auroc={_fmt(judge_m['auroc'])} "
         f"implicit_auroc={_fmt(results['implicit_prm']['auroc'] if implicit else None)} "
+        + (f"implicit_auroc_subset={_fmt(subset['verifiers']['implicit_prm']['auroc'])} "
+           f"judge_auroc_subset={_fmt(subset['verifiers']['llm_judge (outcome)']['auroc'])} "
+           if subset else "") +
         f"agreement_auroc={_fmt(results['agreement']['auroc'])} "
         f"random_auroc={_fmt(results['random']['auroc'])} "
         f"majority_acc={_fmt(majority)} judge_bon_acc={_fmt(judge_m['bon_acc'])} "
