@@ -39,11 +39,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ttscale import Budget, Problem
-from ttscale.hardware import host_info
 from ttscale.strategies import DVTS, PDR, BeamSearch, BestOfN, ParticleFilter, SequentialRefine
 from ttscale.verifiers.answers import answers_equal
 from ttscale.verifiers.voting import vote
+
+from ttscale import Budget, Problem
+from ttscale.hardware import host_info
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -104,7 +105,8 @@ async def run_one(item, budget, name, strat, backend, judges, rows_path) -> dict
     led = res.ledger
     right = [c.answer is not None and answers_equal(c.answer, item["answer"])
              for c in res.candidates]
-    judged = [(ok, c.score) for ok, c in zip(right, res.candidates) if c.score is not None]
+    judged = [(ok, c.score) for ok, c in zip(right, res.candidates, strict=True)
+              if c.score is not None]
     for label in names:
         row = {
             "problem_id": item["id"], "level": item["level"], "subject": item["subject"],
@@ -264,9 +266,10 @@ def main() -> None:
     items = load_slice(args.data.resolve(), args.problems, [int(x) for x in args.levels.split(",")])
     ids = [it["id"] for it in items]
     if not args.report:
-        from ttscale.backends import CoalescingGenerator, ScriptedBackend, VLLMBackend
         from ttscale.verifiers import LLMJudge
         from ttscale.verifiers.llm_judge import DEFAULT_STEP_TEMPLATE
+
+        from ttscale.backends import CoalescingGenerator, ScriptedBackend, VLLMBackend
 
         engine = VLLMBackend(seed=0) if args.backend == "vllm" else ScriptedBackend()
         backend = CoalescingGenerator(engine)

@@ -44,11 +44,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from ttscale.budget import Budget, Ledger
-from ttscale.hardware import host_info
-from ttscale.protocols import Generator
-from ttscale.types import GenerationRequest, Problem
 from ttscale.verifiers import (
     ImplicitPRM,
     LLMJudge,
@@ -58,6 +53,11 @@ from ttscale.verifiers import (
     grade,
     vote,
 )
+
+from ttscale.budget import Budget, Ledger
+from ttscale.hardware import host_info
+from ttscale.protocols import Generator
+from ttscale.types import GenerationRequest, Problem
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "math_train200.jsonl"
@@ -373,7 +373,6 @@ def main() -> None:
 
     results: dict[str, dict[str, Any]] = {}
     per_candidate: dict[str, list[float]] = {}
-    pids = [r["problem_id"] for r in rows]
 
     def metrics(sub: list[dict], scores: list[float]) -> dict[str, Any]:
         labs = [bool(r["correct"]) for r in sub]
