@@ -15,9 +15,11 @@ from ttscale.strategies.beam_search import DVTS, BeamSearch
 from ttscale.strategies.best_of_n import BestOfN
 from ttscale.strategies.particle_filter import ParticleFilter
 from ttscale.strategies.pdr import PDR, SequentialRefine
+from ttscale.strategies.tree_search import ETS
 
 __all__ = [
     "DVTS",
+    "ETS",
     "PDR",
     "STRATEGIES",
     "BeamSearch",
@@ -34,6 +36,7 @@ STRATEGIES: dict[str, type] = {
     "particle_filter": ParticleFilter,
     "pdr": PDR,
     "sequential_refine": SequentialRefine,
+    "ets": ETS,
 }
 
 
