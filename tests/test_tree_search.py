@@ -16,6 +16,9 @@ import pulp
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+
+from ttscale import Budget, BudgetError, ConfigError, solve
+from ttscale.backends import ScriptedBackend
 from ttscale.evals.trace import kv_profile
 from ttscale.strategies import ETS, STRATEGIES, make_strategy
 from ttscale.strategies._prune import (
@@ -29,11 +32,8 @@ from ttscale.strategies._prune import (
     select_leaves,
 )
 from ttscale.strategies.tree_search import held_tokens
-from ttscale.verifiers import LLMJudge, ScriptedVerifier
-
-from ttscale import Budget, BudgetError, ConfigError, solve
-from ttscale.backends import ScriptedBackend
 from ttscale.types import Problem
+from ttscale.verifiers import LLMJudge, ScriptedVerifier
 
 # -- hand-built trees ------------------------------------------------------------------------
 # root -> A (30 tokens) -> L0 (1), L1 (1);  root -> L2 (10).
