@@ -47,6 +47,10 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import networkx as nx
+
+from ttscale.budget import Budget, Ledger
+from ttscale.errors import BudgetError, ConfigError
+from ttscale.protocols import Generator, Verifier
 from ttscale.strategies._prune import (
     PruneProblem,
     Selection,
@@ -64,12 +68,8 @@ from ttscale.strategies._search import (
     select_answer,
     to_candidate,
 )
-from ttscale.verifiers.base import AGGREGATIONS
-
-from ttscale.budget import Budget, Ledger
-from ttscale.errors import BudgetError, ConfigError
-from ttscale.protocols import Generator, Verifier
 from ttscale.types import GenerationRequest, Problem, Result
+from ttscale.verifiers.base import AGGREGATIONS
 
 __all__ = ["ETS", "held_tokens"]
 
