@@ -53,6 +53,7 @@ __all__ = [
     "cluster_steps",
     "objective",
     "rebase_allocate",
+    "require_clustering",
     "reward_values",
     "select_greedy",
     "select_ilp",
@@ -293,6 +294,18 @@ def select_leaves(
         reason,
         time.perf_counter() - t0,
     )
+
+
+def require_clustering() -> None:
+    """Raise ``ConfigError`` now (before any spending) if the clustering libraries are absent."""
+    try:
+        import scipy.cluster.hierarchy  # noqa: F401
+        import sklearn.feature_extraction.text  # noqa: F401
+    except ImportError as exc:
+        raise ConfigError(
+            f"semantic clusters need scikit-learn and SciPy ({exc}); "
+            f"pip install 'ttscale[search]' or set lambda_div=0"
+        ) from None
 
 
 def cluster_steps(texts: Sequence[str], threshold: float = 0.3) -> list[int]:

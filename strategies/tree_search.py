@@ -56,6 +56,7 @@ from ttscale.strategies._prune import (
     Selection,
     cluster_steps,
     rebase_allocate,
+    require_clustering,
     reward_values,
     select_leaves,
 )
@@ -165,6 +166,8 @@ class ETS:
                 "ets ranks steps with a verifier; pass verifier=... "
                 "(e.g. load_verifier('llm_judge')) or use best_of_n"
             )
+        if self.lambda_div > 0:
+            require_clustering()
         ledger = Ledger(budget)
         ledger.engine = generator.profile()
         delim = problem.step_delimiter

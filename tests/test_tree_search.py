@@ -430,6 +430,16 @@ def test_budget_exhaustion_mid_step_returns_partial_answer():
     assert res.candidates and res.ledger.rollouts <= 5 and res.ledger.engine_calls == 1
 
 
+def test_missing_clustering_libraries_fail_before_spending(monkeypatch):
+    monkeypatch.setitem(sys.modules, "sklearn.feature_extraction.text", None)
+    gen = ScriptedBackend(script={"chain": chain()})
+    with pytest.raises(ConfigError, match="lambda_div=0"):
+        run(ETS(width=4), gen)
+    assert gen.calls == []
+    res = run(ETS(width=4, lambda_div=0.0, step_tokens=64, max_tokens=256), gen)
+    assert res.answer is not None  # no clusters needed without the coverage term
+
+
 def test_budget_too_small_for_one_step():
     gen = ScriptedBackend(script={"chain": chain()})
     with pytest.raises(BudgetError, match="ets step"):
