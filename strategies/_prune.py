@@ -112,7 +112,7 @@ class Selection:
     """Clusters with a kept leaf."""
     method: str
     """``ilp`` (proven optimal), ``ilp_incumbent`` (time cap hit, incumbent beat greedy),
-    ``greedy`` or ``trivial`` (one candidate)."""
+    ``greedy``, ``trivial`` (one candidate) or ``rebase`` (both lambdas 0: keep all)."""
     reason: str | None = None
     """Why the ILP was not used or not proven optimal."""
     seconds: float = 0.0
