@@ -177,20 +177,26 @@ def select_greedy(problem: PruneProblem, *, reason: str | None = None) -> Select
     n = len(problem.values)
     if n == 0:
         return Selection((), 0.0, 0, 0, "greedy", reason)
+    total, k = problem.total_tokens, problem.num_clusters
+    kv_w = problem.lambda_kv / total if total else 0.0
+    div_w = problem.lambda_div / k if k else 0.0
+    held: set[Hashable] = set()
+    covered: set[int] = set()
     keep: list[int] = []
-    current = objective(problem, keep)
-    while len(keep) < n:
-        best, gain = -1, -math.inf
-        for i in range(n):
-            if i in keep:
-                continue
-            g = objective(problem, [*keep, i]) - current
-            if g > gain + 1e-12:
-                best, gain = i, g
-        if keep and gain <= 1e-12:
+    left = set(range(n))
+
+    def gain(i: int) -> float:  # objective change of adding leaf i to ``keep``
+        new_tokens = sum(problem.tokens[v] for v in set(problem.paths[i]) - held)
+        return problem.values[i] - kv_w * new_tokens + div_w * (problem.clusters[i] not in covered)
+
+    while left:
+        best = max(sorted(left), key=gain)  # max keeps the first (lowest index) of ties
+        if keep and gain(best) <= 1e-12:
             break
         keep.append(best)
-        current += gain
+        left.discard(best)
+        held.update(problem.paths[best])
+        covered.add(problem.clusters[best])
     return _selection(problem, keep, "greedy", reason, t0)
 
 
