@@ -162,7 +162,7 @@ async def run_problem(item, args, backend, judge, rows_path, done, traces) -> No
         )
 
 
-def report(rows_path: Path, ids: list[str], out_stem: str) -> None:
+def report(rows_path: Path, ids: list[str], out_stem: str, results: Path = RESULTS) -> None:
     rows = [json.loads(x) for x in rows_path.read_text().splitlines() if x.strip()]
     rows = [r for r in rows if r["problem_id"] in ids]
     info = host_info()
@@ -240,9 +240,9 @@ def report(rows_path: Path, ids: list[str], out_stem: str) -> None:
         throughput_ratio=tp,
         kv_peak_reduction=ratio(beam and beam["kv_peak"], ets and ets["kv_peak"]),
     )
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{out_stem}.json").write_text(json.dumps(summary, indent=2))
-    (RESULTS / f"{out_stem}.md").write_text("\n".join(md))
+    results.mkdir(parents=True, exist_ok=True)
+    (results / f"{out_stem}.json").write_text(json.dumps(summary, indent=2))
+    (results / f"{out_stem}.md").write_text("\n".join(md))
     print("\n".join(md))
     nan = float("nan")
     print(
@@ -271,11 +271,12 @@ def main() -> None:
     ap.add_argument("--max-steps", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--strategies", default=",".join(ORDER))
+    ap.add_argument("--results", type=Path, default=RESULTS, help="where rows/md/json go")
     ap.add_argument(
         "--rows",
         type=Path,
         default=None,
-        help="rows JSONL (default results/tree_search[_scripted]_rows.jsonl)",
+        help="rows JSONL (default RESULTS/tree_search[_scripted]_rows.jsonl)",
     )
     ap.add_argument(
         "--traces",
@@ -294,7 +295,7 @@ def main() -> None:
     args = ap.parse_args()
     args.strategies = set(args.strategies.split(","))
     stem = "tree_search" if args.backend == "vllm" else "tree_search_scripted"
-    rows_path = args.rows or RESULTS / f"{stem}_rows.jsonl"
+    rows_path = args.rows or args.results / f"{stem}_rows.jsonl"
     items = load_slice(args.data.resolve(), args.problems, [int(x) for x in args.levels.split(",")])
     ids = [it["id"] for it in items]
     if not args.report:
@@ -317,7 +318,7 @@ def main() -> None:
             return
     if not rows_path.exists():
         sys.exit(f"no rows at {rows_path}; run without --report first")
-    report(rows_path, ids, stem)
+    report(rows_path, ids, stem, args.results)
 
 
 if __name__ == "__main__":

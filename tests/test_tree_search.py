@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import subprocess
 import sys
+from pathlib import Path
 
 import networkx as nx
 import pulp
@@ -536,3 +538,36 @@ def test_ets_never_exceeds_a_hard_cap(
     assert not {k: v for k, v in led.overshoot.items() if k != "seconds"}
     assert res.candidates and len(gen.calls) == len(res.trace) <= expansions
     assert all(sum(r.n for r in call) <= width for call in gen.calls)
+
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "math_train200.jsonl"
+
+
+@pytest.mark.skipif(not DATA.exists(), reason="needs ../shared/data/math_train200.jsonl")
+def test_benchmark_script_scripted_dry_run(tmp_path):
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "tree_search.py"
+    cmd = [
+        sys.executable,
+        str(script),
+        "--backend",
+        "scripted",
+        "--problems",
+        "2",
+        "--results",
+        str(tmp_path),
+        "--traces",
+        str(tmp_path / "traces"),
+    ]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    last = p.stdout.strip().splitlines()[-1]
+    assert last.startswith("RESULT kv_reduction=") and "acc_ets=" in last and "acc_beam=" in last
+    rows = (tmp_path / "tree_search_scripted_rows.jsonl").read_text().splitlines()
+    assert len(rows) == 6  # 2 problems x (beam_search, ets, rebase)
+    assert (tmp_path / "tree_search_scripted.md").exists()
+    assert len(list((tmp_path / "traces").glob("*.json"))) == 6
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)  # resumable
+    assert (
+        again.returncode == 0
+        and len((tmp_path / "tree_search_scripted_rows.jsonl").read_text().splitlines()) == 6
+    )
