@@ -11,6 +11,7 @@ import dataclasses
 from typing import Any
 
 from ttscale.errors import ConfigError
+from ttscale.strategies.auto import Auto
 from ttscale.strategies.beam_search import DVTS, BeamSearch
 from ttscale.strategies.best_of_n import BestOfN
 from ttscale.strategies.particle_filter import ParticleFilter
@@ -19,6 +20,7 @@ from ttscale.strategies.tree_search import ETS
 
 __all__ = [
     "DVTS",
+    "Auto",
     "ETS",
     "PDR",
     "STRATEGIES",
@@ -37,6 +39,7 @@ STRATEGIES: dict[str, type] = {
     "pdr": PDR,
     "sequential_refine": SequentialRefine,
     "ets": ETS,
+    "auto": Auto,
 }
 
 

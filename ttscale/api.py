@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ttscale.budget import Budget
@@ -11,7 +11,7 @@ from ttscale.errors import ConfigError, describe
 from ttscale.protocols import Generator, Verifier
 from ttscale.types import DEFAULT_SYSTEM_PROMPT, Problem, Result
 
-__all__ = ["asolve", "solve"]
+__all__ = ["asolve", "asolve_batch", "solve", "solve_batch"]
 
 BudgetLike = Budget | str | int | Mapping[str, Any] | None
 
@@ -89,6 +89,83 @@ def solve(
             prompt,
             budget,
             strategy=strategy,
+            backend=backend,
+            verifier=verifier,
+            system_prompt=system_prompt,
+            **options,
+        )
+    )
+
+
+async def asolve_batch(
+    prompts: Sequence[str],
+    budget: BudgetLike = "tokens=20000",
+    *,
+    backend: Generator | str | None = None,
+    verifier: Verifier | None = None,
+    system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
+    **options: Any,
+) -> list[Result]:
+    """Async ``solve_batch``; see there."""
+    from ttscale.backends import make_backend
+    from ttscale.backends.batching import CoalescingGenerator
+    from ttscale.batch import run_batch
+
+    if isinstance(prompts, str) or not isinstance(prompts, Sequence):
+        raise ConfigError(f"prompts must be a list of strings, got {describe(prompts)}")
+    parsed = Budget.parse(budget)
+    owned = backend is None or isinstance(backend, str)
+    gen = make_backend(backend or "auto") if owned else backend  # type: ignore[arg-type]
+    shared = gen if isinstance(gen, CoalescingGenerator) else CoalescingGenerator(gen)
+    try:
+        return await run_batch(
+            list(prompts), parsed, shared, verifier, system_prompt=system_prompt, **options
+        )
+    finally:
+        if owned:
+            await gen.close()
+
+
+def solve_batch(
+    prompts: Sequence[str],
+    budget: BudgetLike = "tokens=20000",
+    *,
+    backend: Generator | str | None = None,
+    verifier: Verifier | None = None,
+    system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
+    **options: Any,
+) -> list[Result]:
+    """Answer many prompts under ONE shared budget with ``strategy="auto"``.
+
+    Every prompt is probed, then what the probes left is split by expected accuracy gain per
+    eFLOP (``ttscale.allocator``): easy prompts stop after the probe, hopeless ones are capped,
+    the rest get the policy's strategy at the level their share buys. All engine calls go
+    through one ``CoalescingGenerator`` around ``backend``, so concurrent prompts share engine
+    batches. Summed over the results' ledgers, tokens, rollouts and eFLOPs never exceed the
+    shared caps; ``seconds`` is one deadline for the whole batch.
+
+    Args:
+        prompts: The questions.
+        budget: The shared caps (same forms as ``solve``).
+        backend, verifier, system_prompt: As in ``solve``.
+        **options: ``Auto`` options (``policy=``, ``probe_k=``, ``saturation=``...) and
+            ``hopeless_accuracy``.
+
+    Returns:
+        One ``Result`` per prompt, in order; ``extras["allocation"]`` says what it was given.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        raise ConfigError(
+            "solve_batch() was called inside a running event loop; use `await asolve_batch(...)`"
+        )
+    return asyncio.run(
+        asolve_batch(
+            prompts,
+            budget,
             backend=backend,
             verifier=verifier,
             system_prompt=system_prompt,

@@ -25,8 +25,9 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ttscale.cost import HARDWARE, Hardware, request_eflops
+from ttscale.cost import Hardware, request_eflops
 from ttscale.errors import BudgetError, ConfigError, describe
+from ttscale.hw_calibration import default_hardware
 
 if TYPE_CHECKING:
     from ttscale.protocols import Generator
@@ -150,8 +151,10 @@ class Ledger:
     """
 
     budget: Budget = field(default_factory=Budget)
-    hardware: Hardware = field(default_factory=lambda: HARDWARE["cpu-avx2-2c"])
-    """Prices memory traffic in eFLOPs (see ``ttscale.cost``)."""
+    hardware: Hardware = field(default_factory=lambda: default_hardware())
+    """Prices memory traffic in eFLOPs (see ``ttscale.cost``); by default this host's
+    calibrated preset when ``ttscale calibrate --hardware`` has measured it, else
+    ``cpu-avx2-2c`` (``ttscale.hw_calibration.default_hardware``)."""
     prompt_tokens: int = 0
     cached_tokens: int = 0
     """Prompt tokens the engine served from its prefix cache."""
@@ -188,6 +191,18 @@ class Ledger:
         """Budget left in ``unit``; ``math.inf`` when uncapped."""
         cap = getattr(self.budget, unit)
         return math.inf if cap is None else max(cap - self.spent(unit), 0)
+
+    def unused(self) -> dict[str, float]:
+        """Budget left per capped unit (``seconds`` from the frozen wall time once finished):
+        what an early stop saved."""
+        out: dict[str, float] = {}
+        for unit in UNITS:
+            cap = getattr(self.budget, unit)
+            if cap is None:
+                continue
+            used = self.wall_seconds if unit == "seconds" and self.wall_seconds else None
+            out[unit] = max(cap - used, 0.0) if used is not None else self.remaining(unit)
+        return out
 
     def exhausted(self) -> str | None:
         """The first cap already used up, or ``None``."""
@@ -297,6 +312,7 @@ class Ledger:
             "wall_seconds": round(self.wall_seconds, 6),
             "stopped_by": self.stopped_by,
             "overshoot": dict(self.overshoot),
+            "unused": self.unused(),
             "engine": dict(self.engine),
         }
 
