@@ -156,7 +156,8 @@ def resolve_model(name_or_path: str | os.PathLike[str] | None = None) -> Path:
 
     Args:
         name_or_path: An embedded model name (see ``EMBEDDED_MODELS``), a local HF model
-            directory, or ``None`` for the default embedded model.
+            directory, ``None`` for the default embedded model, or ``"<model>@<scheme>"``
+            for a variant written by ``ttscale quantize`` (e.g. ``...-q4km@w8a8``).
 
     Raises:
         ModelError: If the path does not exist, is not an HF model directory, or the
@@ -165,6 +166,11 @@ def resolve_model(name_or_path: str | os.PathLike[str] | None = None) -> Path:
     key = str(name_or_path) if name_or_path is not None else DEFAULT_MODEL
     if key in EMBEDDED_MODELS:
         return _ensure_converted(EMBEDDED_MODELS[key])
+    if "@" in key and not Path(key).expanduser().exists():
+        from ttscale.quantize import resolve_variant, split_spec  # "<model>@w8a8": quantized
+
+        if split_spec(key) is not None:
+            return resolve_variant(key)
     path = Path(key).expanduser()
     if not path.exists():
         raise ModelError(
