@@ -284,6 +284,15 @@ def _preload_env() -> dict[str, str] | None:
     return env
 
 
+def _register_calibrate() -> None:
+    from ttscale.calibrate_cmd import calibrate
+
+    app.command("calibrate")(calibrate)
+
+
+_register_calibrate()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point."""
     args = sys.argv[1:] if argv is None else argv

@@ -1,0 +1,92 @@
+"""``ttscale calibrate``: hardware preset, policy fit from rows, --run on the scripted backend,
+and the errors (nothing to calibrate, evaluation problems in the calibration data)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from ttscale.policy import load_policy
+from ttscale.splits import load_split
+
+
+def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ttscale.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_hardware_preset_written_to_the_cache(tmp_path):
+    p = cli("calibrate", "--hardware", "--seconds", "0.05", env={"TTSCALE_CACHE": str(tmp_path)})
+    assert p.returncode == 0, p.stderr
+    last = p.stdout.strip().splitlines()[-1]
+    assert last.startswith("RESULT preset=cpu-") and "isa=" in last
+    saved = json.loads((tmp_path / "hardware" / "calibrated.json").read_text())
+    assert saved["peak_flops"] > 0 and saved["mem_bandwidth"] > 0
+
+
+def test_fit_from_rows_and_run_scripted(tmp_path):
+    cal = load_split("math_train200")
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(
+        "\n".join(
+            json.dumps(
+                {
+                    "problem_id": p["id"],
+                    "level": p["level"],
+                    "strategy": "best_of_n_majority",
+                    "budget_tokens": 3000,
+                    "correct": i % 2 == 0,
+                    "generated_tokens": 2000,
+                }
+            )
+            for i, p in enumerate(cal[:6])
+        )
+        + "\n"
+    )
+    out = tmp_path / "policy.json"
+    p = cli("calibrate", "--dataset", "math_train200", "--rows", str(rows), "--out", str(out))
+    assert p.returncode == 0, p.stderr
+    assert "fitted_cells=" in p.stdout.splitlines()[-1]
+    pol = load_policy(out)
+    assert pol.fitted and pol.provenance.dataset == "math_train200" and pol.provenance.n_rows == 6
+
+    run_rows = tmp_path / "run.jsonl"
+    args = [
+        "calibrate",
+        "--dataset",
+        "math_train200",
+        "--run",
+        "--backend",
+        "scripted",
+        "--limit",
+        "2",
+        "--budgets",
+        "600",
+        "--rows",
+        str(run_rows),
+        "--out",
+        str(out),
+    ]
+    p = cli(*args)
+    assert p.returncode == 0, p.stderr
+    measured = [json.loads(x) for x in run_rows.read_text().splitlines()]
+    assert len(measured) == 2 * 3 and all("difficulty_bin" in r for r in measured)
+    assert load_policy(out).provenance.bin_source == "difficulty_bin"
+    p = cli(*args)  # resumable: nothing new to measure
+    assert p.returncode == 0 and len(run_rows.read_text().splitlines()) == 6
+
+
+def test_errors_name_the_fix(tmp_path):
+    p = cli("calibrate")
+    assert p.returncode == 2 and "--hardware" in p.stderr
+    leak = tmp_path / "leak.jsonl"
+    leak.write_text(json.dumps(load_split("math500")[0]) + "\n")
+    p = cli("calibrate", "--dataset", str(leak), "--rows", str(tmp_path / "r.jsonl"))
+    assert p.returncode == 2 and "calibration data" in p.stderr

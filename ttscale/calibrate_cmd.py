@@ -1,0 +1,309 @@
+"""``ttscale calibrate``: measure the hardware, or fit the allocator's policy.
+
+- ``--hardware``: ~10-20 s of matmul + copy timing (``ttscale.hw_calibration``); writes the
+  host's preset to the cache, used by every later ledger on this host.
+- ``--dataset math_train200 --rows FILE.jsonl``: fit the policy from measured rows (one per
+  problem x strategy config x budget), e.g. ``benchmarks/results/strategies_rows.jsonl``.
+- ``--dataset math_train200 --run``: measure the rows first (probe every problem for its
+  difficulty bin, then run every candidate config at every budget, appending rows to
+  ``--rows``; resumable), then fit.
+
+Only calibration problems may enter a fit: ``fit_policy`` refuses rows of other problems and
+the calibration set is checked disjoint from MATH-500 (``ttscale.splits``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from ttscale.errors import ConfigError
+
+__all__ = ["calibrate", "candidate_configs", "measure_rows"]
+
+err = Console(stderr=True)
+
+
+def candidate_configs(budget: int, *, has_verifier: bool, max_tokens: int = 1024) -> dict:
+    """Strategy configs worth measuring at a token budget: (label -> (name, params)).
+
+    Sized like ``benchmarks/strategies.py``: best-of-N takes what fits, searches grow with
+    the budget; verifier strategies only when a verifier is given.
+    """
+    n_bon = max(1, budget // 512)
+    n_search = max(4, 2 * (budget // 700))
+    step = {"step_tokens": 192, "max_tokens": max_tokens, "min_step_tokens": 32}
+    out: dict[str, tuple[str, dict[str, Any]]] = {
+        "best_of_n_majority": ("best_of_n", {"n": n_bon, "select": "majority"}),
+        "pdr": (
+            "pdr",
+            {
+                "drafts": [4, 2] if budget >= 2500 else [2, 1],
+                "distill": "select",
+                "keep": 2,
+                "workspace_tokens": 384,
+                "select": "majority",
+            },
+        ),
+        "sequential_refine": (
+            "sequential_refine",
+            {"drafts": [1] * max(2, min(4, budget // max_tokens)), "select": "majority"},
+        ),
+    }
+    if has_verifier:
+        out["best_of_n_weighted"] = ("best_of_n", {"n": n_bon, "select": "weighted"})
+        out["beam_search"] = ("beam_search", {"n": n_search, "beam_width": 2, **step})
+        out["dvts"] = ("dvts", {"n": n_search, "beam_width": 2, **step})
+        out["particle_filter"] = ("particle_filter", {"n": max(2, budget // 500), **step})
+        from ttscale.strategies import STRATEGIES
+
+        if "ets" in STRATEGIES:
+            out["ets"] = ("ets", {"width": n_search, "step_tokens": 192})
+    return out
+
+
+async def measure_rows(
+    problems: list[dict[str, Any]],
+    budgets: list[int],
+    generator: Any,
+    verifier: Any,
+    rows_path: Path,
+    *,
+    labels: list[str] | None = None,
+    seed: int = 0,
+) -> int:
+    """Probe each problem, then run every config at every budget; append rows (resumable).
+
+    All problems of one (config, budget) run concurrently through one ``CoalescingGenerator``.
+    Returns the number of new rows.
+    """
+    from ttscale.allocator import run_probe
+    from ttscale.backends.batching import CoalescingGenerator
+    from ttscale.budget import Budget, Ledger
+    from ttscale.hardware import host_info
+    from ttscale.policy import load_policy
+    from ttscale.strategies import make_strategy
+    from ttscale.types import Problem
+    from ttscale.verifiers.answers import grade
+
+    gen = (
+        generator if isinstance(generator, CoalescingGenerator) else CoalescingGenerator(generator)
+    )
+    bins = load_policy().bins
+    done = set()
+    if rows_path.is_file():
+        for line in rows_path.read_text().splitlines():
+            if line.strip():
+                r = json.loads(line)
+                done.add((r["problem_id"], r.get("label", r["strategy"]), r["budget_tokens"]))
+    probs = {p["id"]: Problem(p["problem"], id=p["id"]) for p in problems}
+
+    async def probe(pid: str) -> tuple[float, int]:
+        led = Ledger(Budget(tokens=bins.probe_k * bins.probe_tokens))
+        pr = await run_probe(probs[pid], gen, verifier, led, bins, seed=seed)
+        return pr.score, pr.bin
+
+    probe_out = await asyncio.gather(*(probe(p["id"]) for p in problems))
+    scores = {p["id"]: s for p, s in zip(problems, probe_out, strict=True)}
+    new = 0
+    rows_path.parent.mkdir(parents=True, exist_ok=True)
+    for budget in budgets:
+        configs = candidate_configs(budget, has_verifier=verifier is not None)
+        for label, (name, params) in configs.items():
+            if labels and label not in labels:
+                continue
+            todo = [p for p in problems if (p["id"], label, budget) not in done]
+            if not todo:
+                continue
+            strat = make_strategy(
+                name, **{k: tuple(v) if isinstance(v, list) else v for k, v in params.items()}
+            )
+
+            async def one(p: dict[str, Any], strat: Any = strat, budget: int = budget) -> Any:
+                try:
+                    return await strat.run(probs[p["id"]], gen, verifier, Budget(tokens=budget))
+                except Exception as exc:  # one failing run must not lose the others
+                    return exc
+
+            results = await asyncio.gather(*(one(p) for p in todo))
+            with rows_path.open("a") as f:
+                for p, res in zip(todo, results, strict=True):
+                    if isinstance(res, Exception):
+                        err.print(f"[yellow]{label} on {p['id']} failed: {res}[/yellow]")
+                        continue
+                    led = res.ledger
+                    row = {
+                        "problem_id": p["id"],
+                        "level": p.get("level"),
+                        "strategy": name,
+                        "label": label,
+                        "params": params,
+                        "budget_tokens": budget,
+                        "answer": res.answer,
+                        "gold": p["answer"],
+                        "correct": bool(res.answer is not None and grade(res.answer, p["answer"])),
+                        "generated_tokens": led.generated_tokens,
+                        "prompt_tokens": led.prompt_tokens,
+                        "cached_tokens": led.cached_tokens,
+                        "eflops": led.eflops,
+                        "wall_seconds": round(led.wall_seconds, 3),
+                        "probe_score": scores[p["id"]][0],
+                        "difficulty_bin": scores[p["id"]][1],
+                        "hardware": led.hardware.name,
+                        "isa": host_info().isa,
+                        "engine": led.engine,
+                    }
+                    f.write(json.dumps(row) + "\n")
+                    new += 1
+    return new
+
+
+def calibrate(
+    hardware: Annotated[
+        bool, typer.Option("--hardware", help="Measure FLOP/s and bandwidth (~10-20 s).")
+    ] = False,
+    seconds: Annotated[float, typer.Option(help="--hardware: seconds per measurement.")] = 3.0,
+    dataset: Annotated[
+        str | None,
+        typer.Option(help="Calibration split (math_train200) or a JSONL file of problems."),
+    ] = None,
+    rows: Annotated[
+        Path | None,
+        typer.Option(help="JSONL of measured runs to fit from (--run appends to it)."),
+    ] = None,
+    run: Annotated[
+        bool, typer.Option("--run", help="Measure the rows first (loads the model).")
+    ] = False,
+    budgets: Annotated[str, typer.Option(help="--run: token budgets.")] = "1000,3000,8000",
+    limit: Annotated[int | None, typer.Option(help="--run: first N problems.")] = None,
+    strategies: Annotated[
+        str | None, typer.Option(help="--run: only these config labels (comma-separated).")
+    ] = None,
+    backend: Annotated[str, typer.Option(help="--run: vllm | hf | scripted")] = "vllm",
+    model: Annotated[str | None, typer.Option(help="--run: model name or HF dir.")] = None,
+    verifier: Annotated[
+        str | None, typer.Option(help="--run: verifier name (llm_judge) for search configs.")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Output path (preset or policy JSON).")] = None,
+) -> None:
+    """Measure this host (--hardware) or fit the strategy policy (--dataset ...)."""
+    if hardware:
+        _hardware(seconds, out)
+        return
+    if dataset is None:
+        raise ConfigError(
+            "say what to calibrate: --hardware, or --dataset math_train200 --rows FILE.jsonl "
+            "(or --run to measure the rows)"
+        )
+    _policy(dataset, rows, run, budgets, limit, strategies, backend, model, verifier, out)
+
+
+def _hardware(seconds: float, out: Path | None) -> None:
+    from ttscale.hardware import host_info
+    from ttscale.hw_calibration import measure_hardware, save_preset
+
+    with err.status("measuring matmul FLOP/s and memory bandwidth...", spinner="dots"):
+        preset = measure_hardware(seconds=seconds)
+    path = save_preset(preset, out)
+    m = preset["measured"]
+    info = host_info()
+    sys.stdout.write(
+        json.dumps({**preset, "path": str(path)}, indent=2)
+        + "\n"
+        + f"RESULT preset={preset['name']} peak_flops={preset['peak_flops']:.4g} "
+        f"mem_bandwidth={preset['mem_bandwidth']:.4g} "
+        f"intensity={preset['peak_flops'] / preset['mem_bandwidth']:.3g} "
+        f"fp32_flops={m['matmul_float32_flops']:.4g} isa={info.isa} cores={info.cores}\n"
+    )
+
+
+def _policy(
+    dataset: str,
+    rows: Path | None,
+    run: bool,
+    budgets: str,
+    limit: int | None,
+    strategies: str | None,
+    backend: str,
+    model: str | None,
+    verifier_name: str | None,
+    out: Path | None,
+) -> None:
+    from ttscale.hardware import host_info
+    from ttscale.hw_calibration import default_hardware
+    from ttscale.policy import fit_policy, load_policy
+    from ttscale.splits import CALIBRATION_SPLIT, EVALUATION_SPLIT, assert_disjoint, load_split
+
+    if dataset == CALIBRATION_SPLIT:
+        problems = load_split(CALIBRATION_SPLIT)
+    elif Path(dataset).is_file():
+        problems = [json.loads(x) for x in Path(dataset).read_text().splitlines() if x.strip()]
+    else:
+        raise ConfigError(
+            f"--dataset {dataset!r}: use {CALIBRATION_SPLIT} (the calibration split) or a JSONL "
+            f"file of calibration problems"
+        )
+    assert_disjoint(problems, load_split(EVALUATION_SPLIT))  # never fit on evaluation problems
+    if rows is None:
+        raise ConfigError("--rows FILE.jsonl is required (the rows to fit; --run appends to it)")
+    if run:
+        if limit is not None:
+            problems = problems[:limit]
+        asyncio.run(_run(problems, budgets, strategies, backend, model, verifier_name, rows))
+    if not rows.is_file():
+        raise ConfigError(f"--rows {rows} does not exist; pass measured rows or add --run")
+    data = [json.loads(x) for x in rows.read_text().splitlines() if x.strip()]
+    prior = load_policy()
+    pol = fit_policy(
+        data,
+        calibration_ids=[str(p["id"]) for p in problems],
+        dataset=dataset,
+        model=model or prior.model,
+        prior=prior,
+        rows_file=str(rows),
+        hardware=default_hardware().name,
+        isa=host_info().isa,
+    )
+    path = pol.save(out or Path("policy.json"))
+    fitted = sum(c.source == "fitted" for c in pol.cells)
+    sys.stdout.write(
+        f"wrote {path}: {pol.provenance.notes}; bins from {pol.provenance.bin_source}\n"
+        f"RESULT policy={path} rows={len(data)} problems={len(pol.provenance.problem_ids)} "
+        f"fitted_cells={fitted}/{len(pol.cells)} isa={host_info().isa}\n"
+    )
+
+
+async def _run(
+    problems: list[dict[str, Any]],
+    budgets: str,
+    strategies: str | None,
+    backend: str,
+    model: str | None,
+    verifier_name: str | None,
+    rows: Path,
+) -> None:
+    from ttscale.backends import make_backend
+
+    try:
+        levels = [int(b) for b in budgets.split(",") if b.strip()]
+    except ValueError:
+        raise ConfigError(f"--budgets {budgets!r} must be comma-separated integers") from None
+    kwargs: dict[str, Any] = {"model": model} if model and backend in ("vllm", "hf") else {}
+    gen = make_backend(backend, **kwargs)
+    verifier = None
+    if verifier_name:
+        from ttscale.verifiers import load_verifier
+
+        verifier = load_verifier(verifier_name, generator=gen)
+    labels = [s.strip() for s in strategies.split(",")] if strategies else None
+    try:
+        new = await measure_rows(problems, levels, gen, verifier, rows, labels=labels)
+        err.print(f"measured {new} new rows into {rows}")
+    finally:
+        await gen.close()
