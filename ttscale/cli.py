@@ -57,11 +57,20 @@ def _load_script(path: Path | None) -> Any:
 
 
 def _load_backend(
-    backend: str, *, model: str | None, base_url: str | None, script: Path | None
+    backend: str, *, model: str | None, base_url: str | None, script: Path | None, **extra: Any
 ) -> Any:
-    """Build the backend named on the command line (shared by ``solve`` and ``serve``)."""
+    """Build the backend named on the command line (shared by ``solve``, ``serve``, ``eval``)."""
     from ttscale.backends import make_backend
 
+    kwargs = {**_backend_kwargs(backend, model=model, base_url=base_url, script=script), **extra}
+    with err.status(f"loading {backend} backend...", spinner="dots"):
+        return make_backend(backend, **kwargs)
+
+
+def _backend_kwargs(
+    backend: str, *, model: str | None, base_url: str | None, script: Path | None
+) -> dict[str, Any]:
+    """Constructor arguments of the backend named on the command line (Ray workers get these)."""
     kwargs: dict[str, Any] = {}
     if backend in ("vllm", "hf") and model is not None:
         kwargs["model"] = model
@@ -71,8 +80,7 @@ def _load_backend(
         kwargs.update(base_url=base_url, model=model)
     elif backend == "scripted":
         kwargs["script"] = _load_script(script)
-    with err.status(f"loading {backend} backend...", spinner="dots"):
-        return make_backend(backend, **kwargs)
+    return kwargs
 
 
 @app.command()
@@ -190,6 +198,129 @@ def serve(
         asyncio.run(gen.close())
 
 
+def _split(items: list[str] | None) -> list[str]:
+    return [x.strip() for item in items or [] for x in item.split(",") if x.strip()]
+
+
+@app.command("eval")
+def eval_cmd(
+    out_dir: Annotated[Path, typer.Option("--out", help="Run directory (resumable).")],
+    dataset: Annotated[
+        str, typer.Option(help="math500 | aime24 | amc23 | gsm8k | math_train200 | FILE.jsonl")
+    ] = "math500",
+    strategy: Annotated[
+        list[str] | None,
+        typer.Option(help="Strategies, comma-separated; label:name, e.g. greedy:best_of_n."),
+    ] = None,
+    budget: Annotated[
+        list[str] | None,
+        typer.Option(help="Budgets, e.g. tokens=2000,tokens=8000 (';' separates multi-cap ones)."),
+    ] = None,
+    seeds: Annotated[int, typer.Option(help="Seeds 0..N-1 per (problem, strategy, budget).")] = 1,
+    backend: Annotated[str, typer.Option(help="vllm | hf | openai | scripted")] = "vllm",
+    model: Annotated[str | None, typer.Option(help="Embedded model name or HF dir.")] = None,
+    base_url: Annotated[str | None, typer.Option(help="Server URL for --backend openai.")] = None,
+    script: Annotated[Path | None, typer.Option(help="JSON script for --backend scripted.")] = None,
+    option: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--option", "-o", help="key=value for every strategy, label.key=value for one."
+        ),
+    ] = None,
+    backend_option: Annotated[
+        list[str] | None,
+        typer.Option("--backend-option", "-B", help="Backend argument key=value (dtype=float32)."),
+    ] = None,
+    verifier: Annotated[
+        str | None, typer.Option(help="Verifier name (llm_judge) or PRM dir.")
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option(help="First N problems (after filters/sample).")
+    ] = None,
+    levels: Annotated[list[str] | None, typer.Option(help="Levels, e.g. 1,2,3.")] = None,
+    subjects: Annotated[list[str] | None, typer.Option(help="Subjects, e.g. Algebra.")] = None,
+    ids: Annotated[list[str] | None, typer.Option(help="Problem ids.")] = None,
+    sample: Annotated[int | None, typer.Option(help="Draw N problems with --sample-seed.")] = None,
+    sample_seed: Annotated[int, typer.Option(help="Seed of --sample.")] = 0,
+    stratify: Annotated[bool, typer.Option(help="Draw --sample evenly across levels.")] = False,
+    executor: Annotated[str, typer.Option(help="local | ray")] = "local",
+    concurrency: Annotated[int, typer.Option(help="Rows in flight per event loop.")] = 16,
+    workers: Annotated[int, typer.Option(help="Ray workers (each its own backend).")] = 2,
+    ray_address: Annotated[
+        str | None, typer.Option(help="Ray cluster (auto, ray://head:10001); none = local.")
+    ] = None,
+    gpus_per_worker: Annotated[float, typer.Option(help="GPUs per Ray worker.")] = 0.0,
+    progress: Annotated[bool, typer.Option(help="Progress bar on stderr.")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+) -> None:
+    """Run (or resume) a grid of problems x strategies x budgets x seeds into --out."""
+    from ttscale.evals.datasets import Selection
+    from ttscale.evals.metrics import summarize
+    from ttscale.evals.runner import parse_budgets, parse_strategies, run_eval
+    from ttscale.evals.store import read_rows
+
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, stream=sys.stderr)
+    configs = parse_strategies(_split(strategy) or ["best_of_n"], _parse_options(option or []))
+    budgets = parse_budgets(budget or ["rollouts=8"])
+    try:
+        levels_i = tuple(int(x) for x in _split(levels))
+    except ValueError:
+        raise ConfigError(f"--levels must be integers, got {levels}") from None
+    selection = Selection(
+        limit=limit, levels=levels_i, subjects=tuple(_split(subjects)), ids=tuple(_split(ids)),
+        sample=sample, seed=sample_seed, stratify=stratify,
+    )
+    extra = _parse_options(backend_option or [])
+    kwargs = {**_backend_kwargs(backend, model=model, base_url=base_url, script=script), **extra}
+    outcome = run_eval(
+        dataset, configs, budgets, out=out_dir, seeds=seeds, selection=selection,
+        backend=lambda: _load_backend(backend, model=model, base_url=base_url, script=script,
+                                      **extra),
+        backend_name=backend, backend_options=kwargs, verifier=verifier,
+        executor=executor, concurrency=concurrency, workers=workers,
+        ray_address=ray_address, gpus_per_worker=gpus_per_worker, progress=progress,
+    )
+    wanted = {(c.label, str(b)) for c in configs for b in budgets}
+    rows = [r for r in read_rows(out_dir) if (r["strategy"], r["budget"]) in wanted]
+    cells = summarize(rows)
+    if as_json:
+        data = {"out": str(out_dir), "rows": outcome.total, "resumed": outcome.skipped,
+                "written": outcome.written, "cells": [c.as_dict() for c in cells]}
+        sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+        return
+    table = Table(title=f"{out_dir} ({outcome.written} new rows, {outcome.skipped} resumed)")
+    for col in ("strategy", "budget", "problems", "accuracy [95% CI]", "tokens", "eFLOPs"):
+        table.add_column(col)
+    for c in cells:
+        table.add_row(
+            c.strategy, c.budget, str(c.problems),
+            f"{c.accuracy:.3f} [{c.ci[0]:.3f}, {c.ci[1]:.3f}]", f"{c.tokens_mean:.0f}",
+            f"{c.eflops_mean:.3g}",
+        )
+    out.print(table)
+    err.print(f"report: ttscale report {out_dir}")
+
+
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A directory written by `ttscale eval`.")],
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Where to write (default RUN_DIR/report).")
+    ] = None,
+    compare: Annotated[
+        Path | None, typer.Option(help="Another run: paired bootstrap per shared cell.")
+    ] = None,
+    title: Annotated[str | None, typer.Option(help="Report heading.")] = None,
+) -> None:
+    """Write report.md, report.html and accuracy-vs-compute PNGs for RUN_DIR."""
+    from ttscale.evals.report import write_report
+
+    files = write_report(run_dir, out_dir, compare_to=compare, title=title)
+    for path in (files.markdown, files.html, *files.plots):
+        out.print(str(path))
+
+
 def _print_result(result: Any) -> None:
     out.print(f"[bold]answer:[/bold] {result.answer}")
     votes = result.extras.get("votes") or []
@@ -300,7 +431,7 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
     verbose = "-v" in args or "--verbose" in args
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "INFO" if verbose else "WARNING")
-    engine_cmd = args[:1] in (["solve"], ["serve"]) and "scripted" not in args
+    engine_cmd = args[:1] in (["solve"], ["serve"], ["eval"]) and "scripted" not in args
     if argv is None and engine_cmd and (env := _preload_env()) is not None:
         os.execve(sys.executable, [sys.executable, "-m", "ttscale.cli", *args], env)
     try:

@@ -1,0 +1,147 @@
+"""``--executor ray``: spread eval rows over Ray actors, each with its own backend.
+
+Each actor (``EvalWorker``) builds its backend from a name and options (an in-process vLLM
+engine on its own GPU, or a client of a shared OpenAI-compatible server), wraps it in
+``CoalescingGenerator`` and solves up to ``concurrency`` rows at once in its event loop, so
+its engine still sees large batches. The driver keeps ``workers * concurrency`` rows in
+flight, hands each new row to the least-loaded actor, and is the only writer of
+``rows.jsonl``: resumability and crash safety are the same as with the local executor.
+
+Ray is an optional dependency (``pip install 'ttscale[eval]'``). Without an address,
+``ray.init`` starts a local cluster; with ``address="auto"`` or ``"ray://head:10001"`` it
+joins an existing one (every node needs ttscale installed; see README "Evals").
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ttscale.evals.runner import OnRow, WorkItem, coalesce, make_verifier, solve_item
+
+from ttscale.errors import ConfigError
+
+__all__ = ["EvalWorker", "run_ray"]
+
+log = logging.getLogger(__name__)
+
+
+class EvalWorker:
+    """One Ray actor: a backend (coalescing) and an optional verifier; solves rows."""
+
+    def __init__(
+        self,
+        backend_name: str,
+        backend_options: dict[str, Any],
+        verifier: str | None,
+        verifier_options: dict[str, Any],
+        system_prompt: str | None,
+    ) -> None:
+        from ttscale.backends import make_backend
+
+        self.backend = make_backend(backend_name, **backend_options)
+        self.shared = coalesce(self.backend)
+        self.verifier = make_verifier(verifier, self.shared, verifier_options)
+        self.system_prompt = system_prompt
+
+    async def profile(self) -> dict[str, Any]:
+        import os
+        import socket
+
+        return {**self.backend.profile(), "ray_node": socket.gethostname(), "pid": os.getpid()}
+
+    async def solve(self, item: WorkItem) -> tuple[dict[str, Any], dict[str, Any]]:
+        import os
+        import socket
+
+        row, trace = await solve_item(item, self.shared, self.verifier, self.system_prompt)
+        row["worker"] = f"{socket.gethostname()}:{os.getpid()}"
+        return row, trace
+
+    async def close(self) -> None:
+        await self.backend.close()
+
+
+def _import_ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError(
+            "--executor ray needs Ray: pip install 'ttscale[eval]' (or pip install ray)"
+        ) from None
+    return ray
+
+
+def run_ray(
+    todo: Sequence[WorkItem],
+    on_row: OnRow,
+    start: Callable[[dict[str, Any]], None],
+    *,
+    backend_name: str,
+    backend_options: dict[str, Any],
+    verifier: str | None,
+    verifier_options: dict[str, Any],
+    system_prompt: str | None,
+    workers: int,
+    concurrency: int,
+    address: str | None = None,
+    init: dict[str, Any] | None = None,
+    gpus_per_worker: float = 0.0,
+    cpus_per_worker: float = 1.0,
+) -> None:
+    """Solve ``todo`` on ``workers`` Ray actors; ``start(profile)`` once they are up."""
+    if workers < 1 or concurrency < 1:
+        raise ConfigError(f"workers={workers} and concurrency={concurrency} must be >= 1")
+    ray = _import_ray()
+    started = not ray.is_initialized()
+    if started:
+        opts = {"include_dashboard": False, "logging_level": logging.WARNING, **(init or {})}
+        ray.init(address=address, **opts)
+    remote = ray.remote(EvalWorker).options(
+        num_cpus=cpus_per_worker, num_gpus=gpus_per_worker, max_concurrency=concurrency
+    )
+    actors = [
+        remote.remote(backend_name, backend_options, verifier, verifier_options, system_prompt)
+        for _ in range(workers)
+    ]
+    try:
+        profiles = ray.get([a.profile.remote() for a in actors])
+        profile = {**profiles[0], "ray_workers": len(actors)}
+        profile.pop("pid", None)
+        start(profile)
+        _drive(ray, actors, todo, on_row, cap=workers * concurrency)
+    finally:
+        for a in actors:
+            try:
+                ray.get(a.close.remote(), timeout=30)
+            except Exception as exc:  # a dead actor cannot close; nothing to release then
+                log.debug("closing a Ray worker failed: %s", exc)
+            ray.kill(a)
+        if started:
+            ray.shutdown()
+
+
+def _drive(ray: Any, actors: list[Any], todo: Sequence[WorkItem], on_row: OnRow, cap: int) -> None:
+    load = [0] * len(actors)
+    in_flight: dict[Any, tuple[WorkItem, int]] = {}
+    queue = iter(todo)
+
+    def fill() -> None:
+        while len(in_flight) < cap:
+            item = next(queue, None)
+            if item is None:
+                return
+            w = min(range(len(actors)), key=load.__getitem__)
+            in_flight[actors[w].solve.remote(item)] = (item, w)
+            load[w] += 1
+
+    fill()
+    while in_flight:
+        done, _ = ray.wait(list(in_flight), num_returns=1)
+        for ref in done:
+            item, w = in_flight.pop(ref)
+            load[w] -= 1
+            row, trace = ray.get(ref)  # re-raises the worker's error (same exception class)
+            on_row(item, row, trace)
+        fill()
