@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -66,6 +67,8 @@ class Auto:
     """Per-sample cap of the probe; ``None`` = the policy's."""
     saturation: float | None = None
     """Stop once P(leader > runner-up) reaches this; ``None`` = the policy's."""
+    probe_fraction: float = 0.5
+    """Most of the budget (as generated tokens) the probe may take."""
     round_size: int = 4
     """Samples per round when the choice is best-of-N."""
     temperature: float = 0.5
@@ -79,6 +82,8 @@ class Auto:
                 raise ConfigError(f"{name}={v!r} must be a positive integer")
         if self.saturation is not None and not 0.5 < self.saturation <= 1:
             raise ConfigError(f"saturation={self.saturation} must be in (0.5, 1]")
+        if not 0 < self.probe_fraction <= 1:
+            raise ConfigError(f"probe_fraction={self.probe_fraction} must be in (0, 1]")
         if not isinstance(self.round_size, int) or self.round_size < 1:
             raise ConfigError(f"round_size={self.round_size!r} must be a positive integer")
 
@@ -116,13 +121,27 @@ class Auto:
         verifier: Verifier | None,
         ledger: Ledger,
         pol: Policy,
+        budget_tokens: float | None = None,
     ) -> Probe:
+        """Probe under ``ledger``; at most ``probe_fraction`` of the budget (in generated
+        tokens; ``budget_tokens`` or the ledger's) goes to the probe, so small budgets probe
+        with fewer samples (at least one)."""
+        bins = pol.bins
+        total = budget_tokens
+        if total is None:
+            price = eflops_per_token(
+                generator.model_spec, ledger.hardware, len(generator.render(problem))
+            )
+            total = token_equivalent(ledger.budget, per_token_eflops=price)
+        if math.isfinite(total):
+            k = int(self.probe_fraction * total // bins.probe_tokens)
+            bins = bins.model_copy(update={"probe_k": max(1, min(bins.probe_k, k))})
         return await run_probe(
             problem,
             generator,
             verifier,
             ledger,
-            pol.bins,
+            bins,
             seed=self.seed,
             temperature=self.temperature,
         )

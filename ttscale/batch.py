@@ -27,6 +27,7 @@ from ttscale.allocator import (
     allocate,
     eflops_per_token,
     share_budget,
+    token_equivalent,
 )
 from ttscale.budget import UNITS, Budget, Ledger
 from ttscale.errors import BudgetError, ConfigError
@@ -89,9 +90,16 @@ async def run_batch(
     ledgers = [Ledger(Budget(**probe_caps)) for _ in problems]
     for led in ledgers:
         led.engine = generator.profile()
+    hw = ledgers[0].hardware
+    prices = [
+        eflops_per_token(generator.model_spec, hw, len(generator.render(pb))) for pb in problems
+    ]
+    mean_price = sum(prices) / n
+    # The probe fraction applies to each prompt's even share of the whole budget.
+    even = token_equivalent(budget, per_token_eflops=mean_price) / n
     probes = await asyncio.gather(
         *(
-            auto.probe(pb, generator, verifier, led, pol)
+            auto.probe(pb, generator, verifier, led, pol, budget_tokens=even)
             for pb, led in zip(problems, ledgers, strict=True)
         )
     )
@@ -103,11 +111,6 @@ async def run_batch(
         for u in _RESERVABLE
         if getattr(budget, u) is not None
     }
-    hw = ledgers[0].hardware
-    prices = [
-        eflops_per_token(generator.model_spec, hw, len(generator.render(pb))) for pb in problems
-    ]
-    mean_price = sum(prices) / n
     pool_tokens = math.inf
     if "tokens" in left:
         pool_tokens = min(pool_tokens, left["tokens"])
