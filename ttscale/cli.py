@@ -1,4 +1,4 @@
-"""``ttscale`` command line: ``solve``, ``serve`` and ``models``.
+"""``ttscale`` command line: ``solve``, ``serve``, ``models``, ``quantize``, ``doctor``...
 
 Errors print one line naming the fix and exit with status 2; no tracebacks for user errors.
 Progress goes to stderr, results to stdout (``--json`` prints only JSON there).
@@ -424,6 +424,16 @@ def _register_calibrate() -> None:
 _register_calibrate()
 
 
+
+def _register_quantize() -> None:
+    from ttscale.quantize_cmd import doctor, quantize
+
+    app.command("quantize")(quantize)
+    app.command("doctor")(doctor)
+
+
+_register_quantize()
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point."""
     args = sys.argv[1:] if argv is None else argv
@@ -432,6 +442,7 @@ def main(argv: list[str] | None = None) -> None:
     verbose = "-v" in args or "--verbose" in args
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "INFO" if verbose else "WARNING")
     engine_cmd = args[:1] in (["solve"], ["serve"], ["eval"]) and "scripted" not in args
+    engine_cmd = engine_cmd or args[:1] == ["doctor"]  # doctor reports the preload status
     if argv is None and engine_cmd and (env := _preload_env()) is not None:
         os.execve(sys.executable, [sys.executable, "-m", "ttscale.cli", *args], env)
     try:

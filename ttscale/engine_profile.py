@@ -12,6 +12,8 @@ profile in ``profile()``, so every ``Result`` ledger carries it.
 from __future__ import annotations
 
 import ctypes.util
+import json
+import logging
 import os
 import sys
 from dataclasses import asdict, dataclass, field
@@ -29,10 +31,14 @@ __all__ = [
     "ProfileRule",
     "choose_profile",
     "cuda_info",
+    "default_variant",
     "preload_libs",
     "preload_status",
     "variant_support",
+    "weights_of",
 ]
+
+log = logging.getLogger(__name__)
 
 SCHEMES = ("w8a8", "w4a16")
 """Weight formats ``ttscale quantize`` writes (compressed-tensors)."""
@@ -329,3 +335,42 @@ def choose_profile(
         cuda_capability=f"{gpu.capability[0]}.{gpu.capability[1]}" if gpu else None,
         preload={} if gpu else {"active": preload_status()["active"]},
     )
+
+
+def default_variant(profile: EngineProfile) -> str | None:
+    """The default model in the profile's weight format when it is in the cache, else ``None``
+    (the unquantized default; a warning names the ``ttscale quantize`` command)."""
+    if profile.weights == "none":
+        return None
+    from ttscale.errors import ModelError
+    from ttscale.models import DEFAULT_MODEL
+    from ttscale.quantize import resolve_variant
+
+    spec = f"{DEFAULT_MODEL}@{profile.weights}"
+    try:
+        return str(resolve_variant(spec))
+    except ModelError as exc:
+        log.warning(
+            "profile %s recommends %s weights; serving unquantized (%s)",
+            profile.rule,
+            profile.weights,
+            exc,
+        )
+        return None
+
+
+def weights_of(path: str | os.PathLike[str]) -> str:
+    """Weight format of a model directory: ``none``, ``w8a8``, ``w4a16`` or the quant method."""
+    try:
+        qc = json.loads((Path(path) / "config.json").read_text()).get("quantization_config")
+    except (OSError, ValueError):
+        return "unknown"
+    if not qc:
+        return "none"
+    if qc.get("quant_method") != "compressed-tensors":
+        return str(qc.get("quant_method", "unknown"))
+    groups = list((qc.get("config_groups") or {}).values())
+    w = (groups[0] or {}).get("weights") or {} if groups else {}
+    acts = (groups[0] or {}).get("input_activations") if groups else None
+    bits = w.get("num_bits")
+    return f"w{bits}a{8 if acts else 16}" if bits else "compressed-tensors"

@@ -74,6 +74,9 @@ class HFBackend:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         if dtype == "auto":
             dtype = "bfloat16" if device == "cuda" else cpu_dtype()
+        from ttscale.engine_profile import choose_profile
+
+        self.engine_profile = choose_profile(dtype=dtype, cuda=None if device == "cpu" else False)
         self.device, self.dtype, self.model_path = device, dtype, path
         self.max_model_len = max_model_len
         self.model_spec = spec_from_dir(path, dtype)
@@ -117,6 +120,7 @@ class HFBackend:
             "seeding": self.seeding,
             "isa": host_info().isa,
             "transformers": transformers.__version__,
+            "engine_profile": self.engine_profile.to_dict(),
             **self._sparse_profile(),
         }
 

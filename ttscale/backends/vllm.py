@@ -17,8 +17,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from ttscale.backends._common import check_requests, render_with_tokenizer, spec_from_dir
+from ttscale.engine_profile import choose_profile, default_variant, weights_of
 from ttscale.errors import BackendError, BackendUnavailable
-from ttscale.hardware import cpu_dtype, host_info
+from ttscale.hardware import host_info
 from ttscale.models import cache_dir, resolve_model
 from ttscale.types import Completion, GenerationOutput, GenerationRequest, Problem
 
@@ -34,7 +35,8 @@ class VLLMBackend:
 
     Args:
         model: Embedded model name, local HF model directory, or ``None`` (default model).
-        dtype: ``"auto"`` picks bf16 on GPUs and on CPUs with native bf16, else fp32.
+        dtype: ``"auto"``: the engine profile's choice for this host (``ttscale doctor``
+            shows it and why): bf16 on GPUs and on CPUs with native bf16, else fp32.
         seed: Engine seed (used for requests that carry no seed of their own).
         max_model_len: Context window to allocate.
         kv_cache_gib: CPU KV-cache size (``VLLM_CPU_KVCACHE_SPACE``) when not set.
@@ -68,9 +70,10 @@ class VLLMBackend:
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         os.environ.setdefault("VLLM_CACHE_ROOT", str(cache_dir() / "vllm"))
         LLM = _import_vllm()  # before resolving the model: `auto` needs to know vLLM is absent
-        path = resolve_model(model)
-        if dtype == "auto":
-            dtype = "bfloat16" if on_gpu else cpu_dtype()
+        # dtype and weight format from the host's profile table (or the user's override).
+        self.engine_profile = choose_profile(dtype=dtype)
+        path = resolve_model(model if model is not None else default_variant(self.engine_profile))
+        dtype = self.engine_profile.dtype
         self.dtype = dtype
         self.model_path = path
         self.model_spec = spec_from_dir(path, dtype)
@@ -116,6 +119,8 @@ class VLLMBackend:
             "seeding": self.seeding,
             "isa": info.isa,
             "vllm": _vllm_version(),
+            "weights": weights_of(self.model_path),
+            "engine_profile": self.engine_profile.to_dict(),
             **{k: v for k, v in self._settings.items() if k in ("block_size", "max_model_len")},
         }
 
