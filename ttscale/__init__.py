@@ -9,7 +9,7 @@ search, refinement) running on a local engine, and returns the answer with an ho
     '84'
 """
 
-from ttscale.api import asolve, solve
+from ttscale.api import asolve, asolve_batch, solve, solve_batch
 from ttscale.budget import Budget, Ledger
 from ttscale.errors import (
     BackendError,
@@ -59,5 +59,7 @@ __all__ = [
     "VerifierError",
     "__version__",
     "asolve",
+    "asolve_batch",
     "solve",
+    "solve_batch",
 ]

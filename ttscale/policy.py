@@ -19,6 +19,7 @@ and says so.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import hashlib
 import json
 import math
@@ -249,9 +250,21 @@ def load_policy(source: Policy | str | Path | Mapping[str, Any] | None = None) -
     """
     if isinstance(source, Policy):
         return source
+    if source is None:
+        return _default_policy()
+    return _load(source)
+
+
+@functools.cache
+def _default_policy() -> Policy:
+    """The packaged policy, parsed once per process (callers never mutate it)."""
+    return _load(default_policy_path())
+
+
+def _load(source: str | Path | Mapping[str, Any]) -> Policy:
     where = "policy dict"
-    if source is None or isinstance(source, str | Path):
-        path = default_policy_path() if source is None else Path(source).expanduser()
+    if isinstance(source, str | Path):
+        path = Path(source).expanduser()
         where = str(path)
         try:
             text = path.read_text()
