@@ -69,6 +69,8 @@ class StrategyConfig:
     label: str
     name: str
     options: Mapping[str, Any] = field(default_factory=dict)
+    use_verifier: bool = True
+    """``False`` runs this strategy without the run's verifier (``-o greedy.verifier=false``)."""
 
     def options_for(self, seed: int) -> dict[str, Any]:
         """Options with the row's seed as the strategy's ``seed`` (if it has one)."""
@@ -80,7 +82,8 @@ class StrategyConfig:
         return opts
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "options": dict(self.options)}
+        out = {"name": self.name, "options": dict(self.options)}
+        return out if self.use_verifier else {**out, "verifier": False}
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,11 +153,19 @@ def parse_strategies(
     if not configs:
         raise ConfigError("no strategy given; pass --strategy best_of_n (comma-separated list)")
     per: dict[str, dict[str, Any]] = {label: {} for label, _ in configs}
+    no_verifier: set[str] = set()
     used: set[str] = set()
     for key, value in (options or {}).items():
         if key == "seed" or key.endswith(".seed"):
             raise ConfigError("the strategy seed comes from --seeds (seed 0..N-1 per row)")
         scope, dot, opt = key.partition(".")
+        if dot and opt == "verifier" and scope in per:
+            if value not in (False, None, "false", "none", "off", True, "true", "on"):
+                raise ConfigError(f"{key}={value!r}: use {key}=false to run it without a verifier")
+            if value in (False, None, "false", "none", "off"):
+                no_verifier.add(scope)
+            used.add(key)
+            continue
         if dot:
             if scope not in per:
                 raise ConfigError(
@@ -176,7 +187,7 @@ def parse_strategies(
     out = []
     for label, name in configs:
         make_strategy(name, **per[label])  # validates names and values now, not mid-run
-        out.append(StrategyConfig(label, name, per[label]))
+        out.append(StrategyConfig(label, name, per[label], label not in no_verifier))
     return out
 
 
@@ -254,7 +265,7 @@ async def solve_item(
             item.budget,
             strategy=item.config.name,
             backend=generator,
-            verifier=verifier,
+            verifier=verifier if item.config.use_verifier else None,
             system_prompt=system_prompt,
             **item.config.options_for(item.seed),
         )
@@ -428,6 +439,7 @@ def _merge_record(
             "seeds": list(seeds),
             "system_prompt": settings.get("system_prompt"),
             "verifier": settings.get("verifier"),
+            "verifier_options": settings.get("verifier_options"),
             "environment": env,
             "invocations": [invocation],
         }
@@ -448,8 +460,8 @@ def _merge_record(
         old, new = record["environment"]["engine"].get(k), env["engine"].get(k)
         if old != new:
             raise clash(f"engine {k}", old, new)
-    for k in ("system_prompt", "verifier"):
-        if record.get(k) != settings.get(k):
+    for k in ("system_prompt", "verifier", "verifier_options"):
+        if record.get(k, {} if k == "verifier_options" else None) != settings.get(k):
             raise clash(k, record.get(k), settings.get(k))
     for label, cfg in strategies.items():
         old = record["strategies"].get(label)
@@ -533,6 +545,7 @@ def run_eval(
         "concurrency": concurrency,
         "system_prompt": system_prompt,
         "verifier": verifier,
+        "verifier_options": dict(verifier_options or {}),
         "backend_options": {k: v for k, v in (backend_options or {}).items() if k != "script"},
         **({"workers": workers, "ray_address": ray_address} if executor == "ray" else {}),
     }

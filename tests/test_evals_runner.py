@@ -319,3 +319,45 @@ def test_report_pipeline(arith, tmp_path):
     assert "<table>" in html and 'src="accuracy_vs_tokens.png"' in html
     files = write_report(run)  # default location
     assert files.markdown == run / "report" / "report.md"
+
+
+def test_verifier_per_strategy(arith, tmp_path):
+    """One run verifier (the LLM judge on the run's backend); `label.verifier=false` runs a
+    strategy without it, and verifier scores feed the weighted-vote metric."""
+    cfgs = parse_strategies(
+        ["greedy:best_of_n,best_of_n"],
+        {"greedy.n": 1, "greedy.verifier": False, "best_of_n.n": 4, "select": "majority"},
+    )
+    assert [c.use_verifier for c in cfgs] == [False, True]
+    run_eval(
+        arith,
+        cfgs,
+        ["tokens=3000"],
+        out=tmp_path / "r",
+        backend=ScriptedBackend(),
+        verifier="llm_judge",
+        verifier_options={"mode": "outcome"},
+        progress=False,
+    )
+    rows = read_rows(tmp_path / "r")
+    greedy = [r for r in rows if r["strategy"] == "greedy"]
+    bon = [r for r in rows if r["strategy"] == "best_of_n"]
+    assert all(r["ledger"]["verifier_calls"] == 0 for r in greedy)
+    assert all(r["ledger"]["verifier_calls"] >= 1 for r in bon)
+    assert all(c["score"] is not None for r in bon for c in r["candidates"])
+    cells = {c.strategy: c for c in summarize(rows)}
+    assert cells["greedy"].weighted is None and cells["best_of_n"].weighted is not None
+    record = json.loads((tmp_path / "r" / "run.json").read_text())
+    assert record["strategies"]["greedy"]["verifier"] is False
+    assert record["verifier_options"] == {"mode": "outcome"}
+    with pytest.raises(ConfigError, match="verifier"):
+        run_eval(
+            arith,
+            cfgs,
+            ["tokens=3000"],
+            out=tmp_path / "r",
+            backend=ScriptedBackend(),
+            verifier="llm_judge",
+            verifier_options={"mode": "step"},
+            progress=False,
+        )

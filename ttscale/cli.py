@@ -234,6 +234,10 @@ def eval_cmd(
     verifier: Annotated[
         str | None, typer.Option(help="Verifier name (llm_judge) or PRM dir.")
     ] = None,
+    verifier_option: Annotated[
+        list[str] | None,
+        typer.Option("--verifier-option", "-V", help="Verifier argument key=value (mode=step)."),
+    ] = None,
     limit: Annotated[
         int | None, typer.Option(help="First N problems (after filters/sample).")
     ] = None,
@@ -278,6 +282,7 @@ def eval_cmd(
         backend=lambda: _load_backend(backend, model=model, base_url=base_url, script=script,
                                       **extra),
         backend_name=backend, backend_options=kwargs, verifier=verifier,
+        verifier_options=_parse_options(verifier_option or []),
         executor=executor, concurrency=concurrency, workers=workers,
         ray_address=ray_address, gpus_per_worker=gpus_per_worker, progress=progress,
     )
