@@ -27,6 +27,8 @@ def test_wheel_contains_mapped_subpackages(tmp_path):
         "ttscale/verifiers/answers.py",
         "ttscale/kernels/__init__.py",
         "ttscale/evals/__init__.py",
+        "ttscale/evals/data/math500.jsonl",  # benchmark data ships with its provenance
+        "ttscale/evals/data/SOURCES.md",
         "ttscale/backends/vllm.py",
         "ttscale/py.typed",
     ):
