@@ -40,6 +40,9 @@ class EvalWorker:
     ) -> None:
         from ttscale.backends import make_backend
 
+        # Actor methods run off the main thread, where math-verify cannot use its signal
+        # timeout and warns on every call; the warning would flood the driver's stderr.
+        logging.getLogger("math_verify").setLevel(logging.ERROR)
         self.backend = make_backend(backend_name, **backend_options)
         self.shared = coalesce(self.backend)
         self.verifier = make_verifier(verifier, self.shared, verifier_options)
