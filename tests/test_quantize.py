@@ -245,6 +245,18 @@ def test_bad_input_names_the_fix(tiny, tmp_path, cache):
         quantize(tmp_path / "empty", "w8a8")
 
 
+def test_ledger_records_engine_profile_and_weights(tiny, cache):
+    """Every Result ledger carries the engine profile (here via transformers on the W8A8 dir)."""
+    from ttscale import solve
+    from ttscale.backends import HFBackend
+
+    be = HFBackend(quantize(tiny, "w8a8"), dtype="auto", device="cpu", max_model_len=256)
+    result = solve("add two and three", "rollouts=2", backend=be, max_tokens=8, min_sample_tokens=8)
+    prof = result.ledger.engine["engine_profile"]
+    assert prof["dtype"] == be.dtype and prof["rule"].startswith("cpu")
+    assert prof["reasons"] and "overrides" in prof
+
+
 @pytest.mark.real_model
 def test_vllm_serves_w8a8_and_reports_w4a16(tiny, cache):
     """vLLM loads the W8A8 checkpoint without extra flags and answers like transformers."""
