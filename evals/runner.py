@@ -575,8 +575,18 @@ def run_eval(
             atomic_write_text(out / RUN_FILE, json.dumps(record, indent=2, default=str))
             bar = _Progress(len(items), done_rows, progress)
 
+        previous = _read_json(out / RUN_FILE)
+        if previous is not None:  # refuse a mismatched resume before loading any engine
+            _merge_record(
+                out,
+                dataset=ds,
+                configs=strategies,
+                budgets=parsed,
+                seeds=seed_list,
+                settings=settings,
+                env={**previous["environment"], "git": None},
+            )
         try:
-            previous = _read_json(out / RUN_FILE)
             if not todo and previous is not None:
                 start(previous["environment"]["engine"])  # nothing to run: load no engine
             elif executor == "local":
@@ -637,7 +647,7 @@ def _finish_record(out: Path, store: RowStore) -> None:
     if record is None:
         return
     inv = record["invocations"][-1]
-    inv["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    inv["ended"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     inv["rows_after"] = len(store.rows)
     atomic_write_text(path, json.dumps(record, indent=2, default=str))
 

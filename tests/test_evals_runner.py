@@ -178,22 +178,25 @@ def test_resume_refuses_a_different_run(arith, tmp_path):
         arith, cfgs, ["tokens=1000"], out=tmp_path / "r", backend=ScriptedBackend(), progress=False
     )
     other = parse_strategies(["best_of_n"], {"n": 3})
+
+    def no_engine():  # a mismatch is refused before any engine is loaded
+        raise AssertionError("the backend factory was called")
+
     with pytest.raises(ConfigError, match="rows would mix"):
         run_eval(
-            arith,
-            other,
-            ["tokens=1000"],
-            out=tmp_path / "r",
-            backend=ScriptedBackend(),
-            progress=False,
+            arith, other, ["tokens=1000"], out=tmp_path / "r", backend=no_engine, progress=False
         )
     with pytest.raises(ConfigError, match="rows would mix"):
         run_eval(
-            "amc23",
+            "amc23", cfgs, ["tokens=1000"], out=tmp_path / "r", backend=no_engine, progress=False
+        )
+    with pytest.raises(ConfigError, match="engine model"):
+        run_eval(
+            arith,
             cfgs,
-            ["tokens=1000"],
+            ["tokens=1000", "tokens=1500"],
             out=tmp_path / "r",
-            backend=ScriptedBackend(),
+            backend=ScriptedBackend(script={"What": ["\\boxed{1}"]}),
             progress=False,
         )
     # Extending the grid (a new budget) is a resume: old rows are kept, new ones added.
