@@ -88,7 +88,11 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     row["load_s"] = round(time.perf_counter() - t0, 1)
     row["rss_after_load_mb"] = round(_rss_mb())
     row["profile"] = backend.profile()
-    row["probe"] = speed_probe(backend, max_tokens=args.probe_tokens)
+    try:
+        row["probe"] = speed_probe(backend, max_tokens=args.probe_tokens)
+    except Exception as exc:  # an engine that loads but cannot run: report its reason
+        row["unsupported"] = f"{type(exc).__name__}: {str(exc).strip()[:400]}"
+        return row
     problems = _gsm8k(args.problems)
     reqs = [
         GenerationRequest(
@@ -97,7 +101,11 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
         for p in problems
     ]
     t0 = time.perf_counter()
-    outs = asyncio.run(backend.generate(reqs))
+    try:
+        outs = asyncio.run(backend.generate(reqs))
+    except Exception as exc:  # an engine that loads but cannot run: report its reason
+        row["unsupported"] = f"{type(exc).__name__}: {str(exc).strip()[:400]}"
+        return row
     dt = time.perf_counter() - t0
     texts = [o.completions[0].text for o in outs]
     toks = sum(len(o.completions[0].token_ids) for o in outs)

@@ -163,7 +163,7 @@ def _check_models(checks: list[Check]) -> tuple[list[dict[str, Any]], list[dict[
     return models, variants
 
 
-def speed_probe(backend: Any, *, max_tokens: int = 32) -> dict[str, Any]:
+def speed_probe(backend: Any, *, max_tokens: int = 24) -> dict[str, Any]:
     """Tokens per second at n=1 (greedy) and n=16 (sampled) on one short prompt (~10 s on
     2 CPU cores with the 0.5B model). The first call warms the engine and is not timed."""
     from ttscale.types import GenerationRequest, Problem

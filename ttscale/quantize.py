@@ -30,7 +30,7 @@ import re
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -253,14 +253,17 @@ def quantize(
     src = resolve_model(model)
     target = Path(output).expanduser() if output is not None else variant_dir(model, scheme, method)
     fingerprint = _fingerprint(src)
-    if not force and _cached(target, fingerprint, scheme, method, calibrate):
+    wanted = {"scheme": scheme, "method": method, "dataset": calibrate}
+    if calibrate:
+        wanted["options"] = asdict(opts)
+    if not force and _cached(target, fingerprint, wanted):
         log.info("quantized variant cached at %s", target)
         return target
     from filelock import FileLock
 
     target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(target) + ".lock"):
-        if not force and _cached(target, fingerprint, scheme, method, calibrate):
+        if not force and _cached(target, fingerprint, wanted):
             return target
         t0 = time.perf_counter()
         digest = source_sha256(src)
@@ -275,6 +278,7 @@ def quantize(
                 "scheme": scheme,
                 "method": method,
                 "format": "compressed-tensors",
+                "request": wanted,
                 **record,
                 "quantize_seconds": round(time.perf_counter() - t0, 1),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -287,19 +291,15 @@ def quantize(
     return target
 
 
-def _cached(
-    target: Path, fingerprint: Any, scheme: str, method: str, calibrate: str | None
-) -> bool:
+def _cached(target: Path, fingerprint: Any, wanted: dict[str, Any]) -> bool:
+    """A complete variant built from the same source files with the same request."""
     if not _is_complete(target):
         return False
     try:
         m = json.loads((target / _MANIFEST).read_text())
     except (OSError, json.JSONDecodeError):
         return False
-    same = m.get("source_fingerprint") == fingerprint and m.get("scheme") == scheme
-    return (
-        same and m.get("method") == method and m.get("calibration", {}).get("dataset") == calibrate
-    )
+    return m.get("source_fingerprint") == fingerprint and m.get("request") == wanted
 
 
 def _import_stack() -> tuple[Any, Any, Any]:
