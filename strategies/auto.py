@@ -3,7 +3,8 @@
 1. **Probe** (``ttscale.allocator.run_probe``): ``k`` short samples in one engine call,
    optionally verifier-scored, charged to this run's ledger; they become candidates.
 2. **Saturation**: if the probe's vote is already decided (Beta rule confidence >=
-   ``saturation``), stop: the rest of the budget stays unused (``Result.extras
+   ``saturation``, or with a verifier a leader of >= 2 votes scored >= ``verifier_saturation``
+   on average), stop: the rest of the budget stays unused (``Result.extras
    ["unused_budget"]`` and the ledger's ``unused``).
 3. **Policy**: the budget (converted to generated tokens with the cost model) picks a level;
    (bin, level) picks the best choice that can run with the given verifier.
@@ -73,6 +74,9 @@ class Auto:
     """Samples per round when the choice is best-of-N."""
     temperature: float = 0.5
     """Probe temperature (best-of-N's default, measured on the embedded model)."""
+    verifier_saturation: float | None = 0.9
+    """With a verifier: also stop once the vote leader has >= 2 votes and a mean verifier
+    score >= this; ``None`` disables it."""
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -82,10 +86,25 @@ class Auto:
                 raise ConfigError(f"{name}={v!r} must be a positive integer")
         if self.saturation is not None and not 0.5 < self.saturation <= 1:
             raise ConfigError(f"saturation={self.saturation} must be in (0.5, 1]")
+        if self.verifier_saturation is not None and not 0 < self.verifier_saturation <= 1:
+            raise ConfigError(
+                f"verifier_saturation={self.verifier_saturation} must be in (0, 1] or None"
+            )
         if not 0 < self.probe_fraction <= 1:
             raise ConfigError(f"probe_fraction={self.probe_fraction} must be in (0, 1]")
         if not isinstance(self.round_size, int) or self.round_size < 1:
             raise ConfigError(f"round_size={self.round_size!r} must be a positive integer")
+
+    def _verifier_saturated(self, cands: list[Candidate]) -> bool:
+        if self.verifier_saturation is None:
+            return False
+        groups = group_answers([c.answer for c in cands])
+        if not groups or groups[0].votes < 2:
+            return False
+        scores = [cands[i].score for i in groups[0].members]
+        if any(s is None for s in scores):
+            return False
+        return sum(scores) / len(scores) >= self.verifier_saturation  # type: ignore[arg-type]
 
     def resolved_policy(self) -> Policy:
         pol = load_policy(self.policy)
@@ -166,6 +185,8 @@ class Auto:
         confidence = probe.confidence
         if probe.confidence >= sat:
             stop = "saturated"
+        elif self._verifier_saturated(cands):
+            stop = "verifier_saturated"
         elif level is None:
             stop = "allocated_none"
         else:
@@ -268,6 +289,8 @@ class Auto:
             rnd += 1
             if confidence >= sat:
                 return "saturated", confidence
+            if self._verifier_saturated(cands):
+                return "verifier_saturated", confidence
         return "n_reached", confidence
 
     async def _run_other(

@@ -217,3 +217,21 @@ def test_batch_rejects_a_budget_below_one_probe_each():
         solve_batch(PROMPTS, budget="tokens=100", backend=backend())
     with pytest.raises(ConfigError, match="list of strings"):
         solve_batch("What is easy?", backend=backend())  # type: ignore[arg-type]
+
+
+def test_confident_verifier_stops_after_the_probe():
+    sure = ScriptedVerifier(lambda p, steps: [0.97] * len(steps))
+    res = solve(
+        "What is medium?", budget="tokens=8000", strategy="auto", backend=backend(), verifier=sure
+    )
+    assert res.extras["stop_reason"] == "verifier_saturated"
+    assert res.ledger.engine_calls == 1 and res.ledger.rollouts == res.extras["probe_samples"]
+    off = solve(
+        "What is medium?",
+        budget="tokens=8000",
+        strategy="auto",
+        backend=backend(),
+        verifier=sure,
+        verifier_saturation=None,
+    )
+    assert off.extras["stop_reason"] != "verifier_saturated" and off.ledger.engine_calls > 1
