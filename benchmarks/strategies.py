@@ -214,7 +214,9 @@ def report(rows_path: Path, budgets: list[int], ids: list[str]) -> None:
     (RESULTS / "strategies.json").write_text(json.dumps(summary, indent=2))
     (RESULTS / "strategies.md").write_text("\n".join(md))
     print("\n".join(md))
-    main_budget = max(b for b in budgets if summary["budgets"].get(b, {}).get("table"))
+    # Headline: the budget with the most problems every strategy finished (then the larger).
+    main_budget = max((b for b in budgets if summary["budgets"].get(b, {}).get("table")),
+                      key=lambda b: (len(summary["budgets"][b]["problems"]), b))
     table = summary["budgets"][main_budget]["table"]
     best = max(table, key=lambda s: (table[s]["acc"], -table[s]["tokens"]))
     accs = " ".join(f"acc_{s}={t['acc']:.3f}" for s, t in table.items())
