@@ -168,10 +168,13 @@ def _run_child(variant: str, path: str, dtype: str, args: argparse.Namespace) ->
         "--max-model-len",
         str(args.max_model_len),
     ]
+    # Let the engine itself say why it cannot run a variant (ttscale's own check would
+    # refuse W4A16 on AVX2 before vLLM loads); ttscale's reason is recorded beside it.
+    env = {**os.environ, "TTSCALE_CHECK_HOST": "0"}
     t0 = time.perf_counter()
     try:
         proc = subprocess.run(
-            cmd, capture_output=True, text=True, timeout=args.variant_timeout, check=False
+            cmd, capture_output=True, text=True, timeout=args.variant_timeout, check=False, env=env
         )
     except subprocess.TimeoutExpired:
         return {"variant": variant, "unsupported": f"timed out after {args.variant_timeout} s"}
@@ -235,7 +238,7 @@ def main() -> None:
         print("ROW " + json.dumps(worker(args)), flush=True)
         return
 
-    from ttscale.engine_profile import choose_profile
+    from ttscale.engine_profile import choose_profile, variant_support
     from ttscale.hardware import host_info
 
     info = host_info()
@@ -256,6 +259,8 @@ def main() -> None:
         print(f"[{v}] {path} dtype={dtype}", file=sys.stderr, flush=True)
         row = _run_child(v, path, dtype, args)
         row.update(extra)
+        if (why := variant_support(v if v not in _DTYPES else "none")) is not None:
+            row["ttscale_check"] = why
         row["ckpt_gb"] = sum(f.stat().st_size for f in Path(path).iterdir() if f.is_file()) / 1e9
         rows.append(row)
         status = row.get("unsupported") or f"acc {row['accuracy']}%"

@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from ttscale.backends._common import check_requests, render_with_tokenizer, spec_from_dir
-from ttscale.engine_profile import choose_profile, default_variant, weights_of
-from ttscale.errors import BackendError, BackendUnavailable
+from ttscale.engine_profile import choose_profile, default_variant, variant_support, weights_of
+from ttscale.errors import BackendError, BackendUnavailable, ConfigError
 from ttscale.hardware import host_info
 from ttscale.models import cache_dir, resolve_model
 from ttscale.types import Completion, GenerationOutput, GenerationRequest, Problem
@@ -73,6 +73,7 @@ class VLLMBackend:
         # dtype and weight format from the host's profile table (or the user's override).
         self.engine_profile = choose_profile(dtype=dtype)
         path = resolve_model(model if model is not None else default_variant(self.engine_profile))
+        _check_weights_run_here(path)
         dtype = self.engine_profile.dtype
         self.dtype = dtype
         self.model_path = path
@@ -198,6 +199,20 @@ def _convert(out: Any) -> GenerationOutput:
         cached_tokens=int(out.num_cached_tokens or 0),
         prompt_logprobs=prompt_lp,
     )
+
+
+def _check_weights_run_here(path: Any) -> None:
+    """Refuse, with the fix, a quantized checkpoint this host's engine has no kernel for
+    (e.g. W4A16 on an AVX2-only CPU) instead of failing deep inside vLLM.
+    ``TTSCALE_CHECK_HOST=0`` skips the check (to see the engine's own error)."""
+    if os.environ.get("TTSCALE_CHECK_HOST") == "0":
+        return
+    weights = weights_of(path)
+    if (why := variant_support(weights)) is not None:
+        raise ConfigError(
+            f"{path} holds {weights} weights: {why}; fix: serve the unquantized model (or a "
+            f"w8a8 variant: ttscale quantize MODEL --scheme w8a8) on this host"
+        )
 
 
 def _cuda_available() -> bool:
