@@ -41,10 +41,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+from ttscale.verifiers.base import check_scores
+
 from ttscale.budget import Ledger
 from ttscale.errors import BackendUnavailable, ConfigError, ModelError, VerifierError
 from ttscale.types import DEFAULT_SYSTEM_PROMPT, Problem
-from ttscale.verifiers.base import check_scores
 
 __all__ = [
     "MathShepherdPRM",
@@ -54,6 +55,7 @@ __all__ = [
     "QwenPRM",
     "RLHFlowPRM",
     "TransformersPRM",
+    "VLLMQwenPRM",
     "detect_prm_style",
 ]
 
@@ -123,7 +125,7 @@ class TransformersPRM:
         self.tokenizer = tokenizer
         self.device = device
         self.batch_size = batch_size
-        limit = getattr(model.config, "max_position_embeddings", None)
+        limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
         self.max_length = int(max_length or limit or 4096)
         self.overflow = overflow
         self.name = name or f"{self.style}_prm"
@@ -272,7 +274,11 @@ class TransformersPRM:
                     )
                 log.warning(
                     "%s: candidate %d has %d tokens > max_length %d; later steps score %.1f",
-                    self.name, i, len(ids), self.max_length, NEUTRAL,
+                    self.name,
+                    i,
+                    len(ids),
+                    self.max_length,
+                    NEUTRAL,
                 )
                 ids = ids[: self.max_length]
             scores[i] = [NEUTRAL] * len(positions)
@@ -300,7 +306,9 @@ class TransformersPRM:
         cols = torch.tensor([p for pos in positions for p in pos], dtype=torch.long)
         with torch.inference_mode():
             probs = self._probs(
-                input_ids.to(self.device), mask.to(self.device), rows.to(self.device),
+                input_ids.to(self.device),
+                mask.to(self.device),
+                rows.to(self.device),
                 cols.to(self.device),
             )
         flat = probs.float().cpu().tolist()
@@ -389,16 +397,19 @@ class QwenPRM(TransformersPRM):
             )
 
     def _probs(self, input_ids: Any, attention_mask: Any, rows: Any, cols: Any) -> Any:
-        torch, _ = _import_torch()
         out = self.model(input_ids=input_ids, attention_mask=attention_mask)
         logits = out.logits if hasattr(out, "logits") else out[0]
-        picked = logits[rows, cols].float()
+        return self._positive(logits[rows, cols])
+
+    def _positive(self, picked: Any) -> Any:
+        """P(positive) from head logits ``[n, num_labels]`` (softmax over the classes)."""
+        torch, _ = _import_torch()
         if picked.shape[-1] <= self.positive_label:
             raise ModelError(
                 f"{self.name}: the head has {picked.shape[-1]} classes; positive_label="
                 f"{self.positive_label} needs at least {self.positive_label + 1}"
             )
-        return torch.softmax(picked, dim=-1)[:, self.positive_label]
+        return torch.softmax(picked.float(), dim=-1)[:, self.positive_label]
 
 
 class _PlusMinusPRM(TransformersPRM):
@@ -534,6 +545,210 @@ class RLHFlowPRM(_PlusMinusPRM):
             )
 
 
+class VLLMQwenPRM(QwenPRM):
+    """``QwenPRM`` on vLLM's pooling runner (``Qwen2ForProcessRewardModel``).
+
+    The layout, step alignment, overflow rule and scores are ``QwenPRM``'s (``build`` and
+    ``encode`` are inherited); only the forward pass differs: every candidate of a ``score``
+    call goes to ONE ``llm.encode(token_ids, pooling_task="token_classify")``, whose ``STEP``
+    pooler returns the head's logits at each separator token (``step_tag_id``), and the
+    separators this adapter inserted are picked from those rows (a separator typed inside a
+    step's text is skipped, as in ``QwenPRM``). vLLM implements the Linear-ReLU-Linear head
+    itself, so the checkpoint's own model code is not run (no ``trust_remote_code``).
+
+    Construct with ``from_pretrained``, or wrap a pooling-runner ``vllm.LLM`` already loaded
+    on such a checkpoint (e.g. two adapters with different ``max_length`` on one engine).
+
+    Args:
+        llm: A ``vllm.LLM`` with ``runner="pooling"`` on a ``Qwen2ForProcessRewardModel``.
+        tokenizer: The checkpoint's fast tokenizer (offsets locate the separators).
+        max_length: Longest input in tokens; ``None``: the engine's ``max_model_len``.
+        batch_size: Candidates per ``llm.encode`` call; ``None`` (default): all at once, and
+            vLLM's scheduler batches them.
+        **kwargs: ``separator``, ``positive_label``, ``default_system``, ``overflow``,
+            ``name`` (see ``QwenPRM``).
+    """
+
+    engine: ClassVar[str] = "vllm"
+
+    def __init__(
+        self,
+        llm: Any,
+        tokenizer: Any,
+        *,
+        max_length: int | None = None,
+        batch_size: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        engine_limit = int(llm.model_config.max_model_len)
+        if max_length is not None and max_length > engine_limit:
+            raise ConfigError(
+                f"max_length={max_length} exceeds the engine's max_model_len={engine_limit}; "
+                f"load it with VLLMQwenPRM.from_pretrained(path, max_length={max_length})"
+            )
+        kwargs.setdefault("name", "qwen_prm_vllm")
+        super().__init__(
+            llm,
+            tokenizer,
+            max_length=max_length or engine_limit,
+            batch_size=batch_size or 2**31 - 1,
+            **kwargs,
+        )
+
+    @classmethod
+    def from_pretrained(  # type: ignore[override]
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        device: str = "auto",
+        dtype: str = "auto",
+        max_length: int | None = None,
+        overflow: Literal["neutral", "error"] = "neutral",
+        name: str | None = None,
+        batch_size: int | None = None,
+        block_size: int = 32,
+        kv_cache_gib: float = 1,
+        trust_remote_code: bool = False,
+        separator: str = "<extra_0>",
+        positive_label: int = 1,
+        default_system: str = DEFAULT_SYSTEM_PROMPT,
+        **engine_kwargs: Any,
+    ) -> VLLMQwenPRM:
+        """Load a local Qwen2.5-Math-PRM checkpoint into an in-process vLLM pooling engine.
+
+        Args:
+            path: Local directory with config (``architectures`` must name
+                ``Qwen2ForProcessRewardModel``), weights and tokenizer.
+            device: ``"auto"``; vLLM runs on the device its build targets (CPU or CUDA).
+            dtype: ``"auto"``: bf16 on GPU or CPUs with native bf16, else fp32.
+            max_length: Longest input in tokens (the engine's ``max_model_len``);
+                ``None``: the checkpoint's ``max_position_embeddings``.
+            overflow: Policy for steps past ``max_length`` (as ``QwenPRM``).
+            name: Verifier name in traces (default ``"qwen_prm_vllm"``).
+            batch_size: Candidates per engine call (``None``: all of a ``score`` call).
+            block_size: KV block size (the CPU attention backend needs a multiple of 32).
+            kv_cache_gib: CPU KV-cache size (``VLLM_CPU_KVCACHE_SPACE``) when not set.
+            trust_remote_code: Passed to vLLM (not needed: the head is built in).
+            separator, positive_label, default_system: See ``QwenPRM``.
+            **engine_kwargs: Passed to ``vllm.LLM`` unchanged.
+
+        Raises:
+            ModelError: Missing directory or a tokenizer without the separator token.
+            ConfigError: The checkpoint is not a ``Qwen2ForProcessRewardModel`` (use
+                ``QwenPRM`` through transformers for token-classification checkpoints).
+            BackendUnavailable: vLLM (or transformers) is missing or fails to import.
+            BackendError: vLLM fails to build the engine (its message is included).
+        """
+        from ttscale.backends.vllm import _cuda_available, _import_vllm
+        from ttscale.errors import BackendError
+        from ttscale.hardware import cpu_dtype
+        from ttscale.models import cache_dir
+
+        _, transformers = _import_torch()
+        folder = Path(path)
+        if not (folder / "config.json").is_file():
+            raise ModelError(
+                f"no config.json in {folder}; PRM adapters load local checkpoint directories "
+                f"only (no model hub is reachable): download or copy the model there first"
+            )
+        archs = _architectures(folder)
+        if "Qwen2ForProcessRewardModel" not in archs:
+            raise ConfigError(
+                f"{folder} is {archs or 'an unnamed architecture'}; vLLM's pooling runner "
+                f"scores Qwen2.5-Math-PRM checkpoints (architectures="
+                f"['Qwen2ForProcessRewardModel']) only: load this one with "
+                f"QwenPRM.from_pretrained(path) (transformers)"
+            )
+        on_gpu = _cuda_available()
+        if device not in ("auto", "cuda" if on_gpu else "cpu"):
+            raise ConfigError(
+                f"device={device!r}: vLLM runs on the device its build targets "
+                f"({'cuda' if on_gpu else 'cpu'} here); pass device='auto'"
+            )
+        tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
+        cls._check_tokenizer(tokenizer, separator=separator)  # fail before the engine starts
+        separator_id = _single_token(tokenizer, separator, "step separator")
+        if not on_gpu:
+            cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [0]
+            os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"{cores[0]}-{cores[-1]}")
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", f"{kv_cache_gib:g}")
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        os.environ.setdefault("VLLM_CACHE_ROOT", str(cache_dir() / "vllm"))
+        LLM = _import_vllm()
+        if not on_gpu:
+            _check_cpu_head_size(folder)  # before a minute of engine start-up
+        from vllm.config import PoolerConfig
+
+        if dtype == "auto":
+            dtype = "bfloat16" if on_gpu else cpu_dtype()
+        kwargs: dict[str, Any] = {
+            "model": str(folder),
+            "runner": "pooling",
+            "dtype": dtype,
+            "block_size": block_size,
+            "trust_remote_code": trust_remote_code,
+            # STEP pooling on our separator (vLLM's default is Qwen's id 151651).
+            "pooler_config": PoolerConfig(step_tag_id=separator_id),
+        }
+        if max_length is not None:
+            kwargs["max_model_len"] = max_length
+        if not on_gpu:
+            kwargs["enforce_eager"] = True
+        kwargs.update(engine_kwargs)
+        try:
+            llm = LLM(**kwargs)
+        except (ValueError, RuntimeError, NotImplementedError) as exc:
+            raise BackendError(f"vLLM failed to load the PRM {folder}: {exc}") from exc
+        log.info("loaded qwen PRM from %s on vLLM's pooling runner (%s)", folder, dtype)
+        return cls(
+            llm,
+            tokenizer,
+            max_length=max_length,
+            batch_size=batch_size,
+            overflow=overflow,
+            name=name,
+            separator=separator,
+            positive_label=positive_label,
+            default_system=default_system,
+        )
+
+    def _forward(self, batch: list[list[int]], positions: list[list[int]]) -> list[list[float]]:
+        from vllm import PoolingParams
+        from vllm.inputs import TokensPrompt
+
+        torch, _ = _import_torch()
+        prompts = [TokensPrompt(prompt_token_ids=ids) for ids in batch]
+        try:
+            outs = self.model.encode(
+                prompts,
+                PoolingParams(use_activation=False),  # raw logits: softmax as in QwenPRM
+                pooling_task="token_classify",
+                use_tqdm=False,
+            )
+        except (ValueError, RuntimeError) as exc:
+            raise VerifierError(f"{self.name}: vLLM pooling call failed: {exc}") from exc
+        result = []
+        for ids, pos, out in zip(batch, positions, outs, strict=True):
+            logits = torch.as_tensor(out.outputs.data)
+            rows = self._rows(ids, pos, int(logits.shape[0]))
+            result.append(self._positive(logits[rows]).tolist())
+        return result
+
+    def _rows(self, ids: list[int], positions: list[int], n_rows: int) -> list[int]:
+        """Rows of the pooler output holding the logits at token ``positions``."""
+        separators = [k for k, t in enumerate(ids) if t == self.separator_id]
+        if n_rows == len(separators):  # STEP pooling: one row per separator token
+            rank = {k: r for r, k in enumerate(separators)}
+            return [rank[p] for p in positions]
+        if n_rows == len(ids):  # ALL pooling: one row per token
+            return list(positions)
+        raise VerifierError(
+            f"{self.name}: vLLM's pooler returned {n_rows} rows for a {len(ids)}-token input "
+            f"with {len(separators)} separators; the engine must pool with tok_pooling_type "
+            f"'STEP' and step_tag_id={self.separator_id} (VLLMQwenPRM.from_pretrained sets it)"
+        )
+
+
 PRM_STYLES: dict[str, type[TransformersPRM]] = {
     "qwen": QwenPRM,
     "math_shepherd": MathShepherdPRM,
@@ -590,6 +805,31 @@ def _checked_load(auto_cls: Any, folder: Path, dtype: Any) -> Any:
             f"(QwenPRM / MathShepherdPRM / RLHFlowPRM) matches the checkpoint"
         )
     return model
+
+
+def _check_cpu_head_size(folder: Path) -> None:
+    """Refuse a checkpoint whose attention heads vLLM's CPU backend cannot run.
+
+    Otherwise the engine loads and then fails on the first request with
+    ``RuntimeError: Unsupported CPU attention configuration: head_dim=8 ...``
+    (``torch.ops._C.get_scheduler_metadata``, from ``vllm/v1/attention/backends/cpu_attn.py``).
+    """
+    try:
+        from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend
+
+        supported = list(CPUAttentionBackend.get_supported_head_sizes())
+    except Exception:  # another vLLM layout: let the engine decide
+        return
+    cfg = json.loads((folder / "config.json").read_text())
+    heads = int(cfg.get("num_attention_heads") or 1)
+    head_dim = int(cfg.get("head_dim") or int(cfg.get("hidden_size") or 0) // heads)
+    if head_dim not in supported:
+        raise BackendUnavailable(
+            f"vLLM's CPU attention runs head sizes {supported}; {folder} has head_dim="
+            f"{head_dim} (the engine would fail with 'Unsupported CPU attention "
+            f"configuration'); fix: score it with QwenPRM.from_pretrained(path, "
+            f"trust_remote_code=True) (transformers) or on a GPU build of vLLM"
+        )
 
 
 def _single_token(tokenizer: Any, text: str, role: str) -> int:

@@ -8,6 +8,9 @@ Built-in names:
 ``qwen_prm``           ``QwenPRM.from_pretrained(path)`` (Qwen2.5-Math-PRM layout)
 ``math_shepherd_prm``  ``MathShepherdPRM.from_pretrained(path)``
 ``rlhflow_prm``        ``RLHFlowPRM.from_pretrained(path)``
+``qwen_prm_vllm``      ``VLLMQwenPRM.from_pretrained(path)`` (Qwen2.5-Math-PRM on vLLM's
+                       pooling runner; also ``load_verifier('qwen_prm', path=...,
+                       engine='vllm')``)
 =====================  ====================================================================
 
 A factory is any callable ``(**options) -> Verifier``. Engines and models are imported only
@@ -55,16 +58,29 @@ def _implicit_prm(*, policy: Any = None, reference: Any = None, **options: Any) 
     return ImplicitPRM(policy, reference, **options)
 
 
-def _prm(style: str) -> VerifierFactory:
-    def factory(*, path: str | os.PathLike[str] | None = None, **options: Any) -> Verifier:
-        from ttscale.verifiers.prm import PRM_STYLES
+def _prm(style: str, default_engine: str = "transformers") -> VerifierFactory:
+    def factory(
+        *,
+        path: str | os.PathLike[str] | None = None,
+        engine: str = default_engine,
+        **options: Any,
+    ) -> Verifier:
+        from ttscale.verifiers.prm import PRM_STYLES, VLLMQwenPRM
 
+        name = f"{style}_prm" + ("_vllm" if default_engine == "vllm" else "")
         if path is None:
             raise ConfigError(
-                f"{style}_prm needs a local checkpoint: load_verifier('{style}_prm', "
+                f"{name} needs a local checkpoint: load_verifier('{name}', "
                 f"path='/path/to/model') (no model hub is reachable)"
             )
-        return PRM_STYLES[style].from_pretrained(path, **options)
+        if engine == "transformers":
+            return PRM_STYLES[style].from_pretrained(path, **options)
+        if engine == "vllm" and style == "qwen":
+            return VLLMQwenPRM.from_pretrained(path, **options)
+        raise ConfigError(
+            f"engine={engine!r} for {style}_prm; use 'transformers'"
+            + (" or 'vllm'" if style == "qwen" else " (only qwen_prm has a vLLM path)")
+        )
 
     factory.__name__ = f"{style}_prm"
     return factory
@@ -76,6 +92,7 @@ VERIFIERS: dict[str, VerifierFactory] = {
     "qwen_prm": _prm("qwen"),
     "math_shepherd_prm": _prm("math_shepherd"),
     "rlhflow_prm": _prm("rlhflow"),
+    "qwen_prm_vllm": _prm("qwen", default_engine="vllm"),
 }
 """Name -> factory. Add entries with ``register_verifier``."""
 
