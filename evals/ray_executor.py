@@ -18,9 +18,8 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ttscale.evals.runner import OnRow, WorkItem, coalesce, make_verifier, solve_item
-
 from ttscale.errors import ConfigError
+from ttscale.evals.runner import OnRow, WorkItem, coalesce, make_verifier, solve_item
 
 __all__ = ["EvalWorker", "run_ray"]
 

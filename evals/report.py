@@ -17,10 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ttscale.errors import ConfigError
 from ttscale.evals.metrics import ConfigSummary, compare, pareto_front, summarize
 from ttscale.evals.store import read_rows
-
-from ttscale.errors import ConfigError
 
 __all__ = ["ReportFiles", "write_report"]
 

@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ttscale.budget import Budget, Ledger
+from ttscale.errors import BudgetError, ConfigError, ContextLengthError
 from ttscale.evals.datasets import (
     EvalProblem,
     Selection,
@@ -38,9 +40,6 @@ from ttscale.evals.datasets import (
 )
 from ttscale.evals.record import environment
 from ttscale.evals.store import RowStore, atomic_write_text, row_key
-
-from ttscale.budget import Budget, Ledger
-from ttscale.errors import BudgetError, ConfigError, ContextLengthError
 from ttscale.types import DEFAULT_SYSTEM_PROMPT
 
 __all__ = [
@@ -252,9 +251,8 @@ async def solve_item(
     Budget and context-length errors become a wrong row carrying the error (the budget
     could not pay for a step; the prompt does not fit); other errors propagate.
     """
-    from ttscale.verifiers.answers import grade
-
     from ttscale.api import asolve
+    from ttscale.verifiers.answers import grade
 
     gold = item.problem.answer
     t0 = time.perf_counter()

@@ -11,9 +11,9 @@ from collections import Counter
 from importlib import resources
 
 import pytest
-from ttscale.evals.datasets import DATASETS, Selection, dataset_sha256, load_dataset
 
 from ttscale.errors import ConfigError
+from ttscale.evals.datasets import DATASETS, Selection, dataset_sha256, load_dataset
 
 
 def _sources_table() -> dict[str, tuple[int, str]]:

@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 import pytest
+
 from ttscale.evals.metrics import (
     bootstrap_ci,
     compare,

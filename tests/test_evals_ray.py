@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from ttscale.evals.runner import parse_strategies, run_eval
-from ttscale.evals.store import read_rows
 
 from ttscale.backends import ScriptedBackend
+from ttscale.evals.runner import parse_strategies, run_eval
+from ttscale.evals.store import read_rows
 
 ray = pytest.importorskip("ray")
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from ttscale.evals.datasets import Selection
 from ttscale.evals.runner import parse_strategies, run_eval
 from ttscale.evals.store import read_rows
-
 from ttscale.models import DEFAULT_MODEL, EMBEDDED_MODELS
 
 

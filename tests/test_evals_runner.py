@@ -12,13 +12,13 @@ import time
 from pathlib import Path
 
 import pytest
+
+from ttscale.backends import ScriptedBackend
+from ttscale.errors import ConfigError
 from ttscale.evals.metrics import summarize
 from ttscale.evals.report import write_report
 from ttscale.evals.runner import parse_budgets, parse_strategies, run_eval
 from ttscale.evals.store import ROWS_FILE, read_rows
-
-from ttscale.backends import ScriptedBackend
-from ttscale.errors import ConfigError
 
 PAIRS = [(12, 7), (3, 4), (10, 10), (25, 4), (8, 9), (6, 6), (13, 3), (7, 7), (9, 11), (5, 14)]
 
