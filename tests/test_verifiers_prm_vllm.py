@@ -26,10 +26,10 @@ transformers = pytest.importorskip("transformers")
 pytest.importorskip("tokenizers")
 
 from test_verifiers_prm import CANDIDATES, PROBLEM, QWEN_TEMPLATE, TINY, _tokenizer  # noqa: E402
-from ttscale.verifiers import load_verifier  # noqa: E402
-from ttscale.verifiers.prm import QwenPRM, VLLMQwenPRM  # noqa: E402
 
 from ttscale.errors import BackendUnavailable, ConfigError, VerifierError  # noqa: E402
+from ttscale.verifiers import load_verifier  # noqa: E402
+from ttscale.verifiers.prm import QwenPRM, VLLMQwenPRM  # noqa: E402
 
 TOL = 1e-4
 """fp32, vLLM's CPU attention vs transformers' SDPA: measured max |diff| 6e-7 over 8 steps."""

@@ -41,11 +41,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from ttscale.verifiers.base import check_scores
-
 from ttscale.budget import Ledger
 from ttscale.errors import BackendUnavailable, ConfigError, ModelError, VerifierError
 from ttscale.types import DEFAULT_SYSTEM_PROMPT, Problem
+from ttscale.verifiers.base import check_scores
 
 __all__ = [
     "MathShepherdPRM",
