@@ -65,13 +65,21 @@ def _rss_mb() -> float:
     return float("nan")
 
 
+def _failed(row: dict[str, Any], exc: Exception) -> dict[str, Any]:
+    """ttscale's own validation errors are bench misconfiguration, not host support."""
+    from ttscale.errors import TTScaleError
+
+    key = "error" if isinstance(exc, TTScaleError) else "unsupported"
+    row[key] = f"{type(exc).__name__}: {str(exc).strip()[:400]}"
+    return row
+
+
 # -- child: one variant ----------------------------------------------------------------------
 def worker(args: argparse.Namespace) -> dict[str, Any]:
-    from ttscale.verifiers.answers import extract_answer, grade
-
     from ttscale.backends import make_backend
     from ttscale.doctor import speed_probe
     from ttscale.types import GenerationRequest, Problem
+    from ttscale.verifiers.answers import extract_answer, grade
 
     row: dict[str, Any] = {"variant": args.worker, "model_path": args.path}
     kwargs: dict[str, Any] = {"model": args.path, "dtype": args.dtype, "seed": 0}
@@ -91,8 +99,7 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     try:
         row["probe"] = speed_probe(backend, max_tokens=args.probe_tokens)
     except Exception as exc:  # an engine that loads but cannot run: report its reason
-        row["unsupported"] = f"{type(exc).__name__}: {str(exc).strip()[:400]}"
-        return row
+        return _failed(row, exc)
     problems = _gsm8k(args.problems)
     reqs = [
         GenerationRequest(
@@ -104,8 +111,7 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     try:
         outs = asyncio.run(backend.generate(reqs))
     except Exception as exc:  # an engine that loads but cannot run: report its reason
-        row["unsupported"] = f"{type(exc).__name__}: {str(exc).strip()[:400]}"
-        return row
+        return _failed(row, exc)
     dt = time.perf_counter() - t0
     texts = [o.completions[0].text for o in outs]
     toks = sum(len(o.completions[0].token_ids) for o in outs)
@@ -198,8 +204,12 @@ def _table(rows: list[dict[str, Any]], ref: str | None) -> str:
     )
     body = []
     for r in rows:
-        if "unsupported" in r:
-            note = f"unsupported on this host: {r['unsupported']}"
+        if "unsupported" in r or "error" in r:
+            note = (
+                f"unsupported on this host: {r['unsupported']}"
+                if "unsupported" in r
+                else f"error: {r['error']}"
+            )
             body.append(f"| {r['variant']} | - | - | - | - | - | - | - | - | {note} |")
             continue
         p = r["probe"]
@@ -263,10 +273,10 @@ def main() -> None:
             row["ttscale_check"] = why
         row["ckpt_gb"] = sum(f.stat().st_size for f in Path(path).iterdir() if f.is_file()) / 1e9
         rows.append(row)
-        status = row.get("unsupported") or f"acc {row['accuracy']}%"
+        status = row.get("unsupported") or row.get("error") or f"acc {row['accuracy']}%"
         print(f"[{v}] {status}", file=sys.stderr, flush=True)
 
-    ran = [r for r in rows if "unsupported" not in r]
+    ran = [r for r in rows if "unsupported" not in r and "error" not in r]
     unq = [r for r in ran if r["variant"] in _DTYPES]
     ref_name = "fp32" if profile.dtype == "float32" else "bf16"
     ref = next((r for r in unq if r["variant"] == ref_name), unq[0] if unq else None)

@@ -272,31 +272,27 @@ def test_vllm_backend_refuses_weights_the_host_cannot_run(tiny, cache, on_avx2, 
 @pytest.mark.real_model
 def test_vllm_serves_w8a8_and_reports_w4a16(tiny, cache):
     """vLLM loads the W8A8 checkpoint without extra flags and answers like transformers."""
+    from transformers import AutoModelForCausalLM
+
     from ttscale.backends import VLLMBackend
-    from ttscale.engine_profile import variant_support
+    from ttscale.engine_profile import variant_support, weights_of
     from ttscale.types import GenerationRequest
 
     w8 = quantize(tiny, "w8a8")
-    be = VLLMBackend(w8, dtype="float32", max_model_len=256, kv_cache_gib=0.25)
-    assert be._llm.llm_engine.model_config.quantization == "compressed-tensors"
-    prompts = [tuple(int(t) for t in row) for row in _ids(4, 12)]
-    reqs = [GenerationRequest(p, n=1, max_tokens=8, temperature=0.0) for p in prompts]
+    be = VLLMBackend(w8, dtype="float32", max_model_len=256, kv_cache_gib=1)
+    assert weights_of(w8) == "w8a8" and be.profile()["weights"] == "w8a8"
+    ids = _ids(4, 12).tolist() + _ids(5, 12).tolist() + _ids(6, 12).tolist()[:2]  # 8 prompts
+    reqs = [GenerationRequest(tuple(p), n=1, max_tokens=1, temperature=0.0) for p in ids]
     outs = asyncio.run(be.generate(reqs))
     asyncio.run(be.close())
-    got = [o.completions[0].token_ids for o in outs]
-    from transformers import AutoModelForCausalLM
-
+    got = [o.completions[0].token_ids[0] for o in outs]
     ref_model = AutoModelForCausalLM.from_pretrained(w8, dtype=torch.float32).eval()
-    agree = total = 0
-    for p, g in zip(prompts, got, strict=True):
-        with torch.no_grad():
-            ref = ref_model.generate(
-                torch.tensor([p]), max_new_tokens=8, do_sample=False, pad_token_id=0
-            )[0, len(p) :].tolist()
-        agree += sum(a == b for a, b in zip(ref, g, strict=False))
-        total += len(ref)
-    assert agree / total >= 0.75, (got, agree, total)
+    with torch.no_grad():
+        ref = ref_model(torch.tensor(ids)).logits[:, -1].argmax(-1).tolist()
+    agree = sum(a == b for a, b in zip(got, ref, strict=True))
+    print("vLLM W8A8 next tokens", got, "transformers", ref)
+    assert agree >= 6, (got, ref)  # int8 kernels vs fake-quant emulation: near ties may flip
     if variant_support("w4a16") is not None:  # e.g. AVX2 host: refused before vLLM loads
         w4 = quantize(tiny, "w4a16", allow_unsupported=True)
         with pytest.raises(ConfigError, match=r"w4a16 weights: .*AVX-512.*fix: serve the unq"):
-            VLLMBackend(w4, dtype="float32", max_model_len=256, kv_cache_gib=0.25)
+            VLLMBackend(w4, dtype="float32", max_model_len=256, kv_cache_gib=1)
