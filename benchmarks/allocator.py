@@ -38,9 +38,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ttscale.strategies import make_strategy
-from ttscale.verifiers.answers import grade
-
 from ttscale.backends.batching import CoalescingGenerator
 from ttscale.batch import run_batch
 from ttscale.budget import Budget
@@ -48,7 +45,9 @@ from ttscale.calibrate_cmd import candidate_configs
 from ttscale.hardware import host_info
 from ttscale.policy import load_policy
 from ttscale.splits import evaluation_slice
+from ttscale.strategies import make_strategy
 from ttscale.types import Problem
+from ttscale.verifiers.answers import grade
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"

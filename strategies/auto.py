@@ -24,15 +24,14 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from ttscale.strategies._search import absorb, select_answer
-from ttscale.verifiers.voting import group_answers, leader_confidence
-
 from ttscale.allocator import Probe, eflops_per_token, run_probe, token_equivalent
 from ttscale.budget import UNITS, Budget, Ledger
 from ttscale.errors import BudgetError, ConfigError
 from ttscale.policy import Choice, Policy, load_policy
 from ttscale.protocols import Generator, Verifier
+from ttscale.strategies._search import absorb, select_answer
 from ttscale.types import Candidate, Problem, Result
+from ttscale.verifiers.voting import group_answers, leader_confidence
 
 __all__ = ["Auto", "remaining_budget"]
 

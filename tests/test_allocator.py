@@ -7,15 +7,15 @@ from __future__ import annotations
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from ttscale.strategies import STRATEGIES, make_strategy
-from ttscale.verifiers import ScriptedVerifier
 
 from ttscale import Budget, BudgetError, ConfigError, solve
 from ttscale.allocator import Probe, allocate, difficulty_score, token_equivalent
 from ttscale.api import solve_batch
 from ttscale.backends import ScriptedBackend
 from ttscale.policy import VERIFIER_STRATEGIES, load_policy
+from ttscale.strategies import STRATEGIES, make_strategy
 from ttscale.types import Candidate
+from ttscale.verifiers import ScriptedVerifier
 
 
 def _sol(ans: str, filler: str = "We work it out") -> str:
