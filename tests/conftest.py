@@ -11,6 +11,20 @@ import pytest
 from ttscale.backends import ScriptedBackend
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Run ``own_engine`` tests first.
+
+    vLLM keeps one distributed state per process, and an engine that a test builds and
+    drops tears it down under any engine still alive ("pipeline model parallel group is
+    not initialized"). Tests that build their own vLLM engine (a quantized or PRM
+    checkpoint) therefore run before the session ``vllm_backend`` exists. Module order is
+    kept within each group.
+    """
+    own = [it for it in items if it.get_closest_marker("own_engine")]
+    if own:
+        items[:] = own + [it for it in items if not it.get_closest_marker("own_engine")]
+
+
 @pytest.fixture
 def scripted() -> ScriptedBackend:
     return ScriptedBackend()

@@ -270,11 +270,7 @@ def test_vllm_backend_refuses_weights_the_host_cannot_run(tiny, cache, on_avx2, 
 
 
 @pytest.mark.real_model
-@pytest.mark.xfail(
-    strict=False,
-    reason="not yet verified end to end (CPU lock contention during development); an XPASS "
-    "means it works: then drop this marker",
-)
+@pytest.mark.own_engine
 def test_vllm_serves_w8a8_and_reports_w4a16(tiny, cache):
     """vLLM loads the W8A8 checkpoint without extra flags and answers like transformers."""
     from transformers import AutoModelForCausalLM

@@ -31,6 +31,8 @@ from ttscale.errors import BackendUnavailable, ConfigError, VerifierError  # noq
 from ttscale.verifiers import load_verifier  # noqa: E402
 from ttscale.verifiers.prm import QwenPRM, VLLMQwenPRM  # noqa: E402
 
+pytestmark = pytest.mark.own_engine  # builds its own vLLM engine: see tests/conftest.py
+
 TOL = 1e-4
 """fp32, vLLM's CPU attention vs transformers' SDPA: measured max |diff| 6e-7 over 8 steps."""
 

@@ -2,7 +2,8 @@
 
 Verifies that two short candidates for "What is 12*7?" (right and wrong) are judged in one
 engine call, that the yes/no tokens are found among the top-10 logprobs (scores are not
-all the neutral 0.5) and that scores are probabilities. Marked ``real_model`` (~30 s load);
+all the neutral 0.5) and that scores are probabilities. Uses the session engine
+(``tests/conftest.py``). Marked ``real_model`` (~30 s load);
 run with ``pytest -m real_model tests/test_verifiers_real.py``.
 """
 
@@ -17,15 +18,6 @@ from ttscale.types import Problem
 from ttscale.verifiers import LLMJudge
 
 pytestmark = pytest.mark.real_model
-
-
-@pytest.fixture(scope="module")
-def vllm_backend():
-    from ttscale.backends import VLLMBackend
-
-    backend = VLLMBackend(seed=0)
-    yield backend
-    asyncio.run(backend.close())
 
 
 def test_judge_on_embedded_model(vllm_backend):
