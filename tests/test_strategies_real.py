@@ -10,13 +10,10 @@ included).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
-
 import pytest
+from _recorder import Recorder
 
 from ttscale import solve
-from ttscale.types import GenerationOutput, GenerationRequest, Problem
 from ttscale.verifiers import LLMJudge
 from ttscale.verifiers.llm_judge import DEFAULT_STEP_TEMPLATE
 
@@ -24,34 +21,6 @@ pytestmark = pytest.mark.real_model
 
 PROMPT = "What is 12*7?"
 TINY = dict(max_steps=2, step_tokens=48, max_tokens=128, min_step_tokens=16, seed=0)
-
-
-class Recorder:
-    """Delegates to a real Generator and records each ``generate`` call's requests, so the
-    policy's calls can be counted apart from the judge's."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner, self.calls = inner, []
-        self.name, self.model_spec, self.seeding = inner.name, inner.model_spec, inner.seeding
-
-    def render(self, problem: Problem) -> tuple[int, ...]:
-        return self.inner.render(problem)
-
-    def encode(self, text: str) -> tuple[int, ...]:
-        return self.inner.encode(text)
-
-    def decode(self, token_ids: Sequence[int]) -> str:
-        return self.inner.decode(token_ids)
-
-    def profile(self) -> dict[str, Any]:
-        return self.inner.profile()
-
-    async def generate(self, requests: list[GenerationRequest]) -> list[GenerationOutput]:
-        self.calls.append(list(requests))
-        return await self.inner.generate(requests)
-
-    async def close(self) -> None:
-        return None
 
 
 @pytest.fixture(scope="module")

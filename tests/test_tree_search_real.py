@@ -8,45 +8,15 @@ session's engine is loaded)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
-
 import pytest
+from _recorder import Recorder
 
 from ttscale import solve
 from ttscale.evals.trace import render_text, trace_graph
-from ttscale.types import GenerationOutput, GenerationRequest, Problem
 from ttscale.verifiers import LLMJudge
 from ttscale.verifiers.llm_judge import DEFAULT_STEP_TEMPLATE
 
 pytestmark = pytest.mark.real_model
-
-
-class Recorder:
-    """Delegates to a real Generator and records the policy's ``generate`` calls."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner, self.calls = inner, []
-        self.name, self.model_spec, self.seeding = inner.name, inner.model_spec, inner.seeding
-
-    def render(self, problem: Problem) -> tuple[int, ...]:
-        return self.inner.render(problem)
-
-    def encode(self, text: str) -> tuple[int, ...]:
-        return self.inner.encode(text)
-
-    def decode(self, token_ids: Sequence[int]) -> str:
-        return self.inner.decode(token_ids)
-
-    def profile(self) -> dict[str, Any]:
-        return self.inner.profile()
-
-    async def generate(self, requests: list[GenerationRequest]) -> list[GenerationOutput]:
-        self.calls.append(list(requests))
-        return await self.inner.generate(requests)
-
-    async def close(self) -> None:
-        return None
 
 
 def test_ets_real(vllm_backend):

@@ -638,10 +638,9 @@ class VLLMQwenPRM(QwenPRM):
             BackendUnavailable: vLLM (or transformers) is missing or fails to import.
             BackendError: vLLM fails to build the engine (its message is included).
         """
-        from ttscale.backends.vllm import _cuda_available, _import_vllm
+        from ttscale.backends.vllm import _cuda_available, _import_vllm, set_engine_env
         from ttscale.errors import BackendError
         from ttscale.hardware import cpu_dtype
-        from ttscale.models import cache_dir
 
         _, transformers = _import_torch()
         folder = Path(path)
@@ -667,12 +666,7 @@ class VLLMQwenPRM(QwenPRM):
         tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
         cls._check_tokenizer(tokenizer, separator=separator)  # fail before the engine starts
         separator_id = _single_token(tokenizer, separator, "step separator")
-        if not on_gpu:
-            cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [0]
-            os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"{cores[0]}-{cores[-1]}")
-            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", f"{kv_cache_gib:g}")
-        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-        os.environ.setdefault("VLLM_CACHE_ROOT", str(cache_dir() / "vllm"))
+        set_engine_env(on_gpu=on_gpu, kv_cache_gib=kv_cache_gib)
         LLM = _import_vllm()
         if not on_gpu:
             _check_cpu_head_size(folder)  # before a minute of engine start-up

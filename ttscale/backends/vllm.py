@@ -63,12 +63,7 @@ class VLLMBackend:
         **engine_kwargs: Any,
     ) -> None:
         on_gpu = _cuda_available()
-        if not on_gpu:
-            cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [0]
-            os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"{cores[0]}-{cores[-1]}")
-            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", f"{kv_cache_gib:g}")
-        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-        os.environ.setdefault("VLLM_CACHE_ROOT", str(cache_dir() / "vllm"))
+        set_engine_env(on_gpu=on_gpu, kv_cache_gib=kv_cache_gib)
         LLM = _import_vllm()  # before resolving the model: `auto` needs to know vLLM is absent
         # dtype and weight format from the host's profile table (or the user's override).
         self.engine_profile = choose_profile(dtype=dtype)
@@ -213,6 +208,18 @@ def _check_weights_run_here(path: Any) -> None:
             f"{path} holds {weights} weights: {why}; fix: serve the unquantized model (or a "
             f"w8a8 variant: ttscale quantize MODEL --scheme w8a8) on this host"
         )
+
+
+def set_engine_env(*, on_gpu: bool, kv_cache_gib: float) -> None:
+    """vLLM settings that work in-process on this machine class (DESIGN.md), unless the user
+    set them: CPU threads bound to this process's cores, the KV cache size, no engine
+    subprocess, and a cache dir under ttscale's. Call before importing vLLM."""
+    if not on_gpu:
+        cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [0]
+        os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"{cores[0]}-{cores[-1]}")
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", f"{kv_cache_gib:g}")
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    os.environ.setdefault("VLLM_CACHE_ROOT", str(cache_dir() / "vllm"))
 
 
 def _cuda_available() -> bool:
