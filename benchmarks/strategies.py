@@ -44,6 +44,7 @@ from ttscale.verifiers.answers import answers_equal
 from ttscale.verifiers.voting import vote
 
 from ttscale import Budget, Problem
+from ttscale.evals.datasets import level_round_robin
 from ttscale.hardware import host_info
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,16 +52,6 @@ RESULTS = ROOT / "benchmarks" / "results"
 ORDER = ["greedy", "best_of_n_majority", "best_of_n_weighted", "beam_search", "dvts",
          "particle_filter", "pdr", "sequential_refine"]
 
-
-def load_slice(path: Path, count: int, levels: list[int]) -> list[dict[str, Any]]:
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    by_level = {lv: [r for r in rows if r["level"] == lv] for lv in levels}
-    picked: list[dict[str, Any]] = []
-    for i in range(max(len(v) for v in by_level.values())):
-        for lv in levels:
-            if i < len(by_level[lv]) and len(picked) < count:
-                picked.append(by_level[lv][i])
-    return picked
 
 
 def configs(budget: int, max_tokens: int) -> dict[str, Any]:
@@ -249,8 +240,8 @@ def _fmt(x: float | None) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", type=Path, default=ROOT / ".." / "shared" / "data" /
-                    "math_train200.jsonl")
+    ap.add_argument("--data", default="math_train200",
+                    help="packaged dataset name or JSONL path")
     ap.add_argument("--problems", type=int, default=8)
     ap.add_argument("--levels", default="3,4,5")
     ap.add_argument("--budgets", default="3000", help="comma-separated token budgets")
@@ -265,7 +256,7 @@ def main() -> None:
     budgets = [int(b) for b in args.budgets.split(",")]
     args.strategies = set(configs(budgets[0], args.max_tokens)) if args.strategies == "all" \
         else set(args.strategies.split(","))
-    items = load_slice(args.data.resolve(), args.problems, [int(x) for x in args.levels.split(",")])
+    items = level_round_robin(args.data, args.problems, [int(x) for x in args.levels.split(",")])
     ids = [it["id"] for it in items]
     if not args.report:
         from ttscale.verifiers import LLMJudge

@@ -44,6 +44,7 @@ from typing import Any
 
 from ttscale import Budget, Problem
 from ttscale.evals.trace import kv_profile
+from ttscale.evals.datasets import level_round_robin
 from ttscale.hardware import host_info
 from ttscale.strategies import ETS, BeamSearch
 from ttscale.verifiers.answers import answers_equal
@@ -52,16 +53,6 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 ORDER = ["beam_search", "ets", "rebase"]
 
-
-def load_slice(path: Path, count: int, levels: list[int]) -> list[dict[str, Any]]:
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    by_level = {lv: [r for r in rows if r["level"] == lv] for lv in levels}
-    picked: list[dict[str, Any]] = []
-    for i in range(max(len(v) for v in by_level.values())):
-        for lv in levels:
-            if i < len(by_level[lv]) and len(picked) < count:
-                picked.append(by_level[lv][i])
-    return picked
 
 
 def configs(args: argparse.Namespace) -> dict[str, Any]:
@@ -257,7 +248,7 @@ def report(rows_path: Path, ids: list[str], out_stem: str, results: Path = RESUL
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument(
-        "--data", type=Path, default=ROOT / ".." / "shared" / "data" / "math_train200.jsonl"
+        "--data", default="math_train200", help="packaged dataset name or JSONL path"
     )
     ap.add_argument("--problems", type=int, default=8)
     ap.add_argument("--levels", default="3,4,5")
@@ -296,7 +287,7 @@ def main() -> None:
     args.strategies = set(args.strategies.split(","))
     stem = "tree_search" if args.backend == "vllm" else "tree_search_scripted"
     rows_path = args.rows or args.results / f"{stem}_rows.jsonl"
-    items = load_slice(args.data.resolve(), args.problems, [int(x) for x in args.levels.split(",")])
+    items = level_round_robin(args.data, args.problems, [int(x) for x in args.levels.split(",")])
     ids = [it["id"] for it in items]
     if not args.report:
         from ttscale.backends import ScriptedBackend, VLLMBackend

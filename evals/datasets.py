@@ -23,7 +23,15 @@ from typing import Any
 
 from ttscale.errors import ConfigError
 
-__all__ = ["DATASETS", "EvalProblem", "Selection", "dataset_sha256", "load_dataset", "select"]
+__all__ = [
+    "DATASETS",
+    "EvalProblem",
+    "Selection",
+    "dataset_sha256",
+    "level_round_robin",
+    "load_dataset",
+    "select",
+]
 
 DATASETS: dict[str, str] = {
     "math500": "math500.jsonl",
@@ -213,3 +221,24 @@ def _sample(pool: list[EvalProblem], n: int, seed: int, stratify: bool) -> list[
     for k in keys:
         out.extend(rng.sample(strata[k], quota[k]))
     return out
+
+
+def level_round_robin(
+    name_or_path: str | Path, count: int, levels: Sequence[int]
+) -> list[dict[str, Any]]:
+    """The benchmarks' fixed slice: raw rows taken round-robin over ``levels`` in file order.
+
+    Deterministic without a seed (first row of each level, then the second, ...), so the
+    benchmark scripts that share it (``strategies``, ``tree_search``) see the same problems.
+    """
+    path = dataset_path(name_or_path)
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    by_level = {lv: [r for r in rows if r.get("level") == lv] for lv in levels}
+    if not any(by_level.values()):
+        raise ConfigError(f"{path}: no rows at levels {list(levels)}")
+    picked: list[dict[str, Any]] = []
+    for i in range(max(len(v) for v in by_level.values())):
+        for lv in levels:
+            if i < len(by_level[lv]) and len(picked) < count:
+                picked.append(by_level[lv][i])
+    return picked

@@ -13,7 +13,13 @@ from importlib import resources
 import pytest
 
 from ttscale.errors import ConfigError
-from ttscale.evals.datasets import DATASETS, Selection, dataset_sha256, load_dataset
+from ttscale.evals.datasets import (
+    DATASETS,
+    Selection,
+    dataset_sha256,
+    level_round_robin,
+    load_dataset,
+)
 
 
 def _sources_table() -> dict[str, tuple[int, str]]:
@@ -131,3 +137,17 @@ def test_cli_bad_dataset_line_exit_2(tmp_path):
     )
     assert p.returncode == 2
     assert f"{f}:2: not valid JSON" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_level_round_robin_is_the_fixed_benchmark_slice():
+    rows = level_round_robin("math_train200", 7, [3, 4, 5])
+    assert [r["level"] for r in rows] == [3, 4, 5, 3, 4, 5, 3]
+    assert len({r["id"] for r in rows}) == 7
+    assert rows == level_round_robin("math_train200", 7, [3, 4, 5])  # no seed: fixed
+
+
+def test_level_round_robin_no_rows_at_levels(tmp_path):
+    f = tmp_path / "d.jsonl"
+    f.write_text('{"problem": "p", "answer": "1", "level": 1}\n')
+    with pytest.raises(ConfigError, match="no rows at levels"):
+        level_round_robin(f, 3, [5])

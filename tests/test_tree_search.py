@@ -540,10 +540,6 @@ def test_ets_never_exceeds_a_hard_cap(
     assert all(sum(r.n for r in call) <= width for call in gen.calls)
 
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "math_train200.jsonl"
-
-
-@pytest.mark.skipif(not DATA.exists(), reason="needs ../shared/data/math_train200.jsonl")
 def test_benchmark_script_scripted_dry_run(tmp_path):
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "tree_search.py"
     cmd = [
