@@ -15,14 +15,16 @@ in the same way for every strategy (``ttscale.evals.trace.kv_profile``: distinct
 the prompt, the expanded paths and the new samples, identical siblings once = a perfect
 prefix-sharing cache; and the no-sharing count), the engine's prefix-cache hit rate on the
 policy's requests (``cached_tokens / prompt_tokens`` of the trace), generated tokens and
-throughput (generated tokens, judge included, / wall seconds).
+throughput. Each strategy runs all problems of the slice at once through one
+``CoalescingGenerator`` (as a server under load would), so vLLM batches across problems the
+same way for every strategy; throughput = the group's generated tokens (judge included) /
+its wall seconds.
 
 Resumable: each (problem, strategy) appends one JSON row to ``--rows``; rows already there
-are skipped, so the run can be split into one process per problem under the CPU lock::
+are skipped. Run under the CPU lock::
 
-    for i in $(seq 0 7); do
-        flock /tmp/ttscale-cpu.lock .venv/bin/python benchmarks/tree_search.py --only $i
-    done
+    flock /tmp/ttscale-cpu.lock .venv/bin/python benchmarks/tree_search.py --problems 6 \
+        --width 4 --budget 3000
     .venv/bin/python benchmarks/tree_search.py --report    # tables + RESULT line, no model
 
 Writes ``benchmarks/results/tree_search.{json,md}`` (``--backend scripted``: a plumbing dry
@@ -99,58 +101,93 @@ def measure(res: Any, prompt_len: int) -> dict[str, Any]:
     }
 
 
-async def run_problem(item, args, backend, judge, rows_path, done, traces) -> None:
+async def run_one(item, name, strat, args, backend, judge, rows_path, traces) -> int:
+    """One (problem, strategy): run, grade, append its row; returns generated tokens."""
     problem = Problem(item["problem"], id=item["id"])
     prompt_len = len(backend.render(problem))
-    for name, strat in configs(args).items():
-        if (item["id"], name) in done or name not in args.strategies:
-            continue
-        t0 = time.perf_counter()
-        res = await strat.run(problem, backend, judge, Budget(tokens=args.budget))
-        wall = time.perf_counter() - t0
-        led = res.ledger
-        row = {
-            "problem_id": item["id"],
-            "level": item["level"],
-            "subject": item["subject"],
-            "strategy": name,
-            "width": args.width,
-            "budget_tokens": args.budget,
-            "answer": res.answer,
-            "gold": item["answer"],
-            "correct": res.answer is not None and answers_equal(res.answer, item["answer"]),
-            "coverage": any(
-                c.answer is not None and answers_equal(c.answer, item["answer"])
-                for c in res.candidates
-            ),
-            "generated_tokens": led.generated_tokens,
-            "prompt_tokens": led.prompt_tokens,
-            "cached_tokens": led.cached_tokens,
-            "engine_calls": led.engine_calls,
-            "verifier_calls": led.verifier_calls,
-            "rollouts": led.rollouts,
-            "wall_seconds": round(wall, 3),
-            "engine_seconds": round(led.engine_seconds, 3),
-            "throughput": led.generated_tokens / wall if wall > 0 else None,
-            "stop_reason": res.extras.get("stop_reason"),
-            "prompt_len": prompt_len,
-            "solver": res.extras.get("solver"),
-            "engine": led.engine,
-            **measure(res, prompt_len),
-        }
-        with rows_path.open("a") as f:
-            f.write(json.dumps(row) + "\n")
-        if traces is not None:
-            traces.mkdir(parents=True, exist_ok=True)
-            safe = item["id"].replace("/", "_").replace(".json", "")
-            (traces / f"{safe}.{name}.json").write_text(res.to_json())
-        print(
-            f"{item['id']} L{item['level']} {name:12s} ans={res.answer!r} "
-            f"gold={item['answer']!r} ok={row['correct']} tok={led.generated_tokens} "
-            f"kv_mean={row['kv_mean']:.0f} kv_peak={row['kv_peak']} "
-            f"hit={row['policy_hit_rate'] or 0:.2f} wall={wall:.0f}s",
-            flush=True,
-        )
+    t0 = time.perf_counter()
+    res = await strat.run(problem, backend, judge, Budget(tokens=args.budget))
+    wall = time.perf_counter() - t0
+    led = res.ledger
+    row = {
+        "problem_id": item["id"],
+        "level": item["level"],
+        "subject": item["subject"],
+        "strategy": name,
+        "width": args.width,
+        "budget_tokens": args.budget,
+        "answer": res.answer,
+        "gold": item["answer"],
+        "correct": res.answer is not None and answers_equal(res.answer, item["answer"]),
+        "coverage": any(
+            c.answer is not None and answers_equal(c.answer, item["answer"])
+            for c in res.candidates
+        ),
+        "generated_tokens": led.generated_tokens,
+        "prompt_tokens": led.prompt_tokens,
+        "cached_tokens": led.cached_tokens,
+        "engine_calls": led.engine_calls,
+        "verifier_calls": led.verifier_calls,
+        "rollouts": led.rollouts,
+        "wall_seconds": round(wall, 3),
+        "engine_seconds": round(led.engine_seconds, 3),
+        "stop_reason": res.extras.get("stop_reason"),
+        "prompt_len": prompt_len,
+        "solver": res.extras.get("solver"),
+        "engine": led.engine,
+        **measure(res, prompt_len),
+    }
+    with rows_path.open("a") as f:
+        f.write(json.dumps(row) + "\n")
+    if traces is not None:
+        traces.mkdir(parents=True, exist_ok=True)
+        safe = item["id"].replace("/", "_").replace(".json", "")
+        (traces / f"{safe}.{name}.json").write_text(res.to_json())
+    print(
+        f"{item['id']} L{item['level']} {name:12s} ans={res.answer!r} "
+        f"gold={item['answer']!r} ok={row['correct']} tok={led.generated_tokens} "
+        f"kv_mean={row['kv_mean']:.0f} kv_peak={row['kv_peak']} "
+        f"hit={row['policy_hit_rate'] or 0:.2f} wall={wall:.0f}s",
+        flush=True,
+    )
+    return led.generated_tokens
+
+
+async def run_group(items, name, args, backend, judge, rows_path, traces) -> None:
+    """Every pending problem for one strategy, concurrently: their engine calls meet in the
+    ``CoalescingGenerator`` so vLLM batches across problems, the same way for every
+    strategy. The group's wall time and generated tokens give the strategy's throughput."""
+    strat = configs(args)[name]
+    t0 = time.perf_counter()
+    tokens = await asyncio.gather(
+        *(run_one(it, name, strat, args, backend, judge, rows_path, traces) for it in items)
+    )
+    wall = time.perf_counter() - t0
+    group = {
+        "strategy": name,
+        "problems": [it["id"] for it in items],
+        "wall_seconds": round(wall, 3),
+        "generated_tokens": sum(tokens),
+        "isa": host_info().isa,
+    }
+    with groups_path(rows_path).open("a") as f:
+        f.write(json.dumps(group) + "\n")
+    print(f"== {name}: {len(items)} problems in {wall:.0f} s ({sum(tokens) / wall:.1f} tok/s)")
+
+
+def groups_path(rows_path: Path) -> Path:
+    return rows_path.with_name(rows_path.stem + "_groups.jsonl")
+
+
+def group_throughput(rows_path: Path, strategy: str, ids: set[str]) -> float | None:
+    """Generated tokens / wall seconds over the strategy's groups that ran only ``ids``."""
+    path = groups_path(rows_path)
+    if not path.exists():
+        return None
+    gs = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+    gs = [g for g in gs if g["strategy"] == strategy and set(g["problems"]) <= ids]
+    wall = sum(g["wall_seconds"] for g in gs)
+    return sum(g["generated_tokens"] for g in gs) / wall if wall else None
 
 
 def report(rows_path: Path, ids: list[str], out_stem: str, results: Path = RESULTS) -> None:
@@ -165,7 +202,6 @@ def report(rows_path: Path, ids: list[str], out_stem: str, results: Path = RESUL
         rs = [r for r in rows if r["strategy"] == s and r["problem_id"] in common]
         if not rs:
             continue
-        wall = sum(r["wall_seconds"] for r in rs)
         prompt = sum(r["policy_prompt_tokens"] for r in rs)
         table[s] = {
             "n": len(rs),
@@ -177,7 +213,7 @@ def report(rows_path: Path, ids: list[str], out_stem: str, results: Path = RESUL
             "hit_rate": sum(r["policy_cached_tokens"] for r in rs) / prompt if prompt else None,
             "tokens": statistics.mean(r["generated_tokens"] for r in rs),
             "policy_tokens": statistics.mean(r["policy_generated_tokens"] for r in rs),
-            "throughput": sum(r["generated_tokens"] for r in rs) / wall if wall else None,
+            "throughput": group_throughput(rows_path, s, common),
             "wall_s": statistics.mean(r["wall_seconds"] for r in rs),
             "calls": statistics.mean(r["engine_calls"] for r in rs),
         }
@@ -215,8 +251,9 @@ def report(rows_path: Path, ids: list[str], out_stem: str, results: Path = RESUL
         "expanded paths, new samples; identical siblings once), mean over steps then over "
         "problems; peak = per-problem maximum, averaged. KV no-sharing: every sample holding "
         "its own sequence. Cache hit: the engine's cached/prompt tokens on the policy's "
-        "requests. tok/s: all generated tokens (judge included) / wall time. coverage: some "
-        "candidate was right.",
+        "requests. tok/s: all generated tokens (judge included) / wall time of the strategy's "
+        "run over all problems at once; wall s: per problem, inside that concurrent run. "
+        "coverage: some candidate was right.",
         "",
     ]
     beam, ets = table.get("beam_search"), table.get("ets")
@@ -290,20 +327,22 @@ def main() -> None:
     items = level_round_robin(args.data, args.problems, [int(x) for x in args.levels.split(",")])
     ids = [it["id"] for it in items]
     if not args.report:
-        from ttscale.backends import ScriptedBackend, VLLMBackend
+        from ttscale.backends import CoalescingGenerator, ScriptedBackend, VLLMBackend
         from ttscale.verifiers import LLMJudge
         from ttscale.verifiers.llm_judge import DEFAULT_STEP_TEMPLATE
 
-        backend = VLLMBackend(seed=0) if args.backend == "vllm" else ScriptedBackend()
+        engine = VLLMBackend(seed=0) if args.backend == "vllm" else ScriptedBackend()
+        backend = CoalescingGenerator(engine)
         judge = LLMJudge(backend, mode="outcome", outcome_template=DEFAULT_STEP_TEMPLATE)
         rows_path.parent.mkdir(parents=True, exist_ok=True)
         todo = items if args.only is None else [items[args.only]]
-        for item in todo:
-            asyncio.run(
-                run_problem(
-                    item, args, backend, judge, rows_path, done_keys(rows_path), args.traces
-                )
-            )
+        for name in ORDER:
+            if name not in args.strategies:
+                continue
+            done = done_keys(rows_path)
+            pending = [it for it in todo if (it["id"], name) not in done]
+            if pending:
+                asyncio.run(run_group(pending, name, args, backend, judge, rows_path, args.traces))
         asyncio.run(backend.close())
         if args.only is not None:
             return

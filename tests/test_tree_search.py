@@ -562,8 +562,11 @@ def test_benchmark_script_scripted_dry_run(tmp_path):
     assert len(rows) == 6  # 2 problems x (beam_search, ets, rebase)
     assert (tmp_path / "tree_search_scripted.md").exists()
     assert len(list((tmp_path / "traces").glob("*.json"))) == 6
+    groups = tmp_path / "tree_search_scripted_rows_groups.jsonl"
+    assert len(groups.read_text().splitlines()) == 3  # one concurrent group per strategy
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)  # resumable
     assert (
         again.returncode == 0
         and len((tmp_path / "tree_search_scripted_rows.jsonl").read_text().splitlines()) == 6
+        and len(groups.read_text().splitlines()) == 3
     )
