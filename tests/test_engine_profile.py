@@ -55,8 +55,22 @@ def test_every_cell_says_whether_it_was_measured():
     for row in PROFILE_TABLE:
         for basis in (row.dtype_basis, row.weights_basis):
             assert basis.startswith(("measured", "unmeasured")), (row.key, basis)
+
+
+def test_avx2_cells_are_the_committed_benchmark():
+    """The AVX2 choice is the variant benchmarks/quantization.py measured best, and its cells
+    quote that run's figures (so rerunning the benchmark without updating them fails here)."""
     avx2 = next(r for r in PROFILE_TABLE if r.key == "cpu-avx2")
-    assert "2.2x" in avx2.dtype_basis and "3-4x slower" in avx2.weights_basis
+    path = Path(__file__).resolve().parents[1] / "benchmarks/results/quantization_avx2.json"
+    data = json.loads(path.read_text())
+    assert data["host"]["isa"] == "avx2" and data["best"] == "fp32"
+    assert (avx2.dtype, avx2.weights) == ("float32", "none")
+    rows = {r["variant"]: r for r in data["rows"]}
+    assert path.name in avx2.dtype_basis
+    assert f"fp32 {rows['fp32']['probe']['n16']['tok_s']} tok/s" in avx2.dtype_basis
+    assert f"bf16 {rows['bf16']['probe']['n16']['tok_s']} tok/s" in avx2.dtype_basis
+    assert f"W8A8 RTN {rows['w8a8']['probe']['n16']['tok_s']} tok/s" in avx2.weights_basis
+    assert "unsupported" in rows["w4a16"] and "W4A16 refused" in avx2.weights_basis
 
 
 def test_variant_support_reasons():
