@@ -53,7 +53,6 @@ ORDER = ["greedy", "best_of_n_majority", "best_of_n_weighted", "beam_search", "d
          "particle_filter", "pdr", "sequential_refine"]
 
 
-
 def configs(budget: int, max_tokens: int) -> dict[str, Any]:
     """Hyper-parameters sized to the budget (same per-sample cap everywhere)."""
     n_bon = max(1, (budget - 16) // max_tokens)  # leave room for the judge's tokens

@@ -24,7 +24,7 @@ Resumable: each (problem, strategy) appends one JSON row to ``--rows``; rows alr
 are skipped. Run under the CPU lock::
 
     flock /tmp/ttscale-cpu.lock .venv/bin/python benchmarks/tree_search.py --problems 6 \
-        --width 4 --budget 3000
+        --width 8 --budget 2500    # the committed results
     .venv/bin/python benchmarks/tree_search.py --report    # tables + RESULT line, no model
 
 Writes ``benchmarks/results/tree_search.{json,md}`` (``--backend scripted``: a plumbing dry
@@ -45,8 +45,8 @@ from pathlib import Path
 from typing import Any
 
 from ttscale import Budget, Problem
-from ttscale.evals.trace import kv_profile
 from ttscale.evals.datasets import level_round_robin
+from ttscale.evals.trace import kv_profile
 from ttscale.hardware import host_info
 from ttscale.strategies import ETS, BeamSearch
 from ttscale.verifiers.answers import answers_equal
@@ -54,7 +54,6 @@ from ttscale.verifiers.answers import answers_equal
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 ORDER = ["beam_search", "ets", "rebase"]
-
 
 
 def configs(args: argparse.Namespace) -> dict[str, Any]:

