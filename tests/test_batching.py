@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from ttscale import asolve
-from ttscale.backends import ScriptedBackend
+from ttscale.backends import GeneratorWrapper, ScriptedBackend
 from ttscale.backends.batching import CoalescingGenerator
 from ttscale.errors import ConfigError, ContextLengthError
 from ttscale.protocols import Generator
@@ -133,3 +133,23 @@ def test_usable_across_event_loops_and_validates_options():
     assert isinstance(gen, Generator)
     with pytest.raises(ConfigError, match="max_sequences"):
         CoalescingGenerator(inner, max_sequences=0)
+
+
+def test_generator_wrapper_passes_everything_through():
+    inner = ScriptedBackend()
+    wrapped = GeneratorWrapper(inner)
+    assert isinstance(wrapped, Generator)
+    assert (wrapped.name, wrapped.model_spec, wrapped.seeding) == (
+        inner.name,
+        inner.model_spec,
+        inner.seeding,
+    )
+    p = Problem(QUESTIONS[0])
+    assert wrapped.render(p) == inner.render(p)
+    assert wrapped.decode(wrapped.encode("12 * 7")) == inner.decode(inner.encode("12 * 7"))
+    assert wrapped.profile() == inner.profile()
+    out = asyncio.run(wrapped.generate([_req(inner, QUESTIONS[0])]))
+    assert len(inner.calls) == 1  # the engine served it
+    alone = ScriptedBackend()  # a fresh engine: same state as ``inner`` had before the call
+    assert out == asyncio.run(alone.generate([_req(alone, QUESTIONS[0])]))
+    assert CoalescingGenerator(inner).profile() == {**inner.profile(), "coalescing": True}

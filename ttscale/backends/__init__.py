@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from ttscale.backends.batching import CoalescingGenerator
 from ttscale.backends.scripted import ScriptedBackend, toy_arithmetic
+from ttscale.backends.wrapper import GeneratorWrapper
 from ttscale.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -18,7 +19,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BACKENDS", "CoalescingGenerator", "ScriptedBackend", "make_backend", "toy_arithmetic"]
+__all__ = [
+    "BACKENDS",
+    "CoalescingGenerator",
+    "GeneratorWrapper",
+    "ScriptedBackend",
+    "make_backend",
+    "toy_arithmetic",
+]
 
 BACKENDS = ("auto", "vllm", "hf", "openai", "scripted")
 

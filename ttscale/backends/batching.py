@@ -18,13 +18,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ttscale.backends.wrapper import GeneratorWrapper
 from ttscale.errors import ConfigError
 from ttscale.protocols import Generator
-from ttscale.types import GenerationOutput, GenerationRequest, Problem
+from ttscale.types import GenerationOutput, GenerationRequest
 
 __all__ = ["CoalescingGenerator"]
 
@@ -49,7 +49,7 @@ class _LoopState:
     task: asyncio.Task[None] | None = None
 
 
-class CoalescingGenerator:
+class CoalescingGenerator(GeneratorWrapper):
     """A ``Generator`` that batches concurrent callers' requests into shared engine calls.
 
     Args:
@@ -70,10 +70,7 @@ class CoalescingGenerator:
             raise ConfigError(f"max_sequences={max_sequences} must be >= 1")
         if window_s < 0:
             raise ConfigError(f"window_s={window_s} must be >= 0")
-        self.inner = inner
-        self.name = inner.name
-        self.model_spec = inner.model_spec
-        self.seeding = inner.seeding
+        super().__init__(inner)
         self.max_sequences = max_sequences
         self.window_s = window_s
         self.engine_calls = 0
@@ -82,21 +79,8 @@ class CoalescingGenerator:
             weakref.WeakKeyDictionary()
         )
 
-    # -- delegation ------------------------------------------------------------------------
-    def render(self, problem: Problem) -> tuple[int, ...]:
-        return self.inner.render(problem)
-
-    def encode(self, text: str) -> tuple[int, ...]:
-        return self.inner.encode(text)
-
-    def decode(self, token_ids: Sequence[int]) -> str:
-        return self.inner.decode(token_ids)
-
     def profile(self) -> dict[str, Any]:
         return {**self.inner.profile(), "coalescing": True}
-
-    async def close(self) -> None:
-        await self.inner.close()
 
     # -- batching --------------------------------------------------------------------------
     async def generate(self, requests: list[GenerationRequest]) -> list[GenerationOutput]:
