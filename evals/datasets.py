@@ -30,6 +30,7 @@ __all__ = [
     "dataset_sha256",
     "level_round_robin",
     "load_dataset",
+    "round_robin_by_level",
     "select",
 ]
 
@@ -233,11 +234,24 @@ def level_round_robin(
     """
     path = dataset_path(name_or_path)
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    by_level = {lv: [r for r in rows if r.get("level") == lv] for lv in levels}
-    if not any(by_level.values()):
+    if not any(r.get("level") in levels for r in rows):
         raise ConfigError(f"{path}: no rows at levels {list(levels)}")
+    return round_robin_by_level(rows, count, levels)
+
+
+def round_robin_by_level(
+    rows: Sequence[dict[str, Any]], count: int, levels: Sequence[int] | None = None
+) -> list[dict[str, Any]]:
+    """Up to ``count`` rows taken round-robin over ``levels`` (default: every level present,
+    ascending), in the given order within a level: a small head of a level-sorted file that
+    still covers every difficulty (``ttscale calibrate --limit``)."""
+    if count < 1:
+        raise ConfigError(f"count {count}: take at least one problem")
+    if levels is None:
+        levels = sorted({r["level"] for r in rows if isinstance(r.get("level"), int)})
+    by_level = {lv: [r for r in rows if r.get("level") == lv] for lv in levels}
     picked: list[dict[str, Any]] = []
-    for i in range(max(len(v) for v in by_level.values())):
+    for i in range(max((len(v) for v in by_level.values()), default=0)):
         for lv in levels:
             if i < len(by_level[lv]) and len(picked) < count:
                 picked.append(by_level[lv][i])

@@ -19,6 +19,7 @@ from ttscale.evals.datasets import (
     dataset_sha256,
     level_round_robin,
     load_dataset,
+    round_robin_by_level,
 )
 
 
@@ -151,3 +152,14 @@ def test_level_round_robin_no_rows_at_levels(tmp_path):
     f.write_text('{"problem": "p", "answer": "1", "level": 1}\n')
     with pytest.raises(ConfigError, match="no rows at levels"):
         level_round_robin(f, 3, [5])
+
+
+def test_round_robin_by_level_covers_every_level_of_a_sorted_file():
+    rows = [{"id": f"{lv}-{i}", "level": lv} for lv in (1, 2, 3) for i in range(3)]
+    rows.append({"id": "x", "level": None})  # no level: never picked by level
+    head = round_robin_by_level(rows, 5)
+    assert [r["id"] for r in head] == ["1-0", "2-0", "3-0", "1-1", "2-1"]
+    assert len(round_robin_by_level(rows, 100)) == 9
+    assert round_robin_by_level(rows, 2, [3]) == [rows[6], rows[7]]
+    with pytest.raises(ConfigError, match="at least one"):
+        round_robin_by_level(rows, 0)

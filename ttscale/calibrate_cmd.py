@@ -181,7 +181,10 @@ def calibrate(
         bool, typer.Option("--run", help="Measure the rows first (loads the model).")
     ] = False,
     budgets: Annotated[str, typer.Option(help="--run: token budgets.")] = "1000,3000,8000",
-    limit: Annotated[int | None, typer.Option(help="--run: first N problems.")] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option(help="--run: N problems, taken round-robin over MATH levels (file order)."),
+    ] = None,
     strategies: Annotated[
         str | None, typer.Option(help="--run: only these config labels (comma-separated).")
     ] = None,
@@ -254,7 +257,9 @@ def _policy(
         raise ConfigError("--rows FILE.jsonl is required (the rows to fit; --run appends to it)")
     if run:
         if limit is not None:
-            problems = problems[:limit]
+            from ttscale.evals.datasets import round_robin_by_level
+
+            problems = round_robin_by_level(problems, limit)
         asyncio.run(_run(problems, budgets, strategies, backend, model, verifier_name, rows))
     if not rows.is_file():
         raise ConfigError(f"--rows {rows} does not exist; pass measured rows or add --run")
