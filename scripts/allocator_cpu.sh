@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Issue 7 on a 2-core CPU host: fit the allocator's policy for the embedded model on the
+# calibration split, then measure `auto` against uniform best-of-N and the fixed strategies on
+# held-out MATH-500 problems (benchmarks/allocator.py). No verifier: the 0.5B judge is not
+# informative (issue 4: AUROC 0.33) and doubles the cost of every search step.
+#
+# Sized for ~40 generated tok/s (fp32 vLLM, batch ~50), about 3-4 h in all:
+#   calibration  CAL_N problems (round-robin over levels 1-5) x {best-of-N, PDR, sequential
+#                refinement} x budgets 1000,3000 tokens, plus a probe per problem;
+#   evaluation   EVAL_N held-out problems x {auto, best-of-N, PDR} at 1000,3000, and
+#                best-of-N alone at 8000 so its curve reaches auto's accuracy.
+# On a GPU raise them (e.g. CAL_N=200 EVAL_N=100, CAL_BUDGETS=1000,3000,8000).
+# Holds /tmp/ttscale-cpu.lock. Every stage appends rows and skips finished ones: rerun the
+# same command after an interruption.
+#
+#   bash scripts/allocator_cpu.sh                       # the real run
+#   BACKEND=scripted OUT=/tmp/alloc bash scripts/allocator_cpu.sh   # pipeline check, seconds
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BACKEND=${BACKEND:-vllm}
+OUT=${OUT:-runs/allocator}
+CAL_N=${CAL_N:-20}
+EVAL_N=${EVAL_N:-20}
+CAL_BUDGETS=${CAL_BUDGETS:-1000,3000}
+EVAL_BUDGETS=${EVAL_BUDGETS:-1000,3000}
+BON_EXTRA=${BON_EXTRA:-8000}
+RESULT=${RESULT:-$OUT/allocator}
+LOCK=()
+if [[ "$BACKEND" != scripted ]]; then
+    LOCK=(flock /tmp/ttscale-cpu.lock)
+    RESULT=${RESULT_REAL:-benchmarks/results/allocator_vllm}
+fi
+mkdir -p "$OUT"
+
+"${LOCK[@]}" .venv/bin/ttscale calibrate --dataset math_train200 --run --backend "$BACKEND" \
+    --limit "$CAL_N" --budgets "$CAL_BUDGETS" \
+    --strategies best_of_n_majority,pdr,sequential_refine \
+    --rows "$OUT/calibration_rows.jsonl" --out "$OUT/policy.json"
+
+BENCH=(.venv/bin/python benchmarks/allocator.py --backend "$BACKEND" --n "$EVAL_N"
+    --policy "$OUT/policy.json" --rows "$OUT/eval_rows.jsonl" --out "$RESULT")
+"${LOCK[@]}" "${BENCH[@]}" --budgets "$EVAL_BUDGETS" --methods auto,best_of_n,pdr
+"${LOCK[@]}" "${BENCH[@]}" --budgets "$BON_EXTRA" --methods best_of_n
