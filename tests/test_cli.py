@@ -32,6 +32,18 @@ def test_solve_scripted_table_and_options():
     assert "answer: 5" in p.stdout and "rollouts=4" in p.stdout
 
 
+def test_solve_with_verifier_scores_candidates():
+    p = cli(
+        "solve", "What is 12*7?", "--backend", "scripted", "--verifier", "llm_judge",
+        "-V", "mode=outcome", "-o", "n=4", "-o", "select=weighted", "--budget", "tokens=20000",
+        "--json",
+    )
+    assert p.returncode == 0, p.stderr
+    data = json.loads(p.stdout)
+    assert data["ledger"]["verifier_calls"] >= 1
+    assert all(c["score"] is not None for c in data["candidates"])
+
+
 def test_solve_with_script_file(tmp_path):
     script = tmp_path / "s.json"
     script.write_text(json.dumps({"capital": ["It is \\boxed{Paris}."]}))
@@ -58,6 +70,7 @@ def test_solve_with_script_file(tmp_path):
         (["solve", "x", "--backend", "openai"], "needs --base-url"),
         (["solve", "x", "--backend", "scripted", "-o", "n=0"], "n=0"),
         (["solve", "x", "--backend", "scripted", "-o", "nokey"], "key=value"),
+        (["solve", "x", "--backend", "scripted", "--verifier", "nope"], "unknown verifier"),
         (["solve", "x", "--backend", "scripted", "--script", "/no/file.json"], "--script"),
     ],
 )

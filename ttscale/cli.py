@@ -109,6 +109,14 @@ def solve(
         list[str] | None,
         typer.Option("--option", "-o", help="Strategy option key=value (repeatable)."),
     ] = None,
+    verifier: Annotated[
+        str | None,
+        typer.Option(help="Verifier name (llm_judge: the policy model judges) or a PRM dir."),
+    ] = None,
+    verifier_option: Annotated[
+        list[str] | None,
+        typer.Option("--verifier-option", "-V", help="Verifier argument key=value (mode=step)."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the full Result as JSON.")] = False,
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Debug logging on stderr.")
@@ -117,6 +125,7 @@ def solve(
     """Answer PROMPT by spending BUDGET on STRATEGY."""
     from ttscale.api import solve as run_solve
     from ttscale.budget import Budget
+    from ttscale.evals.runner import make_verifier
 
     if verbose:
         logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
@@ -124,9 +133,13 @@ def solve(
     parsed = Budget.parse(budget)  # validate before loading anything heavy
     if not prompt.strip():
         raise ConfigError("prompt is empty; pass the question as the first argument")
+    verifier_options = _parse_options(verifier_option or [])
     gen = _load_backend(backend, model=model, base_url=base_url, script=script)
+    scorer = make_verifier(verifier, gen, verifier_options)
     with err.status(f"solving with {strategy} under {parsed}...", spinner="dots"):
-        result = run_solve(prompt, parsed, strategy=strategy, backend=gen, **options)
+        result = run_solve(
+            prompt, parsed, strategy=strategy, backend=gen, verifier=scorer, **options
+        )
     if as_json:
         sys.stdout.write(result.to_json(indent=2) + "\n")
         return
