@@ -11,6 +11,7 @@ independent draws). Row fields used: ``problem_id``, ``strategy``, ``budget``, `
 from __future__ import annotations
 
 import math
+import re
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -229,10 +230,27 @@ def _cells(rows: Iterable[Row], by_level: bool) -> dict[tuple[Any, ...], list[Ro
     return cells
 
 
+def _budget_order(budget: str) -> list[Any]:
+    """Natural sort key: ``tokens=600`` before ``tokens=1200``."""
+    return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", budget)]
+
+
 def summarize(rows: Iterable[Row], *, by_level: bool = False, seed: int = 0) -> list[ConfigSummary]:
-    """One ``ConfigSummary`` per (strategy, budget) (and level), in first-seen order."""
+    """One ``ConfigSummary`` per (strategy, budget) (and level): strategies in first-seen
+    order, each one's budgets ascending (rows arrive in completion order, not grid order)."""
+    cells = _cells(rows, by_level)
+    first = {k[0]: i for i, k in reversed(list(enumerate(cells)))}
+    keys = sorted(
+        cells,
+        key=lambda k: (
+            first[k[0]],
+            _budget_order(k[1]),
+            *((k[2] is None, k[2] or 0) if by_level else ()),
+        ),
+    )
     out = []
-    for key, cell in _cells(rows, by_level).items():
+    for key in keys:
+        cell = cells[key]
         level = key[2] if by_level else None
         out.append(summarize_cell(cell, strategy=key[0], budget=key[1], level=level, seed=seed))
     return out

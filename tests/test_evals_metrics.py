@@ -142,6 +142,26 @@ def test_summarize_averages_seeds_per_problem():
     assert cell.pass_at == {1: pytest.approx(0.5)}
 
 
+def test_summarize_orders_budgets_numerically_per_strategy():
+    # completion order, not grid order: a big budget finished first
+    rows = [
+        _row("p1", "bon", "tokens=1200", 0, True),
+        _row("p1", "greedy", "tokens=1200", 0, True),
+        _row("p1", "bon", "tokens=600", 0, True),
+        _row("p1", "bon", "tokens=600;seconds=9", 0, True),
+    ]
+    assert [(c.strategy, c.budget) for c in summarize(rows)] == [
+        ("bon", "tokens=600"),
+        ("bon", "tokens=600;seconds=9"),
+        ("bon", "tokens=1200"),
+        ("greedy", "tokens=1200"),
+    ]
+    rows.append(_row("p2", "bon", "tokens=600", 0, True, level=3))
+    cells = summarize(rows, by_level=True)
+    levels = [(c.budget, c.level) for c in cells if c.strategy == "bon"]
+    assert levels[:2] == [("tokens=600", 1), ("tokens=600", 3)]
+
+
 def test_paired_bootstrap():
     same = [1, 0, 1, 1, 0]
     assert paired_bootstrap(same, same)[::2] == (0.0, 1.0)
