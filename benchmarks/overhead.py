@@ -22,11 +22,10 @@ import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from ttscale.strategies import BestOfN
-
 from ttscale import Budget, Problem, solve
 from ttscale.backends import VLLMBackend
 from ttscale.hardware import host_info
+from ttscale.strategies import BestOfN
 
 PROMPT = "What is the sum of the first 20 positive odd numbers?"
 

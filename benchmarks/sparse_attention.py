@@ -47,8 +47,7 @@ from ttscale.kernels import TopKBlocks, block_summaries, block_topk_decode_atten
 
 RESULTS = Path(__file__).parent / "results" / "sparse_attention.json"
 FILLER = (
-    "The grass is green. The sky is blue. The sun is yellow. Here we go. "
-    "There and back again. "
+    "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. "
 )
 NAMES = ["Alice", "Bruno", "Chen", "Dalia", "Emeka", "Farah", "Goran", "Hana", "Ivan", "Jun"]
 MATH = (
@@ -78,8 +77,12 @@ def interleaved(fns: dict[str, Any], reps: int, max_s: float) -> dict[str, list[
 def summary(xs: list[float]) -> dict[str, float]:
     xs = sorted(xs)
     q = lambda p: xs[min(len(xs) - 1, int(p * len(xs)))]  # noqa: E731
-    return {"median_ms": statistics.median(xs) * 1e3, "p10_ms": q(0.1) * 1e3,
-            "p90_ms": q(0.9) * 1e3, "n": len(xs)}
+    return {
+        "median_ms": statistics.median(xs) * 1e3,
+        "p10_ms": q(0.1) * 1e3,
+        "p90_ms": q(0.9) * 1e3,
+        "n": len(xs),
+    }
 
 
 # -- 1. kernel -----------------------------------------------------------------------------
@@ -115,15 +118,22 @@ def kernel_bench(lengths: list[int], batches: list[int], reps: int, max_s: float
             res = {n: summary(t) for n, t in times.items()}
             dense = res["sdpa_gqa"]["median_ms"]
             row = {
-                "batch": B, "kv_len": T, "k_blocks": k, "num_blocks": nb, "times": res,
+                "batch": B,
+                "kv_len": T,
+                "k_blocks": k,
+                "num_blocks": nb,
+                "times": res,
                 "speedup_vs_sdpa_gqa": dense / res["cpu_sparse"]["median_ms"],
                 "speedup_vs_cpu_dense": res["cpu_dense"]["median_ms"]
                 / res["cpu_sparse"]["median_ms"],
             }
             rows.append(row)
-            print(f"kernel B={B} T={T} k={k}/{nb}: " + " ".join(
-                f"{n}={v['median_ms']:.2f}ms" for n, v in res.items())
-                + f" -> sparse {row['speedup_vs_sdpa_gqa']:.1f}x vs sdpa_gqa", flush=True)
+            print(
+                f"kernel B={B} T={T} k={k}/{nb}: "
+                + " ".join(f"{n}={v['median_ms']:.2f}ms" for n, v in res.items())
+                + f" -> sparse {row['speedup_vs_sdpa_gqa']:.1f}x vs sdpa_gqa",
+                flush=True,
+            )
     return rows
 
 
@@ -190,8 +200,7 @@ def greedy(model: Any, cache: Any, first: torch.Tensor, steps: int, eos: set[int
 def agreement(a: list[int], b: list[int]) -> dict[str, Any]:
     n = min(len(a), len(b))
     prefix = next((i for i in range(n) if a[i] != b[i]), n)
-    return {"identical": a == b, "common_prefix": prefix, "len_dense": len(a),
-            "len_sparse": len(b)}
+    return {"identical": a == b, "common_prefix": prefix, "len_dense": len(a), "len_sparse": len(b)}
 
 
 def boxed(text: str) -> str | None:
@@ -211,18 +220,24 @@ def model_bench(args: argparse.Namespace, cfg: TopKBlocks) -> dict[str, Any]:
     torch.set_grad_enabled(False)
 
     context, facts = build_context(tok, args.context, args.keys, args.seed)
-    questions = [(f"What is the secret code of {n}? Reply with the number only.", str(c), d)
-                 for n, c, d in facts]
+    questions = [
+        (f"What is the secret code of {n}? Reply with the number only.", str(c), d)
+        for n, c, d in facts
+    ]
     all_ids = [chat_ids(tok, context, q) for q, _, _ in questions] + [chat_ids(tok, context, MATH)]
-    plen = min(next((i for i, (x, y) in enumerate(zip(all_ids[0], ids)) if x != y), len(ids))
-               for ids in all_ids[1:])
+    plen = min(
+        next((i for i, (x, y) in enumerate(zip(all_ids[0], ids, strict=False)) if x != y), len(ids))
+        for ids in all_ids[1:]
+    )
     print(f"context: {plen} shared tokens, {len(questions)} questions + 1 math", flush=True)
 
     # Two caches holding the same prefill: transformers' stock DynamicCache (torch.cat per
     # step) and the preallocated one HFBackend's sparse mode uses.
     longest = max(len(x) for x in all_ids) + max(args.answer_tokens, args.math_tokens) + 8
-    caches = {"stock": DynamicCache(config=model.config),
-              "prealloc": preallocated_cache(model, longest)}
+    caches = {
+        "stock": DynamicCache(config=model.config),
+        "prealloc": preallocated_cache(model, longest),
+    }
     model.set_attn_implementation("sdpa")
     t0 = time.perf_counter()
     prefill(model, all_ids[0][:plen], caches["prealloc"], args.prefill_chunk)
@@ -232,8 +247,11 @@ def model_bench(args: argparse.Namespace, cfg: TopKBlocks) -> dict[str, Any]:
     print(f"prefill {plen} tokens: {prefill_s:.0f}s", flush=True)
 
     # mode -> (cache, attention implementation)
-    modes = {"dense": ("stock", "sdpa"), "dense_prealloc": ("prealloc", "sdpa"),
-             "sparse": ("prealloc", ATTN_NAME)}
+    modes = {
+        "dense": ("stock", "sdpa"),
+        "dense_prealloc": ("prealloc", "sdpa"),
+        "sparse": ("prealloc", ATTN_NAME),
+    }
     step_times: dict[str, list[float]] = {m: [] for m in modes}
     cases = []
     tasks = [(q, a, d, args.answer_tokens) for q, a, d in questions]
@@ -247,7 +265,7 @@ def model_bench(args: argparse.Namespace, cfg: TopKBlocks) -> dict[str, Any]:
             first = logits.argmax(-1, keepdim=True) if first is None else first
             base[name] = cache.get_seq_length()
         run = list(modes) if depth is not None else ["dense", "sparse"]
-        run = run[i % len(run):] + run[: i % len(run)]  # rotate the order per question
+        run = run[i % len(run) :] + run[: i % len(run)]  # rotate the order per question
         out = {}
         for mode in run:
             cname, attn = modes[mode]
@@ -259,29 +277,37 @@ def model_bench(args: argparse.Namespace, cfg: TopKBlocks) -> dict[str, Any]:
             text = tok.decode(rows[0], skip_special_tokens=True)
             correct = (answer in text) if depth is not None else (boxed(text) == answer)
             out[mode] = {"text": text, "tokens": rows[0], "correct": correct}
-        case = {"kind": "retrieval" if depth is not None else "math", "depth": depth,
-                "answer": answer, "kv_len": base["stock"],
-                **{m: {k: v for k, v in o.items() if k != "tokens"} for m, o in out.items()},
-                "agreement": agreement(out["dense"]["tokens"], out["sparse"]["tokens"])}
+        case = {
+            "kind": "retrieval" if depth is not None else "math",
+            "depth": depth,
+            "answer": answer,
+            "kv_len": base["stock"],
+            **{m: {k: v for k, v in o.items() if k != "tokens"} for m, o in out.items()},
+            "agreement": agreement(out["dense"]["tokens"], out["sparse"]["tokens"]),
+        }
         if "dense_prealloc" in out:
             case["prealloc_identical"] = out["dense_prealloc"]["tokens"] == out["dense"]["tokens"]
         cases.append(case)
-        print(f"case {i} {case['kind']} depth={depth}: dense={out['dense']['correct']} "
-              f"sparse={out['sparse']['correct']} agree={case['agreement']} "
-              f"| {out['dense']['text'][:60]!r} | {out['sparse']['text'][:60]!r}", flush=True)
+        print(
+            f"case {i} {case['kind']} depth={depth}: dense={out['dense']['correct']} "
+            f"sparse={out['sparse']['correct']} agree={case['agreement']} "
+            f"| {out['dense']['text'][:60]!r} | {out['sparse']['text'][:60]!r}",
+            flush=True,
+        )
     e2e: dict[str, Any] = {m: summary(t) for m, t in step_times.items()}
     for m in modes:
         e2e[m]["tokens_per_s"] = 1e3 / e2e[m]["median_ms"]
     e2e["speedup"] = e2e["dense"]["median_ms"] / e2e["sparse"]["median_ms"]
     e2e["speedup_cache_only"] = e2e["dense"]["median_ms"] / e2e["dense_prealloc"]["median_ms"]
-    e2e["speedup_sparsity_only"] = (
-        e2e["dense_prealloc"]["median_ms"] / e2e["sparse"]["median_ms"]
-    )
+    e2e["speedup_sparsity_only"] = e2e["dense_prealloc"]["median_ms"] / e2e["sparse"]["median_ms"]
     e2e["kv_len"] = cases[0]["kv_len"]
-    print(f"e2e batch 1 at {e2e['kv_len']} tokens: " + ", ".join(
-        f"{m} {e2e[m]['tokens_per_s']:.2f} tok/s" for m in modes)
+    print(
+        f"e2e batch 1 at {e2e['kv_len']} tokens: "
+        + ", ".join(f"{m} {e2e[m]['tokens_per_s']:.2f} tok/s" for m in modes)
         + f" -> sparse {e2e['speedup']:.2f}x (cache {e2e['speedup_cache_only']:.2f}x, "
-        f"sparsity {e2e['speedup_sparsity_only']:.2f}x)", flush=True)
+        f"sparsity {e2e['speedup_sparsity_only']:.2f}x)",
+        flush=True,
+    )
 
     batched = None
     if args.batch_decode > 1:
@@ -298,7 +324,7 @@ def model_bench(args: argparse.Namespace, cfg: TopKBlocks) -> dict[str, Any]:
         bmodes = ["dense", "sparse"]
         bt: dict[str, list[float]] = {m: [] for m in bmodes}
         for r in range(2):
-            for mode in (bmodes if r == 0 else bmodes[::-1]):
+            for mode in bmodes if r == 0 else bmodes[::-1]:
                 cname, attn = modes[mode]
                 crop_to(caches[cname], base[cname])
                 state.reset()
@@ -309,16 +335,24 @@ def model_bench(args: argparse.Namespace, cfg: TopKBlocks) -> dict[str, Any]:
             batched[m]["tokens_per_s"] = B * 1e3 / batched[m]["median_ms"]
         batched["speedup"] = batched["dense"]["median_ms"] / batched["sparse"]["median_ms"]
         batched["batch"] = B
-        print(f"e2e batch {B}: dense {batched['dense']['tokens_per_s']:.2f} tok/s, sparse "
-              f"{batched['sparse']['tokens_per_s']:.2f} tok/s -> {batched['speedup']:.2f}x",
-              flush=True)
+        print(
+            f"e2e batch {B}: dense {batched['dense']['tokens_per_s']:.2f} tok/s, sparse "
+            f"{batched['sparse']['tokens_per_s']:.2f} tok/s -> {batched['speedup']:.2f}x",
+            flush=True,
+        )
 
     ret = [c for c in cases if c["kind"] == "retrieval"]
     acc = {m: sum(c[m]["correct"] for c in ret) / max(len(ret), 1) for m in ("dense", "sparse")}
-    return {"prefill_tokens": plen, "prefill_s": prefill_s, "e2e": e2e, "e2e_batched": batched,
-            "cases": cases, "retrieval_acc": acc,
-            "greedy_identical": sum(c["agreement"]["identical"] for c in cases),
-            "profile": backend.profile()}
+    return {
+        "prefill_tokens": plen,
+        "prefill_s": prefill_s,
+        "e2e": e2e,
+        "e2e_batched": batched,
+        "cases": cases,
+        "retrieval_acc": acc,
+        "greedy_identical": sum(c["agreement"]["identical"] for c in cases),
+        "profile": backend.profile(),
+    }
 
 
 def main() -> None:
@@ -346,8 +380,13 @@ def main() -> None:
     info = host_info()
     cfg = TopKBlocks(block_size=args.block_size, k=args.k, threshold=args.threshold)
     result: dict[str, Any] = {
-        "host": {"isa": info.isa, "cpu": info.cpu_model, "cores": info.cores,
-                 "torch_threads": torch.get_num_threads(), "torch": torch.__version__},
+        "host": {
+            "isa": info.isa,
+            "cpu": info.cpu_model,
+            "cores": info.cores,
+            "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+        },
         "config": {**vars(args), "out": str(args.out), "topk": str(cfg)},
     }
     t0 = time.perf_counter()
@@ -361,8 +400,9 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
 
-    k32 = next((r for r in result.get("kernel", []) if r["kv_len"] == 32768 and r["batch"] == 1),
-               None)
+    k32 = next(
+        (r for r in result.get("kernel", []) if r["kv_len"] == 32768 and r["batch"] == 1), None
+    )
     m = result.get("model")
     fmt = lambda x: "na" if x is None else f"{x:.3g}"  # noqa: E731
     print(f"results: {args.out}")

@@ -119,8 +119,7 @@ async def run_one(item, name, strat, args, backend, judge, rows_path, traces) ->
         "gold": item["answer"],
         "correct": res.answer is not None and answers_equal(res.answer, item["answer"]),
         "coverage": any(
-            c.answer is not None and answers_equal(c.answer, item["answer"])
-            for c in res.candidates
+            c.answer is not None and answers_equal(c.answer, item["answer"]) for c in res.candidates
         ),
         "generated_tokens": led.generated_tokens,
         "prompt_tokens": led.prompt_tokens,
@@ -283,9 +282,7 @@ def report(rows_path: Path, ids: list[str], out_stem: str, results: Path = RESUL
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument(
-        "--data", default="math_train200", help="packaged dataset name or JSONL path"
-    )
+    ap.add_argument("--data", default="math_train200", help="packaged dataset name or JSONL path")
     ap.add_argument("--problems", type=int, default=8)
     ap.add_argument("--levels", default="3,4,5")
     ap.add_argument("--width", type=int, default=8, help="samples per step, every strategy")

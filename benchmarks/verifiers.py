@@ -44,6 +44,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ttscale.budget import Budget, Ledger
+from ttscale.hardware import host_info
+from ttscale.protocols import Generator
+from ttscale.types import GenerationRequest, Problem
 from ttscale.verifiers import (
     ImplicitPRM,
     LLMJudge,
@@ -53,11 +58,6 @@ from ttscale.verifiers import (
     grade,
     vote,
 )
-
-from ttscale.budget import Budget, Ledger
-from ttscale.hardware import host_info
-from ttscale.protocols import Generator
-from ttscale.types import GenerationRequest, Problem
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "math_train200.jsonl"
@@ -97,7 +97,10 @@ def fpr_at_half_recall(scores: Sequence[float], labels: Sequence[bool]) -> float
 
 
 def auroc_ci(
-    scores: Sequence[float], labels: Sequence[bool], groups: Sequence[str], reps: int = 1000,
+    scores: Sequence[float],
+    labels: Sequence[bool],
+    groups: Sequence[str],
+    reps: int = 1000,
     seed: int = 0,
 ) -> tuple[float, float]:
     """95% percentile bootstrap interval of AUROC, resampling whole problems (candidates of
@@ -181,8 +184,10 @@ async def sample(
             if row.get("config") == config:
                 cached[row["problem_id"]].append(row)
     todo = [p for p in problems if len(cached[p["id"]]) < args.samples]
-    print(f"candidates: {len(problems) - len(todo)} problems cached in {out}, "
-          f"{len(todo)} to sample", flush=True)
+    print(
+        f"candidates: {len(problems) - len(todo)} problems cached in {out}, {len(todo)} to sample",
+        flush=True,
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     t0, generated = time.perf_counter(), 0
     for c in range(0, len(todo), args.chunk):
@@ -226,8 +231,11 @@ async def sample(
                 f.write(json.dumps(row) + "\n")
         dt = time.perf_counter() - t0
         done = min(c + args.chunk, len(todo))
-        print(f"  sampled {done}/{len(todo)} problems, {generated} tokens, {dt:.0f} s "
-              f"({generated / max(dt, 1e-9):.1f} tok/s)", flush=True)
+        print(
+            f"  sampled {done}/{len(todo)} problems, {generated} tokens, {dt:.0f} s "
+            f"({generated / max(dt, 1e-9):.1f} tok/s)",
+            flush=True,
+        )
     return [row for p in problems for row in cached[p["id"]][: args.samples]]
 
 
@@ -245,8 +253,13 @@ async def judge_scores(
     per engine call, so a killed run resumes where it stopped (judging every candidate costs
     about as much CPU as sampling them)."""
     judge = LLMJudge(gen, mode=mode)  # type: ignore[arg-type]
-    key = {**config, "judge_mode": mode, "judge_template": judge.template,
-           "judge_system": judge.system_prompt, "top_k": judge.top_k}
+    key = {
+        **config,
+        "judge_mode": mode,
+        "judge_template": judge.template,
+        "judge_system": judge.system_prompt,
+        "top_k": judge.top_k,
+    }
     done: dict[tuple[str, int], list[float]] = {}
     if cache.exists():
         for line in cache.read_text().splitlines():
@@ -264,10 +277,22 @@ async def judge_scores(
         with cache.open("a") as f:
             for r, sc in zip(chunk, raw, strict=True):
                 done[(r["problem_id"], r["sample"])] = sc
-                f.write(json.dumps({"problem_id": r["problem_id"], "sample": r["sample"],
-                                    "step_scores": sc, "key": key}) + "\n")
-        print(f"    judged {b + len(chunk)}/{len(todo)}: {ledger.prompt_tokens} prompt tokens, "
-              f"{time.perf_counter() - t0:.0f} s", flush=True)
+                f.write(
+                    json.dumps(
+                        {
+                            "problem_id": r["problem_id"],
+                            "sample": r["sample"],
+                            "step_scores": sc,
+                            "key": key,
+                        }
+                    )
+                    + "\n"
+                )
+        print(
+            f"    judged {b + len(chunk)}/{len(todo)}: {ledger.prompt_tokens} prompt tokens, "
+            f"{time.perf_counter() - t0:.0f} s",
+            flush=True,
+        )
     return [aggregate(done[(r["problem_id"], r["sample"])], agg) for r in rows], ledger
 
 
@@ -306,8 +331,9 @@ def agreement_scores(rows: list[dict]) -> list[float]:
             mates = [j for j in idx if j != i]
             if a is None or not mates:
                 continue
-            same = sum(rows[j]["answer"] is not None and answers_equal(a, rows[j]["answer"])
-                       for j in mates)
+            same = sum(
+                rows[j]["answer"] is not None and answers_equal(a, rows[j]["answer"]) for j in mates
+            )
             scores[i] = same / len(mates)
     return scores
 
@@ -337,20 +363,37 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--chunk", type=int, default=4, help="problems per sampling call")
     ap.add_argument("--max-model-len", type=int, default=4096)
-    ap.add_argument("--judge-chunk", type=int, default=16,
-                    help="candidates per judge engine call (scores are cached after each)")
-    ap.add_argument("--judge-steps", action="store_true",
-                    help="also run the per-step judge (about twice the judge cost)")
-    ap.add_argument("--implicit-problems", type=int, default=0,
-                    help="score the implicit PRM on this many problems only (those with a "
-                         "correct candidate first; 0 = all): the 1.5B policy costs ~3x the "
-                         "judge on CPU. Every verifier is then also reported on that subset.")
-    ap.add_argument("--implicit-policy", default=None,
-                    help="embedded model name or HF dir for the implicit PRM policy (e.g. "
-                         "qwen2.5-coder-1.5b-instruct-q4km); the reference is the sampler")
+    ap.add_argument(
+        "--judge-chunk",
+        type=int,
+        default=16,
+        help="candidates per judge engine call (scores are cached after each)",
+    )
+    ap.add_argument(
+        "--judge-steps",
+        action="store_true",
+        help="also run the per-step judge (about twice the judge cost)",
+    )
+    ap.add_argument(
+        "--implicit-problems",
+        type=int,
+        default=0,
+        help="score the implicit PRM on this many problems only (those with a "
+        "correct candidate first; 0 = all): the 1.5B policy costs ~3x the "
+        "judge on CPU. Every verifier is then also reported on that subset.",
+    )
+    ap.add_argument(
+        "--implicit-policy",
+        default=None,
+        help="embedded model name or HF dir for the implicit PRM policy (e.g. "
+        "qwen2.5-coder-1.5b-instruct-q4km); the reference is the sampler",
+    )
     args = ap.parse_args()
-    out = args.out or (DEFAULT_OUT if args.backend == "vllm"
-                       else Path(tempfile.gettempdir()) / "ttscale_verifier_candidates.jsonl")
+    out = args.out or (
+        DEFAULT_OUT
+        if args.backend == "vllm"
+        else Path(tempfile.gettempdir()) / "ttscale_verifier_candidates.jsonl"
+    )
 
     t_start = time.perf_counter()
     problems = load_problems(args.data, args.per_level, args.levels, args.seed)
@@ -367,9 +410,12 @@ def main() -> None:
     print(f"engine: {json.dumps(profile)}", flush=True)
     rows = asyncio.run(sample(gen, problems, args, out, config))
     labels = [bool(r["correct"]) for r in rows]
-    print(f"labelled {len(rows)} candidates of {len(problems)} problems: "
-          f"{sum(labels)} correct ({sum(labels) / len(rows):.1%}); "
-          f"{sum(r['finish_reason'] == 'length' for r in rows)} hit max_tokens", flush=True)
+    print(
+        f"labelled {len(rows)} candidates of {len(problems)} problems: "
+        f"{sum(labels)} correct ({sum(labels) / len(rows):.1%}); "
+        f"{sum(r['finish_reason'] == 'length' for r in rows)} hit max_tokens",
+        flush=True,
+    )
 
     results: dict[str, dict[str, Any]] = {}
     per_candidate: dict[str, list[float]] = {}
@@ -394,8 +440,12 @@ def main() -> None:
     judge, ledger = asyncio.run(
         judge_scores(gen, rows, "outcome", "last", judge_cache, config, args.judge_chunk)
     )
-    report("llm_judge (outcome)", judge, time.perf_counter() - t0,
-           f"{ledger.prompt_tokens} prompt tokens, {ledger.cached_tokens} cached")
+    report(
+        "llm_judge (outcome)",
+        judge,
+        time.perf_counter() - t0,
+        f"{ledger.prompt_tokens} prompt tokens, {ledger.cached_tokens} cached",
+    )
     if args.judge_steps:
         t0 = time.perf_counter()
         step_min, _ = asyncio.run(
@@ -423,8 +473,12 @@ def main() -> None:
         seconds = time.perf_counter() - t0
         if len(sub_idx) == len(rows):
             implicit = implicit_sub
-            report("implicit_prm", implicit, seconds,
-                   f"policy {args.implicit_policy}, reference = sampler")
+            report(
+                "implicit_prm",
+                implicit,
+                seconds,
+                f"policy {args.implicit_policy}, reference = sampler",
+            )
     else:
         print("  implicit_prm: not run (no --implicit-policy; the 1.5B model is optional)")
 
@@ -434,9 +488,14 @@ def main() -> None:
     subset: dict[str, Any] | None = None
     if args.implicit_policy and implicit is None:  # implicit PRM on a subset only
         sub = [rows[i] for i in sub_idx]
-        subset = {"problems": sorted({r["problem_id"] for r in sub}), "candidates": len(sub),
-                  "correct": sum(r["correct"] for r in sub), "implicit_seconds": seconds,
-                  "policy": args.implicit_policy, "verifiers": {}}
+        subset = {
+            "problems": sorted({r["problem_id"] for r in sub}),
+            "candidates": len(sub),
+            "correct": sum(r["correct"] for r in sub),
+            "implicit_seconds": seconds,
+            "policy": args.implicit_policy,
+            "verifiers": {},
+        }
         for name, sc in per_candidate.items():
             subset["verifiers"][name] = metrics(sub, [sc[i] for i in sub_idx])
         subset["verifiers"]["implicit_prm"] = metrics(sub, implicit_sub)
@@ -451,33 +510,46 @@ def main() -> None:
     mean_acc = sum(labels) / len(labels)
 
     print()
-    print(f"| verifier | AUROC [95% CI] | FPR @ 50% TPR | best-of-{args.samples} acc "
-          f"| weighted-vote acc |")
+    print(
+        f"| verifier | AUROC [95% CI] | FPR @ 50% TPR | best-of-{args.samples} acc "
+        f"| weighted-vote acc |"
+    )
     print("|---|---|---|---|---|")
     for name, m in results.items():
         lo, hi = m["auroc_ci95"]
-        print(f"| {name} | {_fmt(m['auroc'])} [{_fmt(lo)}, {_fmt(hi)}] | "
-              f"{_fmt(m['fpr_at_tpr50'])} | {_fmt(m['bon_acc'])} | {_fmt(m['weighted_acc'])} |")
+        print(
+            f"| {name} | {_fmt(m['auroc'])} [{_fmt(lo)}, {_fmt(hi)}] | "
+            f"{_fmt(m['fpr_at_tpr50'])} | {_fmt(m['bon_acc'])} | {_fmt(m['weighted_acc'])} |"
+        )
     if implicit is None:
-        print("| implicit_prm | " + ("on a subset only, see below" if subset else
-                                     "not run (no --implicit-policy)") + " | | | |")
+        print(
+            "| implicit_prm | "
+            + ("on a subset only, see below" if subset else "not run (no --implicit-policy)")
+            + " | | | |"
+        )
     print(f"| majority vote | | | {_fmt(majority)} | |")
     print(f"| pass@{args.samples} (oracle) | | | {_fmt(pass_n)} | |")
     print(f"| single sample (mean) | | | {_fmt(mean_acc)} | |")
     if subset:
         print()
-        print(f"Subset scored by the implicit PRM (policy {subset['policy']}, reference = the "
-              f"sampler): {len(subset['problems'])} problems, {subset['candidates']} candidates, "
-              f"{subset['correct']} correct; implicit PRM took {subset['implicit_seconds']:.0f} s")
+        print(
+            f"Subset scored by the implicit PRM (policy {subset['policy']}, reference = the "
+            f"sampler): {len(subset['problems'])} problems, {subset['candidates']} candidates, "
+            f"{subset['correct']} correct; implicit PRM took {subset['implicit_seconds']:.0f} s"
+        )
         print()
-        print("| verifier (subset) | AUROC [95% CI] | FPR @ 50% TPR | best-of-N acc "
-              "| weighted-vote acc |")
+        print(
+            "| verifier (subset) | AUROC [95% CI] | FPR @ 50% TPR | best-of-N acc "
+            "| weighted-vote acc |"
+        )
         print("|---|---|---|---|---|")
         for name, m in subset["verifiers"].items():
             lo, hi = m["auroc_ci95"]
-            print(f"| {name} | {_fmt(m['auroc'])} [{_fmt(lo)}, {_fmt(hi)}] | "
-                  f"{_fmt(m['fpr_at_tpr50'])} | {_fmt(m['bon_acc'])} | "
-                  f"{_fmt(m['weighted_acc'])} |")
+            print(
+                f"| {name} | {_fmt(m['auroc'])} [{_fmt(lo)}, {_fmt(hi)}] | "
+                f"{_fmt(m['fpr_at_tpr50'])} | {_fmt(m['bon_acc'])} | "
+                f"{_fmt(m['weighted_acc'])} |"
+            )
     print()
     print("| level | problems | candidates | correct | majority acc |")
     print("|---|---|---|---|---|")
@@ -485,13 +557,17 @@ def main() -> None:
         sub = [r for r in rows if r["level"] == level]
         if sub:
             n_p = len({r["problem_id"] for r in sub})
-            print(f"| {level} | {n_p} | {len(sub)} | {sum(r['correct'] for r in sub)} | "
-                  f"{_fmt(vote_acc(sub, None))} |")
+            print(
+                f"| {level} | {n_p} | {len(sub)} | {sum(r['correct'] for r in sub)} | "
+                f"{_fmt(vote_acc(sub, None))} |"
+            )
     print()
-    print(f"{len(problems)} problems (levels {args.levels}, {args.per_level} each) x "
-          f"{args.samples} samples; {sum(labels)} correct / {len(rows) - sum(labels)} wrong; "
-          f"max_tokens={args.max_tokens}, T={args.temperature}, seed={args.seed}; "
-          f"seeding={gen.seeding}; total {time.perf_counter() - t_start:.0f} s")
+    print(
+        f"{len(problems)} problems (levels {args.levels}, {args.per_level} each) x "
+        f"{args.samples} samples; {sum(labels)} correct / {len(rows) - sum(labels)} wrong; "
+        f"max_tokens={args.max_tokens}, T={args.temperature}, seed={args.seed}; "
+        f"seeding={gen.seeding}; total {time.perf_counter() - t_start:.0f} s"
+    )
 
     summary = {
         "config": config,
@@ -508,18 +584,31 @@ def main() -> None:
         (out.parent / "verifiers.json").write_text(json.dumps(summary, indent=2) + "\n")
         with (out.parent / "verifier_scores.jsonl").open("w") as f:
             for i, r in enumerate(rows):
-                scores = {name: None if math.isnan(sc[i]) else sc[i]
-                          for name, sc in per_candidate.items()}
-                f.write(json.dumps({"problem_id": r["problem_id"], "sample": r["sample"],
-                                    "correct": r["correct"], "scores": scores}) + "\n")
+                scores = {
+                    name: None if math.isnan(sc[i]) else sc[i] for name, sc in per_candidate.items()
+                }
+                f.write(
+                    json.dumps(
+                        {
+                            "problem_id": r["problem_id"],
+                            "sample": r["sample"],
+                            "correct": r["correct"],
+                            "scores": scores,
+                        }
+                    )
+                    + "\n"
+                )
     judge_m = results["llm_judge (outcome)"]
     print(
         f"RESULT judge_auroc={_fmt(judge_m['auroc'])} "
         f"implicit_auroc={_fmt(results['implicit_prm']['auroc'] if implicit else None)} "
-        + (f"implicit_auroc_subset={_fmt(subset['verifiers']['implicit_prm']['auroc'])} "
-           f"judge_auroc_subset={_fmt(subset['verifiers']['llm_judge (outcome)']['auroc'])} "
-           if subset else "") +
-        f"agreement_auroc={_fmt(results['agreement']['auroc'])} "
+        + (
+            f"implicit_auroc_subset={_fmt(subset['verifiers']['implicit_prm']['auroc'])} "
+            f"judge_auroc_subset={_fmt(subset['verifiers']['llm_judge (outcome)']['auroc'])} "
+            if subset
+            else ""
+        )
+        + f"agreement_auroc={_fmt(results['agreement']['auroc'])} "
         f"random_auroc={_fmt(results['random']['auroc'])} "
         f"majority_acc={_fmt(majority)} judge_bon_acc={_fmt(judge_m['bon_acc'])} "
         f"n_problems={len(problems)} n_candidates={len(rows)} isa={host_info().isa}"

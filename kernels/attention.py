@@ -44,14 +44,21 @@ def resolve_impl(impl: str, device: torch.device, block_size: int) -> str:
     if impl == "auto":
         if device.type == "cuda":
             if not triton_ok_shape:
-                _log_once("bs", "block_size=%d is not a power of two >= 16: Triton path off, "
-                          "using the torch reference", block_size)
+                _log_once(
+                    "bs",
+                    "block_size=%d is not a power of two >= 16: Triton path off, "
+                    "using the torch reference",
+                    block_size,
+                )
                 return "reference"
             try:
                 import triton  # noqa: F401
             except ImportError:
-                _log_once("triton", "triton is not installed: using the torch reference for "
-                          "block top-k attention (fix: pip install triton)")
+                _log_once(
+                    "triton",
+                    "triton is not installed: using the torch reference for "
+                    "block top-k attention (fix: pip install triton)",
+                )
                 return "reference"
             return "triton"
         if device.type == "cpu":
@@ -60,12 +67,18 @@ def resolve_impl(impl: str, device: torch.device, block_size: int) -> str:
 
                 load_extension()
             except BackendUnavailable as exc:
-                _log_once("cpu", "block top-k CPU kernel unavailable, using the (slower) torch "
-                          "reference: %s", exc)
+                _log_once(
+                    "cpu",
+                    "block top-k CPU kernel unavailable, using the (slower) torch reference: %s",
+                    exc,
+                )
                 return "reference"
             return "cpu"
-        _log_once(f"dev-{device.type}", "no block top-k kernel for device %s: using the torch "
-                  "reference", device.type)
+        _log_once(
+            f"dev-{device.type}",
+            "no block top-k kernel for device %s: using the torch reference",
+            device.type,
+        )
         return "reference"
     if impl == "cpu" and device.type != "cpu":
         raise ConfigError(f"impl='cpu' needs CPU tensors, got {device}; use impl='auto'")
@@ -158,8 +171,14 @@ def block_topk_decode_attention(
 
 
 def _check(
-    q: torch.Tensor, kc: torch.Tensor, vc: torch.Tensor, summ: torch.Tensor,
-    block_size: int, k: int, num_sink: int, num_local: int,
+    q: torch.Tensor,
+    kc: torch.Tensor,
+    vc: torch.Tensor,
+    summ: torch.Tensor,
+    block_size: int,
+    k: int,
+    num_sink: int,
+    num_local: int,
 ) -> tuple[int, int, int]:
     if q.dim() != 3 or kc.dim() != 4 or vc.shape != kc.shape:
         raise ConfigError(
@@ -205,6 +224,7 @@ def _rows(x: torch.Tensor | None, B: int, default: int, name: str) -> torch.Tens
     if x is None:
         return torch.full((B,), default, dtype=torch.long)
     if x.numel() != B or x.dtype.is_floating_point:
-        raise ConfigError(f"{name} must hold {B} integers (one per row), got {tuple(x.shape)} "
-                          f"{x.dtype}")
+        raise ConfigError(
+            f"{name} must hold {B} integers (one per row), got {tuple(x.shape)} {x.dtype}"
+        )
     return x.detach().to("cpu", torch.long).reshape(B)

@@ -103,6 +103,15 @@ def cpu_decode(
 ) -> torch.Tensor:
     """Run the C++ kernel (CPU tensors, fp32/bf16/fp16, last dims contiguous)."""
     return load_extension().block_topk_decode(
-        q, k_cache, v_cache, summaries, seq_lens, starts, block_size, k, num_sink, num_local,
+        q,
+        k_cache,
+        v_cache,
+        summaries,
+        seq_lens,
+        starts,
+        block_size,
+        k,
+        num_sink,
+        num_local,
         float(scale),
     )

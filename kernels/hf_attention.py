@@ -138,12 +138,7 @@ def sparse_attention_forward(
     state: SparseDecodeState | None = getattr(module, "_ttscale_sparse", None)
     B, Hq, q_len, D = query.shape
     kv_len = key.shape[2]
-    dense = (
-        state is None
-        or q_len != 1
-        or module.training
-        or not state.cfg.sparse_at(kv_len)
-    )
+    dense = state is None or q_len != 1 or module.training or not state.cfg.sparse_at(kv_len)
     starts = None
     if not dense and kwargs.get("sliding_window") is not None:
         _log_once("sw", "sliding-window attention layers stay dense under TopKBlocks")
@@ -264,8 +259,10 @@ class _PreallocatedLayer(DynamicLayer):
 
     def batch_repeat_interleave(self, repeats: int) -> None:
         if self._len:
-            self._rebuild(self.keys.repeat_interleave(repeats, dim=0),
-                          self.values.repeat_interleave(repeats, dim=0))
+            self._rebuild(
+                self.keys.repeat_interleave(repeats, dim=0),
+                self.values.repeat_interleave(repeats, dim=0),
+            )
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
         if self._len:

@@ -163,8 +163,14 @@ def select_blocks(
 ) -> torch.Tensor:
     """``select_from_bounds(quest_bounds(...))``: the blocks each (row, KV head) attends to."""
     return select_from_bounds(
-        quest_bounds(q, summaries, scale), summaries.shape[1], seq_lens, starts,
-        block_size=block_size, k=k, num_sink=num_sink, num_local=num_local,
+        quest_bounds(q, summaries, scale),
+        summaries.shape[1],
+        seq_lens,
+        starts,
+        block_size=block_size,
+        k=k,
+        num_sink=num_sink,
+        num_local=num_local,
     )
 
 
@@ -187,8 +193,15 @@ def reference_decode(
     Hkv, T = k_cache.shape[1], k_cache.shape[2]
     G = Hq // Hkv
     sel = select_blocks(
-        q, summaries, seq_lens, starts, block_size=block_size, k=k, num_sink=num_sink,
-        num_local=num_local, scale=scale,
+        q,
+        summaries,
+        seq_lens,
+        starts,
+        block_size=block_size,
+        k=k,
+        num_sink=num_sink,
+        num_local=num_local,
+        scale=scale,
     )
     NB = summaries.shape[2]
     blocks = torch.zeros(B, Hkv, NB + 1, dtype=torch.bool, device=q.device)

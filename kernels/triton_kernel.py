@@ -30,10 +30,24 @@ _BLOCKS_PER_SPLIT = 4
 
 @triton.jit
 def _bounds_kernel(
-    Q, S, OUT,
-    sq_b, sq_h, ss_b, ss_h, ss_n, ss_m, so_b, so_h,
-    Hq, NB, scale,
-    G: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
+    Q,
+    S,
+    OUT,
+    sq_b,
+    sq_h,
+    ss_b,
+    ss_h,
+    ss_n,
+    ss_m,
+    so_b,
+    so_h,
+    Hq,
+    NB,
+    scale,
+    G: tl.constexpr,
+    D: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_N: tl.constexpr,
 ):
     pid_bh = tl.program_id(0)
     pid_n = tl.program_id(1)
@@ -55,11 +69,40 @@ def _bounds_kernel(
 
 @triton.jit
 def _attn_kernel(
-    Q, K, V, TABLE, LENS, STARTS, ACC, MAX, SUM,
-    sq_b, sq_h, sk_b, sk_h, sk_t, sv_b, sv_h, sv_t, st_b, st_h,
-    sa_b, sa_h, sa_s, sa_g, sm_b, sm_h, sm_s,
-    Hkv, W, blocks_per_split, scale,
-    G: tl.constexpr, BLOCK_G: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr,
+    Q,
+    K,
+    V,
+    TABLE,
+    LENS,
+    STARTS,
+    ACC,
+    MAX,
+    SUM,
+    sq_b,
+    sq_h,
+    sk_b,
+    sk_h,
+    sk_t,
+    sv_b,
+    sv_h,
+    sv_t,
+    st_b,
+    st_h,
+    sa_b,
+    sa_h,
+    sa_s,
+    sa_g,
+    sm_b,
+    sm_h,
+    sm_s,
+    Hkv,
+    W,
+    blocks_per_split,
+    scale,
+    G: tl.constexpr,
+    BLOCK_G: tl.constexpr,
+    D: tl.constexpr,
+    BLOCK_D: tl.constexpr,
     BS: tl.constexpr,
 ):
     pid = tl.program_id(0)
@@ -73,10 +116,14 @@ def _attn_kernel(
     offs_t = tl.arange(0, BS)
     gmask = offs_g < G
     dmask = offs_d < D
-    q = tl.load(
-        Q + b * sq_b + (kvh * G + offs_g)[:, None] * sq_h + offs_d[None, :],
-        mask=gmask[:, None] & dmask[None, :], other=0.0,
-    ).to(tl.float32) * scale
+    q = (
+        tl.load(
+            Q + b * sq_b + (kvh * G + offs_g)[:, None] * sq_h + offs_d[None, :],
+            mask=gmask[:, None] & dmask[None, :],
+            other=0.0,
+        ).to(tl.float32)
+        * scale
+    )
     m_i = tl.full([BLOCK_G], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_G], tl.float32)
     acc = tl.zeros([BLOCK_G, BLOCK_D], tl.float32)
@@ -88,10 +135,16 @@ def _attn_kernel(
             pos = blk * BS + offs_t
             tmask = (pos >= start) & (pos < seq_len)
             m2 = tmask[:, None] & dmask[None, :]
-            kt = tl.load(K + b * sk_b + kvh * sk_h + pos[:, None] * sk_t + offs_d[None, :],
-                         mask=m2, other=0.0).to(tl.float32)
-            vt = tl.load(V + b * sv_b + kvh * sv_h + pos[:, None] * sv_t + offs_d[None, :],
-                         mask=m2, other=0.0).to(tl.float32)
+            kt = tl.load(
+                K + b * sk_b + kvh * sk_h + pos[:, None] * sk_t + offs_d[None, :],
+                mask=m2,
+                other=0.0,
+            ).to(tl.float32)
+            vt = tl.load(
+                V + b * sv_b + kvh * sv_h + pos[:, None] * sv_t + offs_d[None, :],
+                mask=m2,
+                other=0.0,
+            ).to(tl.float32)
             s = tl.dot(q, tl.trans(kt), input_precision="ieee")
             s = tl.where(tmask[None, :], s, float("-inf"))
             m_new = tl.maximum(m_i, tl.max(s, axis=1))
@@ -105,7 +158,8 @@ def _attn_kernel(
     tl.store(SUM + base, l_i, mask=gmask)
     tl.store(
         ACC + b * sa_b + kvh * sa_h + split * sa_s + offs_g[:, None] * sa_g + offs_d[None, :],
-        acc, mask=gmask[:, None] & dmask[None, :],
+        acc,
+        mask=gmask[:, None] & dmask[None, :],
     )
 
 
@@ -135,29 +189,80 @@ def triton_decode(
     bounds = torch.empty(B, Hq, NB, dtype=torch.float32, device=dev)
     block_n = 32
     _bounds_kernel[(B * Hq, triton.cdiv(NB, block_n))](
-        q, summaries, bounds,
-        q.stride(0), q.stride(1), summaries.stride(0), summaries.stride(1),
-        summaries.stride(2), summaries.stride(3), bounds.stride(0), bounds.stride(1),
-        Hq, NB, float(scale),
-        G=G, D=D, BLOCK_D=block_d, BLOCK_N=block_n,
+        q,
+        summaries,
+        bounds,
+        q.stride(0),
+        q.stride(1),
+        summaries.stride(0),
+        summaries.stride(1),
+        summaries.stride(2),
+        summaries.stride(3),
+        bounds.stride(0),
+        bounds.stride(1),
+        Hq,
+        NB,
+        float(scale),
+        G=G,
+        D=D,
+        BLOCK_D=block_d,
+        BLOCK_N=block_n,
     )
-    table = select_from_bounds(
-        bounds, Hkv, seq_lens, starts, block_size=block_size, k=k, num_sink=num_sink,
-        num_local=num_local,
-    ).to(torch.int32).contiguous()
+    table = (
+        select_from_bounds(
+            bounds,
+            Hkv,
+            seq_lens,
+            starts,
+            block_size=block_size,
+            k=k,
+            num_sink=num_sink,
+            num_local=num_local,
+        )
+        .to(torch.int32)
+        .contiguous()
+    )
     W = table.shape[2]
     splits = triton.cdiv(W, _BLOCKS_PER_SPLIT)
     acc = torch.empty(B, Hkv, splits, G, D, dtype=torch.float32, device=dev)
     mx = torch.empty(B, Hkv, splits, G, dtype=torch.float32, device=dev)
     sm = torch.empty_like(mx)
     _attn_kernel[(B * Hkv, splits)](
-        q, k_cache, v_cache, table, lens, st, acc, mx, sm,
-        q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
-        v_cache.stride(0), v_cache.stride(1), v_cache.stride(2), table.stride(0), table.stride(1),
-        acc.stride(0), acc.stride(1), acc.stride(2), acc.stride(3),
-        mx.stride(0), mx.stride(1), mx.stride(2),
-        Hkv, W, _BLOCKS_PER_SPLIT, float(scale),
-        G=G, BLOCK_G=max(16, triton.next_power_of_2(G)), D=D, BLOCK_D=block_d, BS=block_size,
+        q,
+        k_cache,
+        v_cache,
+        table,
+        lens,
+        st,
+        acc,
+        mx,
+        sm,
+        q.stride(0),
+        q.stride(1),
+        k_cache.stride(0),
+        k_cache.stride(1),
+        k_cache.stride(2),
+        v_cache.stride(0),
+        v_cache.stride(1),
+        v_cache.stride(2),
+        table.stride(0),
+        table.stride(1),
+        acc.stride(0),
+        acc.stride(1),
+        acc.stride(2),
+        acc.stride(3),
+        mx.stride(0),
+        mx.stride(1),
+        mx.stride(2),
+        Hkv,
+        W,
+        _BLOCKS_PER_SPLIT,
+        float(scale),
+        G=G,
+        BLOCK_G=max(16, triton.next_power_of_2(G)),
+        D=D,
+        BLOCK_D=block_d,
+        BS=block_size,
     )
     top = mx.amax(dim=2, keepdim=True)
     w = torch.exp(mx - top).nan_to_num(0.0)  # splits without blocks: exp(-inf - m) = 0

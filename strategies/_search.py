@@ -11,9 +11,9 @@ filtering, PDR). Pure functions and one frozen dataclass; no engine imports.
 - ``merge_prompts``, ``fit_step``: build one batched engine call per step, identical
   prefixes merged into one request with ``n`` samples (shared KV, distinct samples), sized
   to what the ledger can still pay for.
-- ``score_texts``/``score_nodes``: one verifier call for all new steps/nodes; ``absorb`` charges a sub-strategy's
-  ledger to its parent (composition); ``build_workspace``: drafts clipped into a bounded
-  context (PDR); ``to_candidate``/``select_answer``: result building.
+- ``score_texts``/``score_nodes``: one verifier call for all new steps/nodes; ``absorb``
+  charges a sub-strategy's ledger to its parent (composition); ``build_workspace``: drafts
+  clipped into a bounded context (PDR); ``to_candidate``/``select_answer``: result building.
 """
 
 from __future__ import annotations
@@ -270,13 +270,23 @@ async def score_nodes(
 
 def absorb(parent: Ledger, child: Ledger) -> None:
     """Add what a sub-strategy's ledger spent to ``parent`` (wall time is the parent's own)."""
-    for name in ("prompt_tokens", "cached_tokens", "generated_tokens", "rollouts",
-                 "engine_calls", "verifier_calls", "eflops", "engine_seconds"):
+    for name in (
+        "prompt_tokens",
+        "cached_tokens",
+        "generated_tokens",
+        "rollouts",
+        "engine_calls",
+        "verifier_calls",
+        "eflops",
+        "engine_seconds",
+    ):
         setattr(parent, name, getattr(parent, name) + getattr(child, name))
 
 
 def build_workspace(
-    texts: Sequence[str], limit: int, encode: Callable[[str], Sequence[int]],
+    texts: Sequence[str],
+    limit: int,
+    encode: Callable[[str], Sequence[int]],
     decode: Callable[[Sequence[int]], str],
 ) -> str:
     """Label and join ``texts`` into at most ``limit`` tokens (as ``encode`` counts them):

@@ -90,8 +90,9 @@ class BeamSearch:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        check_positive(self, "n", "beam_width", "max_steps", "step_tokens", "max_tokens",
-                       "min_step_tokens")
+        check_positive(
+            self, "n", "beam_width", "max_steps", "step_tokens", "max_tokens", "min_step_tokens"
+        )
         if self.subtrees is not None:
             check_positive(self, "subtrees")
         s = self.num_subtrees
@@ -102,11 +103,14 @@ class BeamSearch:
                 f"n={max(good, self.n - self.n % good)} or n={self.n - self.n % good + good}"
             )
         if self.lookahead < 0 or self.verifier_reserve < 0:
-            raise ConfigError(f"lookahead={self.lookahead} and verifier_reserve="
-                              f"{self.verifier_reserve} must be >= 0")
+            raise ConfigError(
+                f"lookahead={self.lookahead} and verifier_reserve="
+                f"{self.verifier_reserve} must be >= 0"
+            )
         if self.temperature < 0 or not 0 < self.top_p <= 1:
-            raise ConfigError(f"temperature={self.temperature} must be >= 0 and "
-                              f"top_p={self.top_p} in (0, 1]")
+            raise ConfigError(
+                f"temperature={self.temperature} must be >= 0 and top_p={self.top_p} in (0, 1]"
+            )
         if self.agg not in AGGREGATIONS:
             raise ConfigError(f"agg={self.agg!r}; use one of {', '.join(AGGREGATIONS)}")
         if self.select not in ("weighted", "majority", "best"):
@@ -120,15 +124,20 @@ class BeamSearch:
         self, problem: Problem, generator: Generator, verifier: Verifier | None, budget: Budget
     ) -> Result:
         if verifier is None:
-            raise ConfigError(f"{self.name} ranks steps with a verifier; pass verifier=... "
-                              f"(e.g. load_verifier('llm_judge')) or use best_of_n")
+            raise ConfigError(
+                f"{self.name} ranks steps with a verifier; pass verifier=... "
+                f"(e.g. load_verifier('llm_judge')) or use best_of_n"
+            )
         ledger = Ledger(budget)
         ledger.engine = generator.profile()
         delim = problem.step_delimiter
         per_tree = self.n // (self.beam_width * self.num_subtrees)
         root = Node(generator.render(problem))
-        live = [dataclasses.replace(root, group=s) for s in range(self.num_subtrees)
-                for _ in range(per_tree)]
+        live = [
+            dataclasses.replace(root, group=s)
+            for s in range(self.num_subtrees)
+            for _ in range(per_tree)
+        ]
         finished: list[Node] = []
         trace: list[dict[str, Any]] = []
         stop, next_id = "no_live_beams", 1
@@ -137,28 +146,46 @@ class BeamSearch:
                 break
             live.sort(key=lambda b: -b.score)  # the budget drops the worst first
             groups = merge_prompts([b.ids for b in live])
-            demands = [(ids, self.beam_width * len(pos),
-                        self.max_tokens - len(live[pos[0]].token_ids)) for ids, pos in groups]
+            demands = [
+                (ids, self.beam_width * len(pos), self.max_tokens - len(live[pos[0]].token_ids))
+                for ids, pos in groups
+            ]
             template = GenerationRequest(
-                (), max_tokens=self.step_tokens, temperature=self.temperature, top_p=self.top_p,
-                stop=(delim,), include_stop=True, seed=self.seed + step * (self.n + 1))
+                (),
+                max_tokens=self.step_tokens,
+                temperature=self.temperature,
+                top_p=self.top_p,
+                stop=(delim,),
+                include_stop=True,
+                seed=self.seed + step * (self.n + 1),
+            )
             demands = [(ids, k, min(m, self.step_tokens)) for ids, k, m in demands]
-            reqs = fit_step(ledger, generator, demands, template, min_tokens=self.min_step_tokens,
-                            reserve=self.verifier_reserve * self.n, allow_drop=True)
+            reqs = fit_step(
+                ledger,
+                generator,
+                demands,
+                template,
+                min_tokens=self.min_step_tokens,
+                reserve=self.verifier_reserve * self.n,
+                allow_drop=True,
+            )
             if not reqs:
                 if step == 0:
-                    raise BudgetError(f"budget {budget} cannot pay for one {self.name} step "
-                                      f"of >= {self.min_step_tokens} tokens per sample; raise "
-                                      f"the budget or lower n/min_step_tokens")
+                    raise BudgetError(
+                        f"budget {budget} cannot pay for one {self.name} step "
+                        f"of >= {self.min_step_tokens} tokens per sample; raise "
+                        f"the budget or lower n/min_step_tokens"
+                    )
                 stop = f"budget:{ledger.exhausted() or 'insufficient'}"
                 break
             outs = await ledger.generate(generator, reqs)
             children: list[Node] = []
-            for (_, pos), out in zip(groups, outs):  # zip: dropped groups get no children
+            for (_, pos), out in zip(groups, outs, strict=False):  # dropped groups: no children
                 for j, comp in enumerate(out.completions):
                     parent = live[pos[j // self.beam_width]]
-                    children.append(parent.extend(comp, id=next_id, delimiter=delim,
-                                                  max_tokens=self.max_tokens))
+                    children.append(
+                        parent.extend(comp, id=next_id, delimiter=delim, max_tokens=self.max_tokens)
+                    )
                     next_id += 1
             views, look_tokens = await self._lookahead(problem, generator, ledger, children, step)
             scored = await score_nodes(problem, verifier, views, ledger, self.agg)
@@ -166,8 +193,10 @@ class BeamSearch:
                 finished += [c for c in children if c.done]
                 stop = f"budget:{ledger.exhausted() or 'verifier'}"
                 break
-            children = [dataclasses.replace(c, step_scores=v.step_scores, score=v.score)
-                        for c, v in zip(children, scored, strict=True)]
+            children = [
+                dataclasses.replace(c, step_scores=v.step_scores, score=v.score)
+                for c, v in zip(children, scored, strict=True)
+            ]
             expanded = [live[p] for _, pos in groups[: len(reqs)] for p in pos]
             kept: set[int] = set()
             live = []
@@ -177,34 +206,50 @@ class BeamSearch:
                 kept.update(c.id for c in top)
                 live += [c for c in top if not c.done]
             finished += [c for c in children if c.done]
-            trace.append({
-                "step": step,
-                "live": len(expanded),
-                "samples": sum(r.n for r in reqs),
-                "requests": len(reqs),
-                "max_tokens": max(r.max_tokens for r in reqs),
-                "generated_tokens": sum(c.num_tokens for o in outs for c in o.completions),
-                "cached_tokens": sum(o.cached_tokens for o in outs),
-                "lookahead_tokens": look_tokens,
-                "children": [c.record(kept=c.id in kept) for c in children],
-            })
-            log.debug("step %d: expanded=%d children=%d live=%d finished=%d %s", step,
-                      len(expanded), len(children), len(live), len(finished), ledger.brief())
+            trace.append(
+                {
+                    "step": step,
+                    "live": len(expanded),
+                    "samples": sum(r.n for r in reqs),
+                    "requests": len(reqs),
+                    "max_tokens": max(r.max_tokens for r in reqs),
+                    "generated_tokens": sum(c.num_tokens for o in outs for c in o.completions),
+                    "cached_tokens": sum(o.cached_tokens for o in outs),
+                    "lookahead_tokens": look_tokens,
+                    "children": [c.record(kept=c.id in kept) for c in children],
+                }
+            )
+            log.debug(
+                "step %d: expanded=%d children=%d live=%d finished=%d %s",
+                step,
+                len(expanded),
+                len(children),
+                len(live),
+                len(finished),
+                ledger.brief(),
+            )
         else:
             stop = "max_steps" if live else stop
         cands = [to_candidate(b) for b in finished + live]
         answer, table = select_answer(cands, self.select)
         ledger.finish(stopped_by=stop.split(":")[1] if stop.startswith("budget:") else None)
-        return Result(answer, cands, trace, ledger, self.name, extras={
-            "select": self.select,
-            "votes": table,
-            "stop_reason": stop,
-            "steps": len(trace),
-            "subtrees": self.num_subtrees,
-            "beams_per_subtree": per_tree,
-            "finished": len(finished),
-            "cache_hit_rate": ledger.cached_tokens / max(ledger.prompt_tokens, 1),
-        })
+        return Result(
+            answer,
+            cands,
+            trace,
+            ledger,
+            self.name,
+            extras={
+                "select": self.select,
+                "votes": table,
+                "stop_reason": stop,
+                "steps": len(trace),
+                "subtrees": self.num_subtrees,
+                "beams_per_subtree": per_tree,
+                "finished": len(finished),
+                "cache_hit_rate": ledger.cached_tokens / max(ledger.prompt_tokens, 1),
+            },
+        )
 
     async def _lookahead(
         self, problem: Problem, gen: Generator, ledger: Ledger, children: list[Node], step: int
@@ -215,12 +260,25 @@ class BeamSearch:
             return children, 0
         delim = problem.step_delimiter
         groups = merge_prompts([c.ids for c in todo])
-        demands = [(ids, 1, min(self.lookahead * self.step_tokens,
-                                self.max_tokens - len(todo[pos[0]].token_ids)))
-                   for ids, pos in groups]
+        demands = [
+            (
+                ids,
+                1,
+                min(
+                    self.lookahead * self.step_tokens, self.max_tokens - len(todo[pos[0]].token_ids)
+                ),
+            )
+            for ids, pos in groups
+        ]
         template = GenerationRequest((), temperature=0.0, seed=self.seed + step)
-        reqs = fit_step(ledger, gen, demands, template, min_tokens=self.min_step_tokens,
-                        reserve=self.verifier_reserve * len(children))
+        reqs = fit_step(
+            ledger,
+            gen,
+            demands,
+            template,
+            min_tokens=self.min_step_tokens,
+            reserve=self.verifier_reserve * len(children),
+        )
         if not reqs:
             log.debug("step %d: lookahead skipped, budget too small", step)
             return children, 0
@@ -230,8 +288,10 @@ class BeamSearch:
             pieces = out.completions[0].text.split(delim)[: self.lookahead]
             extra = tuple(p + delim for p in pieces[:-1]) + (pieces[-1],)
             rollout.update({todo[p].id: extra for p in pos})
-        views = [dataclasses.replace(c, steps=c.steps + rollout[c.id]) if c.id in rollout else c
-                 for c in children]
+        views = [
+            dataclasses.replace(c, steps=c.steps + rollout[c.id]) if c.id in rollout else c
+            for c in children
+        ]
         return views, sum(o.completions[0].num_tokens for o in outs)
 
 

@@ -23,14 +23,13 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ttscale.verifiers.answers import extract_answer
-from ttscale.verifiers.base import AGGREGATIONS, aggregate, check_scores
-from ttscale.verifiers.voting import group_answers, leader_confidence
-
 from ttscale.budget import Budget, Ledger
 from ttscale.errors import BudgetError, ConfigError
 from ttscale.protocols import Generator, Verifier
 from ttscale.types import Candidate, GenerationRequest, Problem, Result
+from ttscale.verifiers.answers import extract_answer
+from ttscale.verifiers.base import AGGREGATIONS, aggregate, check_scores
+from ttscale.verifiers.voting import group_answers, leader_confidence
 
 __all__ = ["BestOfN"]
 

@@ -93,8 +93,10 @@ class ParticleFilter:
     def __post_init__(self) -> None:
         check_positive(self, "n", "max_steps", "step_tokens", "max_tokens", "min_step_tokens")
         if not self.weight_temperature > 0:
-            raise ConfigError(f"weight_temperature={self.weight_temperature} must be > 0 "
-                              f"(e.g. 1.0; lower is greedier)")
+            raise ConfigError(
+                f"weight_temperature={self.weight_temperature} must be > 0 "
+                f"(e.g. 1.0; lower is greedier)"
+            )
         if self.resampling not in RESAMPLERS:
             raise ConfigError(f"resampling={self.resampling!r}; use multinomial or systematic")
         if self.resample_when not in ("always", "ess"):
@@ -102,8 +104,9 @@ class ParticleFilter:
         if not 0 < self.ess_threshold <= 1:
             raise ConfigError(f"ess_threshold={self.ess_threshold} must be in (0, 1]")
         if self.temperature < 0 or not 0 < self.top_p <= 1:
-            raise ConfigError(f"temperature={self.temperature} must be >= 0 and "
-                              f"top_p={self.top_p} in (0, 1]")
+            raise ConfigError(
+                f"temperature={self.temperature} must be >= 0 and top_p={self.top_p} in (0, 1]"
+            )
         if self.agg not in AGGREGATIONS:
             raise ConfigError(f"agg={self.agg!r}; use one of {', '.join(AGGREGATIONS)}")
         if self.select not in ("weighted", "majority", "best"):
@@ -115,8 +118,10 @@ class ParticleFilter:
         self, problem: Problem, generator: Generator, verifier: Verifier | None, budget: Budget
     ) -> Result:
         if verifier is None:
-            raise ConfigError("particle_filter weights particles with a verifier; pass "
-                              "verifier=... (e.g. load_verifier('llm_judge')) or use best_of_n")
+            raise ConfigError(
+                "particle_filter weights particles with a verifier; pass "
+                "verifier=... (e.g. load_verifier('llm_judge')) or use best_of_n"
+            )
         ledger = Ledger(budget)
         ledger.engine = generator.profile()
         rng = np.random.default_rng(self.seed)  # per run: the instance stays reentrant
@@ -131,26 +136,47 @@ class ParticleFilter:
                 break
             groups = merge_prompts([particles[i].ids for i in alive])
             room = [self.max_tokens - len(particles[alive[pos[0]]].token_ids) for _, pos in groups]
-            demands = [(ids, len(pos), min(self.step_tokens, left))
-                       for (ids, pos), left in zip(groups, room, strict=True)]
+            demands = [
+                (ids, len(pos), min(self.step_tokens, left))
+                for (ids, pos), left in zip(groups, room, strict=True)
+            ]
             template = GenerationRequest(
-                (), temperature=self.temperature, top_p=self.top_p, stop=(delim,),
-                include_stop=True, seed=self.seed + step * (self.n + 1))
-            reqs = fit_step(ledger, generator, demands, template, min_tokens=self.min_step_tokens,
-                            reserve=self.verifier_reserve * len(alive))
+                (),
+                temperature=self.temperature,
+                top_p=self.top_p,
+                stop=(delim,),
+                include_stop=True,
+                seed=self.seed + step * (self.n + 1),
+            )
+            reqs = fit_step(
+                ledger,
+                generator,
+                demands,
+                template,
+                min_tokens=self.min_step_tokens,
+                reserve=self.verifier_reserve * len(alive),
+            )
             if not reqs:
                 if step == 0:
-                    raise BudgetError(f"budget {budget} cannot pay for one particle_filter step "
-                                      f"of {self.n} x >= {self.min_step_tokens} tokens; raise the "
-                                      f"budget or lower n/min_step_tokens")
+                    raise BudgetError(
+                        f"budget {budget} cannot pay for one particle_filter step "
+                        f"of {self.n} x >= {self.min_step_tokens} tokens; raise the "
+                        f"budget or lower n/min_step_tokens"
+                    )
                 stop = f"budget:{ledger.exhausted() or 'insufficient'}"
                 break
             outs = await ledger.generate(generator, reqs)
             extended = []
             for (_, pos), out in zip(groups, outs, strict=True):
                 for j, comp in zip(pos, out.completions, strict=True):
-                    extended.append((alive[j], particles[alive[j]].extend(
-                        comp, id=next_id, delimiter=delim, max_tokens=self.max_tokens)))
+                    extended.append(
+                        (
+                            alive[j],
+                            particles[alive[j]].extend(
+                                comp, id=next_id, delimiter=delim, max_tokens=self.max_tokens
+                            ),
+                        )
+                    )
                     next_id += 1
             fresh = [p for _, p in extended]
             scored = await score_nodes(problem, verifier, fresh, ledger, self.agg)
@@ -163,42 +189,61 @@ class ParticleFilter:
             weights = softmax([p.score for p in particles], self.weight_temperature)
             ess = effective_sample_size(weights)
             resample = not all(p.done for p in particles) and (
-                self.resample_when == "always" or ess < self.ess_threshold * self.n)
+                self.resample_when == "always" or ess < self.ess_threshold * self.n
+            )
             before, before_weights = particles, weights
             ancestors = list(range(self.n))
             if resample:
                 ancestors = [int(a) for a in RESAMPLERS[self.resampling](weights, self.n, rng)]
                 particles = [particles[a] for a in ancestors]
                 weights = softmax([p.score for p in particles], self.weight_temperature)
-            trace.append({
-                "step": step,
-                "alive": len(alive),
-                "requests": len(reqs),
-                "max_tokens": max(r.max_tokens for r in reqs),
-                "generated_tokens": sum(c.num_tokens for o in outs for c in o.completions),
-                "cached_tokens": sum(o.cached_tokens for o in outs),
-                "prompt_tokens": sum(o.prompt_tokens for o in outs),
-                "particles": [p.record(weight=round(float(w), 6))
-                              for p, w in zip(before, before_weights, strict=True)],
-                "ess": round(ess, 4),
-                "resampled": resample,
-                "ancestors": ancestors,
-            })
-            log.debug("step %d: alive=%d ess=%.2f resampled=%s %s", step, len(alive), ess,
-                      resample, ledger.brief())
+            trace.append(
+                {
+                    "step": step,
+                    "alive": len(alive),
+                    "requests": len(reqs),
+                    "max_tokens": max(r.max_tokens for r in reqs),
+                    "generated_tokens": sum(c.num_tokens for o in outs for c in o.completions),
+                    "cached_tokens": sum(o.cached_tokens for o in outs),
+                    "prompt_tokens": sum(o.prompt_tokens for o in outs),
+                    "particles": [
+                        p.record(weight=round(float(w), 6))
+                        for p, w in zip(before, before_weights, strict=True)
+                    ],
+                    "ess": round(ess, 4),
+                    "resampled": resample,
+                    "ancestors": ancestors,
+                }
+            )
+            log.debug(
+                "step %d: alive=%d ess=%.2f resampled=%s %s",
+                step,
+                len(alive),
+                ess,
+                resample,
+                ledger.brief(),
+            )
         else:
             stop = "max_steps" if any(not p.done for p in particles) else stop
         cands = [to_candidate(p) for p in particles]
-        answer, table = select_answer(cands, self.select,
-                                      None if self.select == "majority" else weights.tolist())
+        answer, table = select_answer(
+            cands, self.select, None if self.select == "majority" else weights.tolist()
+        )
         ledger.finish(stopped_by=stop.split(":")[1] if stop.startswith("budget:") else None)
-        return Result(answer, cands, trace, ledger, self.name, extras={
-            "select": self.select,
-            "votes": table,
-            "weights": [round(float(w), 6) for w in weights],
-            "stop_reason": stop,
-            "steps": len(trace),
-            "resamples": sum(t["resampled"] for t in trace),
-            "cached_tokens": ledger.cached_tokens,
-            "cache_hit_rate": ledger.cached_tokens / max(ledger.prompt_tokens, 1),
-        })
+        return Result(
+            answer,
+            cands,
+            trace,
+            ledger,
+            self.name,
+            extras={
+                "select": self.select,
+                "votes": table,
+                "weights": [round(float(w), 6) for w in weights],
+                "stop_reason": stop,
+                "steps": len(trace),
+                "resamples": sum(t["resampled"] for t in trace),
+                "cached_tokens": ledger.cached_tokens,
+                "cache_hit_rate": ledger.cached_tokens / max(ledger.prompt_tokens, 1),
+            },
+        )

@@ -99,15 +99,20 @@ class PDR:
 
     def __post_init__(self) -> None:
         drafts = tuple(self.drafts) if isinstance(self.drafts, (list, tuple)) else None
-        if not drafts or any(not isinstance(m, int) or isinstance(m, bool) or m < 1
-                             for m in drafts):
-            raise ConfigError(f"drafts={self.drafts!r} must be a non-empty tuple of positive "
-                              f"ints, one per round, e.g. (4, 4, 1)")
+        if not drafts or any(
+            not isinstance(m, int) or isinstance(m, bool) or m < 1 for m in drafts
+        ):
+            raise ConfigError(
+                f"drafts={self.drafts!r} must be a non-empty tuple of positive "
+                f"ints, one per round, e.g. (4, 4, 1)"
+            )
         object.__setattr__(self, "drafts", drafts)  # normalise a list to a tuple, once
         check_positive(self, "max_tokens", "min_draft_tokens", "keep", "workspace_tokens")
         if self.min_draft_tokens > self.max_tokens:
-            raise ConfigError(f"min_draft_tokens={self.min_draft_tokens} exceeds max_tokens="
-                              f"{self.max_tokens}; lower min_draft_tokens")
+            raise ConfigError(
+                f"min_draft_tokens={self.min_draft_tokens} exceeds max_tokens="
+                f"{self.max_tokens}; lower min_draft_tokens"
+            )
         if self.distill not in ("summary", "select"):
             raise ConfigError(f"distill={self.distill!r}; use summary or select")
         if self.select not in ("auto", "majority", "weighted", "best"):
@@ -115,24 +120,31 @@ class PDR:
         if self.agg not in AGGREGATIONS:
             raise ConfigError(f"agg={self.agg!r}; use one of {', '.join(AGGREGATIONS)}")
         if self.temperature < 0 or not 0 < self.top_p <= 1 or self.verifier_reserve < 0:
-            raise ConfigError(f"temperature={self.temperature} and verifier_reserve="
-                              f"{self.verifier_reserve} must be >= 0, top_p={self.top_p} "
-                              f"in (0, 1]")
-        for field, keys in (("refine_template", ("{problem}", "{workspace}")),
-                            ("summary_template", ("{problem}", "{drafts}"))):
+            raise ConfigError(
+                f"temperature={self.temperature} and verifier_reserve="
+                f"{self.verifier_reserve} must be >= 0, top_p={self.top_p} "
+                f"in (0, 1]"
+            )
+        for field, keys in (
+            ("refine_template", ("{problem}", "{workspace}")),
+            ("summary_template", ("{problem}", "{drafts}")),
+        ):
             if any(k not in getattr(self, field) for k in keys):
                 raise ConfigError(f"{field} must contain {' and '.join(keys)}")
         if self.drafter is not None and not callable(getattr(self.drafter, "run", None)):
-            raise ConfigError(f"drafter={self.drafter!r} is not a strategy (no async run()); "
-                              f"pass e.g. BestOfN(n=4)")
+            raise ConfigError(
+                f"drafter={self.drafter!r} is not a strategy (no async run()); "
+                f"pass e.g. BestOfN(n=4)"
+            )
 
     async def run(
         self, problem: Problem, generator: Generator, verifier: Verifier | None, budget: Budget
     ) -> Result:
         select = self.select if self.select != "auto" else ("weighted" if verifier else "majority")
         if select != "majority" and verifier is None:
-            raise ConfigError(f"select={select!r} needs a verifier; pass verifier=... "
-                              f"or use select='majority'")
+            raise ConfigError(
+                f"select={select!r} needs a verifier; pass verifier=... or use select='majority'"
+            )
         ledger = Ledger(budget)
         ledger.engine = generator.profile()
         rounds: list[list[Candidate]] = []
@@ -141,25 +153,38 @@ class PDR:
         total = sequential = 0
         stop = "rounds_done"
         for r, m in enumerate(self.drafts):
-            prompt = problem if workspace is None else Problem(
-                self.refine_template.format(problem=problem.prompt, workspace=workspace),
-                problem.system_prompt, problem.step_delimiter, problem.id)
+            prompt = (
+                problem
+                if workspace is None
+                else Problem(
+                    self.refine_template.format(problem=problem.prompt, workspace=workspace),
+                    problem.system_prompt,
+                    problem.step_delimiter,
+                    problem.id,
+                )
+            )
             per_draft = self._plan(ledger, r, verifier is not None)
             cands = await self._draft(prompt, generator, verifier, ledger, m, per_draft, r)
             if not cands:
                 if r == 0:
-                    raise BudgetError(f"budget {budget} cannot pay for one draft of >= "
-                                      f"{self.min_draft_tokens} tokens; raise the budget or "
-                                      f"lower min_draft_tokens")
+                    raise BudgetError(
+                        f"budget {budget} cannot pay for one draft of >= "
+                        f"{self.min_draft_tokens} tokens; raise the budget or "
+                        f"lower min_draft_tokens"
+                    )
                 stop = f"budget:{ledger.exhausted() or 'insufficient'}"
                 break
             scored = await self._score(problem, verifier, cands, ledger)
             rounds.append(cands)
             longest = max(c.tokens for c in cands)
             record: dict[str, Any] = {
-                "round": r, "drafts": len(cands), "max_tokens": per_draft,
-                "draft_tokens": [c.tokens for c in cands], "answers": [c.answer for c in cands],
-                "scores": [c.score for c in cands], "prompt_chars": len(prompt.prompt),
+                "round": r,
+                "drafts": len(cands),
+                "max_tokens": per_draft,
+                "draft_tokens": [c.tokens for c in cands],
+                "answers": [c.answer for c in cands],
+                "scores": [c.score for c in cands],
+                "prompt_chars": len(prompt.prompt),
             }
             total += sum(c.tokens for c in cands)
             sequential += longest
@@ -179,34 +204,61 @@ class PDR:
             if answer is not None:
                 break
         ledger.finish(stopped_by=stop.split(":")[1] if stop.startswith("budget:") else None)
-        return Result(answer, [c for cs in rounds for c in cs], trace, ledger, self.name, extras={
-            "select": select, "votes": table, "stop_reason": stop, "rounds": len(rounds),
-            "total_tokens": total, "sequential_tokens": sequential,
-        })
+        return Result(
+            answer,
+            [c for cs in rounds for c in cs],
+            trace,
+            ledger,
+            self.name,
+            extras={
+                "select": select,
+                "votes": table,
+                "stop_reason": stop,
+                "rounds": len(rounds),
+                "total_tokens": total,
+                "sequential_tokens": sequential,
+            },
+        )
 
     def _plan(self, ledger: Ledger, r: int, verified: bool) -> int:
         """Per-draft token cap for round r: its share of the tokens left."""
         summary = self.workspace_tokens if self.distill == "summary" else 0
         last = len(self.drafts) - 1
-        future = sum(m * self.max_tokens + (summary if j < last else 0)
-                     for j, m in enumerate(self.drafts) if j >= r)
+        future = sum(
+            m * self.max_tokens + (summary if j < last else 0)
+            for j, m in enumerate(self.drafts)
+            if j >= r
+        )
         reserve = self.verifier_reserve * sum(self.drafts[r:]) if verified else 0
         scale = min(1.0, (ledger.remaining("tokens") - reserve) / future)
         return max(self.min_draft_tokens, int(self.max_tokens * scale))
 
     async def _draft(
-        self, prompt: Problem, gen: Generator, verifier: Verifier | None, ledger: Ledger,
-        m: int, per_draft: int, r: int,
+        self,
+        prompt: Problem,
+        gen: Generator,
+        verifier: Verifier | None,
+        ledger: Ledger,
+        m: int,
+        per_draft: int,
+        r: int,
     ) -> list[Candidate]:
         reserve = self.verifier_reserve * m if verifier is not None else 0
         if self.drafter is not None:
-            caps = {u: ledger.remaining(u) - (reserve if u in ("tokens", "rollouts") else 0)
-                    for u in ("tokens", "rollouts", "flops", "seconds")}
+            caps = {
+                u: ledger.remaining(u) - (reserve if u in ("tokens", "rollouts") else 0)
+                for u in ("tokens", "rollouts", "flops", "seconds")
+            }
             caps["tokens"] = min(caps["tokens"], m * per_draft)
             if any(v <= 0 for v in caps.values()):
                 return []
-            sub_budget = Budget(**{u: (int(v) if u in ("tokens", "rollouts") else v)
-                                   for u, v in caps.items() if v != float("inf")})
+            sub_budget = Budget(
+                **{
+                    u: (int(v) if u in ("tokens", "rollouts") else v)
+                    for u, v in caps.items()
+                    if v != float("inf")
+                }
+            )
             try:  # no verifier: PDR scores drafts itself, against the original problem
                 sub = await self.drafter.run(prompt, gen, None, sub_budget)
             except BudgetError as exc:
@@ -216,15 +268,27 @@ class PDR:
                 return []
             absorb(ledger, sub.ledger)
             return list(sub.candidates)
-        template = GenerationRequest(gen.render(prompt), temperature=self.temperature,
-                                     top_p=self.top_p, seed=self.seed + 2 * r)
+        template = GenerationRequest(
+            gen.render(prompt),
+            temperature=self.temperature,
+            top_p=self.top_p,
+            seed=self.seed + 2 * r,
+        )
         for k in range(m, 0, -1):
-            reqs = fit_step(ledger, gen, [(template.prompt_token_ids, k, per_draft)], template,
-                            min_tokens=self.min_draft_tokens, reserve=reserve)
+            reqs = fit_step(
+                ledger,
+                gen,
+                [(template.prompt_token_ids, k, per_draft)],
+                template,
+                min_tokens=self.min_draft_tokens,
+                reserve=reserve,
+            )
             if reqs:
                 out = (await ledger.generate(gen, reqs))[0]
-                return [Candidate(c.text, extract_answer(c.text), c.num_tokens, c.finish_reason)
-                        for c in out.completions]
+                return [
+                    Candidate(c.text, extract_answer(c.text), c.num_tokens, c.finish_reason)
+                    for c in out.completions
+                ]
         return []
 
     async def _score(
@@ -246,28 +310,45 @@ class PDR:
         """Bounded workspace from a round's drafts, and what it cost."""
         if self.distill == "summary":
             drafts = "\n\n".join(f"Attempt {i + 1}:\n{c.text}" for i, c in enumerate(cands))
-            text = self.summary_template.format(problem=problem.prompt, count=len(cands),
-                                                drafts=drafts)
-            template = GenerationRequest(gen.render(Problem(text, system_prompt=None)),
-                                         temperature=self.temperature, top_p=self.top_p,
-                                         seed=self.seed + 2 * r + 1)
-            reqs = fit_step(ledger, gen, [(template.prompt_token_ids, 1, self.workspace_tokens)],
-                            template, min_tokens=min(32, self.workspace_tokens))
+            text = self.summary_template.format(
+                problem=problem.prompt, count=len(cands), drafts=drafts
+            )
+            template = GenerationRequest(
+                gen.render(Problem(text, system_prompt=None)),
+                temperature=self.temperature,
+                top_p=self.top_p,
+                seed=self.seed + 2 * r + 1,
+            )
+            reqs = fit_step(
+                ledger,
+                gen,
+                [(template.prompt_token_ids, 1, self.workspace_tokens)],
+                template,
+                min_tokens=min(32, self.workspace_tokens),
+            )
             if reqs:
                 comp = (await ledger.generate(gen, reqs))[0].completions[0]
-                return comp.text, {"distill": "summary", "summary_tokens": comp.num_tokens,
-                                   "workspace_tokens": len(gen.encode(comp.text)),
-                                   "workspace": comp.text}
+                return comp.text, {
+                    "distill": "summary",
+                    "summary_tokens": comp.num_tokens,
+                    "workspace_tokens": len(gen.encode(comp.text)),
+                    "workspace": comp.text,
+                }
             log.info("round %d: no budget for a summary; selecting drafts instead", r)
         if any(c.score is not None for c in cands):
             chosen = sorted(cands, key=lambda c: -(c.score or 0.0))[: self.keep]
         else:  # one draft per leading answer, then answerless drafts in order
             firsts = [cands[g.members[0]] for g in group_answers([c.answer for c in cands])]
             chosen = (firsts + [c for c in cands if c not in firsts])[: self.keep]
-        workspace = build_workspace([c.text for c in chosen], self.workspace_tokens,
-                                    gen.encode, gen.decode)
-        return workspace, {"distill": "select", "summary_tokens": 0,
-                           "workspace_tokens": len(gen.encode(workspace)), "workspace": workspace}
+        workspace = build_workspace(
+            [c.text for c in chosen], self.workspace_tokens, gen.encode, gen.decode
+        )
+        return workspace, {
+            "distill": "select",
+            "summary_tokens": 0,
+            "workspace_tokens": len(gen.encode(workspace)),
+            "workspace": workspace,
+        }
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,7 +38,11 @@ balanced = st.recursive(
 )
 
 
-@given(prefix=st.text(alphabet="xyz .\n", max_size=20), body=balanced, suffix=st.text(alphabet="xyz .\n", max_size=20))
+@given(
+    prefix=st.text(alphabet="xyz .\n", max_size=20),
+    body=balanced,
+    suffix=st.text(alphabet="xyz .\n", max_size=20),
+)
 def test_extract_recovers_any_balanced_body(prefix, body, suffix):
     expected = body.strip() or None
     assert extract_answer(f"{prefix}\\boxed{{{body}}}{suffix}") == expected

@@ -6,12 +6,12 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from ttscale.strategies import BestOfN, make_strategy
-from ttscale.verifiers import ScriptedVerifier
 
 from ttscale import Budget, BudgetError, ConfigError, VerifierError, solve
 from ttscale.backends import ScriptedBackend
+from ttscale.strategies import BestOfN, make_strategy
 from ttscale.types import Problem
+from ttscale.verifiers import ScriptedVerifier
 
 RIGHT = "Compute.\n\nSo \\boxed{\\frac{1}{2}}."
 RIGHT_DECIMAL = "Divide.\n\nSo \\boxed{0.5}."

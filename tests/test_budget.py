@@ -13,10 +13,10 @@ import math
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from ttscale.strategies import BestOfN
 
 from ttscale import Budget, BudgetError, ConfigError, GenerationRequest, Ledger
 from ttscale.backends import ScriptedBackend
+from ttscale.strategies import BestOfN
 from ttscale.types import Problem
 
 

@@ -34,8 +34,20 @@ def test_solve_scripted_table_and_options():
 
 def test_solve_with_verifier_scores_candidates():
     p = cli(
-        "solve", "What is 12*7?", "--backend", "scripted", "--verifier", "llm_judge",
-        "-V", "mode=outcome", "-o", "n=4", "-o", "select=weighted", "--budget", "tokens=20000",
+        "solve",
+        "What is 12*7?",
+        "--backend",
+        "scripted",
+        "--verifier",
+        "llm_judge",
+        "-V",
+        "mode=outcome",
+        "-o",
+        "n=4",
+        "-o",
+        "select=weighted",
+        "--budget",
+        "tokens=20000",
         "--json",
     )
     assert p.returncode == 0, p.stderr
@@ -95,9 +107,21 @@ def test_solve_embedded_vllm_json_stdout_is_pure_json():
     logs must stay off stdout so --json parses."""
     exe = Path(sys.executable).with_name("ttscale")
     p = subprocess.run(
-        [str(exe), "solve", "What is 12*7?", "--json", "-o", "n=2", "-o", "round_size=2",
-         "-o", "max_tokens=128"],
-        capture_output=True, text=True, timeout=900,
+        [
+            str(exe),
+            "solve",
+            "What is 12*7?",
+            "--json",
+            "-o",
+            "n=2",
+            "-o",
+            "round_size=2",
+            "-o",
+            "max_tokens=128",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert p.returncode == 0, p.stderr[-3000:]
     data = json.loads(p.stdout)

@@ -41,15 +41,26 @@ def tiny_model(tmp_path_factory):
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>", eos_token="<eos>",
+        tokenizer_object=tok,
+        unk_token="<unk>",
+        pad_token="<pad>",
+        eos_token="<eos>",
         chat_template=TEMPLATE,
     )
     fast.save_pretrained(path)
     cfg = Qwen2Config(
-        vocab_size=len(vocab), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-        initializer_range=0.2, eos_token_id=vocab["<eos>"], pad_token_id=vocab["<pad>"],
-        bos_token_id=None, tie_word_embeddings=False,
+        vocab_size=len(vocab),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        initializer_range=0.2,
+        eos_token_id=vocab["<eos>"],
+        pad_token_id=vocab["<pad>"],
+        bos_token_id=None,
+        tie_word_embeddings=False,
     )
     torch.manual_seed(0)
     Qwen2ForCausalLM(cfg).save_pretrained(path)
@@ -68,8 +79,9 @@ def _greedy(backend: HFBackend, prompts, max_tokens: int = 40) -> list[tuple[int
 
 
 def _backend(path, sparse=None) -> HFBackend:
-    return HFBackend(path, dtype="float32", device="cpu", max_model_len=1024,
-                     sparse_attention=sparse)
+    return HFBackend(
+        path, dtype="float32", device="cpu", max_model_len=1024, sparse_attention=sparse
+    )
 
 
 def test_full_k_matches_dense_sdpa(tiny_model, monkeypatch):

@@ -65,8 +65,18 @@ def _inputs(B, Hq, Hkv, D, T, bs, seq_lens, starts, dtype=torch.float32, seed=0)
 
 def _run(impl, q, kc, vc, summ, lens, st_, bs, k, sink, local, scale=None):
     return block_topk_decode_attention(
-        q, kc, vc, summ, lens, block_size=bs, k=k, num_sink=sink, num_local=local,
-        starts=st_, scale=scale, impl=impl,
+        q,
+        kc,
+        vc,
+        summ,
+        lens,
+        block_size=bs,
+        k=k,
+        num_sink=sink,
+        num_local=local,
+        starts=st_,
+        scale=scale,
+        impl=impl,
     )
 
 
@@ -79,8 +89,10 @@ def _sdpa_rows(q, kc, vc, lens, st_):
             out.append(torch.zeros_like(q[b]))
             continue
         o = F.scaled_dot_product_attention(
-            q[b : b + 1, :, None].float(), kc[b : b + 1, :, lo:hi].float(),
-            vc[b : b + 1, :, lo:hi].float(), enable_gqa=True,
+            q[b : b + 1, :, None].float(),
+            kc[b : b + 1, :, lo:hi].float(),
+            vc[b : b + 1, :, lo:hi].float(),
+            enable_gqa=True,
         )
         out.append(o[0, :, 0].to(q.dtype))
     return torch.stack(out)
@@ -156,8 +168,9 @@ def test_planted_block_is_selected():
         vc[0, h, needle * bs : (needle + 1) * bs] = 5.0
     summ = block_summaries(kc, bs)
     lens, st_ = torch.tensor([T]), torch.tensor([0])
-    sel = select_blocks(q, summ, lens, st_, block_size=bs, k=3, num_sink=1, num_local=1,
-                        scale=D**-0.5)
+    sel = select_blocks(
+        q, summ, lens, st_, block_size=bs, k=3, num_sink=1, num_local=1, scale=D**-0.5
+    )
     assert sel.tolist() == [[[0, needle, 39], [0, needle, 39]]]
     for impl in ("reference", "cpu"):
         out = _run(impl, q, kc, vc, summ, lens, st_, bs, 3, 1, 1)
@@ -215,8 +228,9 @@ def test_triton_interpreter_matches_reference():
     import os
 
     env = dict(os.environ, TRITON_INTERPRET="1")
-    p = subprocess.run([sys.executable, "-c", TRITON_SCRIPT], capture_output=True, text=True,
-                       env=env, timeout=600)
+    p = subprocess.run(
+        [sys.executable, "-c", TRITON_SCRIPT], capture_output=True, text=True, env=env, timeout=600
+    )
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-4000:]
     assert p.stdout.count(" ok ") == 3
 
@@ -272,18 +286,21 @@ QWEN05 = ModelSpec(24, 896, 14, 2, 64, 4864, 151936, bytes_per_param=4)
 
 @settings(max_examples=200, deadline=None)
 @given(
-    bs=st.sampled_from([1, 16, 64, 128]), k=st.integers(1, 128), threshold=st.integers(0, 40000),
-    context=st.integers(0, 40000), generated=st.integers(0, 3000),
+    bs=st.sampled_from([1, 16, 64, 128]),
+    k=st.integers(1, 128),
+    threshold=st.integers(0, 40000),
+    context=st.integers(0, 40000),
+    generated=st.integers(0, 3000),
 )
 def test_sparse_eflops_never_exceed_dense_and_match_when_budget_covers(
     bs, k, threshold, context, generated
 ):
     sp = BlockSparseDecode(bs, k, threshold)
     hw = HARDWARE["cpu-avx2-2c"]
-    dense = block_sparse_decode_eflops(QWEN05, hw, context=context, generated=generated,
-                                       sparse=None)
-    sparse = block_sparse_decode_eflops(QWEN05, hw, context=context, generated=generated,
-                                        sparse=sp)
+    dense = block_sparse_decode_eflops(
+        QWEN05, hw, context=context, generated=generated, sparse=None
+    )
+    sparse = block_sparse_decode_eflops(QWEN05, hw, context=context, generated=generated, sparse=sp)
     assert sparse <= dense
     if k * bs >= context + generated or threshold >= context + generated:
         assert sparse == dense

@@ -26,13 +26,13 @@ from types import SimpleNamespace
 import httpx
 import openai
 import pytest
-from ttscale.strategies import STRATEGIES
 
 from ttscale import solve
 from ttscale.backends import ScriptedBackend
 from ttscale.budget import Budget
 from ttscale.errors import BackendError, ConfigError
 from ttscale.server import APIError, cap_budget, create_app, serve_in_thread
+from ttscale.strategies import STRATEGIES
 from ttscale.types import GenerationOutput, GenerationRequest
 
 KEY = "test-key"

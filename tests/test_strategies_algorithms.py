@@ -73,12 +73,15 @@ def check_selection(res, slots_per_group):
                 kept_steps = {c["step"] for c in kept}
                 worst_kept = min(c["score"] for c in kept)
                 assert all(c["score"] <= worst_kept or c["step"] in kept_steps for c in dropped)
-        live_slots = {g: sum(c["group"] == g and c["kept"] and not c["done"] for c in children)
-                      for g in live_slots}
+        live_slots = {
+            g: sum(c["group"] == g and c["kept"] and not c["done"] for c in children)
+            for g in live_slots
+        }
         prev_kept = {c["id"] for c in children if c["kept"] and not c["done"]}
 
 
 # -- beam search ---------------------------------------------------------------------------
+
 
 def test_beam_search_keeps_top_scored_prefixes():
     gen = chain_backend()
@@ -109,13 +112,17 @@ def test_beam_search_prefixes_extend_parent_token_ids():
     root = prompts[0]
     assert all(p[: len(root)] == root for p in prompts)
     for later in gen.calls[2]:  # every step-2 prompt extends some step-1 prompt
-        assert any(later.prompt_token_ids[: len(p.prompt_token_ids)] == p.prompt_token_ids
-                   and len(later.prompt_token_ids) > len(p.prompt_token_ids) for p in gen.calls[1])
+        assert any(
+            later.prompt_token_ids[: len(p.prompt_token_ids)] == p.prompt_token_ids
+            and len(later.prompt_token_ids) > len(p.prompt_token_ids)
+            for p in gen.calls[1]
+        )
 
 
 def test_beam_search_finishes_on_box_and_votes_finished_beams():
-    gen = ScriptedBackend(script={"half": ["Compute.\n\nSo \\boxed{\\frac{1}{2}}.",
-                                           "Guess.\n\nSo \\boxed{3}."]})
+    gen = ScriptedBackend(
+        script={"half": ["Compute.\n\nSo \\boxed{\\frac{1}{2}}.", "Guess.\n\nSo \\boxed{3}."]}
+    )
     ver = ScriptedVerifier(lambda p, s: [0.9 if "frac" in x or "Compute" in x else 0.2 for x in s])
     res = run(BeamSearch(n=4, beam_width=2), gen, ver, prompt="half of one?")
     assert res.answer == "\\frac{1}{2}" and res.extras["stop_reason"] == "no_live_beams"
@@ -144,6 +151,7 @@ def test_max_steps_leaves_unfinished_candidates():
 
 # -- DVTS ----------------------------------------------------------------------------------
 
+
 def test_dvts_subtrees_are_independent():
     gen = chain_backend()
     res = run(DVTS(n=8, beam_width=2, seed=1), gen)
@@ -151,8 +159,10 @@ def test_dvts_subtrees_are_independent():
     check_selection(res, {g: 1 for g in range(4)})
     for rec in res.trace:
         for c in rec["children"]:  # a child stays in its parent's subtree
-            parent_group = next((p["group"] for r in res.trace for p in r["children"]
-                                 if p["id"] == c["parent"]), c["group"])
+            parent_group = next(
+                (p["group"] for r in res.trace for p in r["children"] if p["id"] == c["parent"]),
+                c["group"],
+            )
             assert c["group"] == parent_group
         groups = {c["group"] for c in rec["children"]}
         kept = [c for c in rec["children"] if c["kept"]]
@@ -169,6 +179,7 @@ def test_dvts_is_beam_search_with_one_beam_per_subtree():
 
 
 # -- particle filtering --------------------------------------------------------------------
+
 
 def test_particle_filter_one_call_per_step_for_all_alive_particles():
     gen = chain_backend()
@@ -208,13 +219,20 @@ def test_particle_filter_seeded_and_reentrant():
     pf = ParticleFilter(n=6, resampling="multinomial", seed=5)
 
     async def both():
-        return await asyncio.gather(*(pf.run(Problem("Walk the chain."), chain_backend(),
-                                             VERIFIER, Budget()) for _ in range(2)))
+        return await asyncio.gather(
+            *(
+                pf.run(Problem("Walk the chain."), chain_backend(), VERIFIER, Budget())
+                for _ in range(2)
+            )
+        )
 
     a, b = asyncio.run(both())
     c = run(pf, chain_backend())
-    assert [t["ancestors"] for t in a.trace] == [t["ancestors"] for t in b.trace] == [
-        t["ancestors"] for t in c.trace]
+    assert (
+        [t["ancestors"] for t in a.trace]
+        == [t["ancestors"] for t in b.trace]
+        == [t["ancestors"] for t in c.trace]
+    )
     other = run(ParticleFilter(n=6, resampling="multinomial", seed=6), chain_backend())
     assert [t["ancestors"] for t in other.trace] != [t["ancestors"] for t in c.trace]
 
@@ -232,10 +250,12 @@ LONG = ["Think. " * 60 + "\n\nSo \\boxed{7}.", "Ponder. " * 50 + "\n\nSo \\boxed
 
 def test_pdr_select_workspace_is_bounded():
     gen = ScriptedBackend(script={"sum": LONG})
-    res = run(PDR(drafts=(4, 4, 4, 1), workspace_tokens=64, keep=2), gen, None,
-              prompt="What is the sum?")
-    base = len(gen.render(Problem(PDR().refine_template.format(problem="What is the sum?",
-                                                                   workspace=""))))
+    res = run(
+        PDR(drafts=(4, 4, 4, 1), workspace_tokens=64, keep=2), gen, None, prompt="What is the sum?"
+    )
+    base = len(
+        gen.render(Problem(PDR().refine_template.format(problem="What is the sum?", workspace="")))
+    )
     for rec in res.trace[:-1]:
         assert rec["distill"] == "select" and rec["workspace_tokens"] <= 64
     # The refine prompt never grows with the number of rounds: problem + <= 64 tokens.
@@ -246,24 +266,36 @@ def test_pdr_select_workspace_is_bounded():
 
 def test_pdr_summary_workspace_is_bounded_by_max_tokens():
     gen = ScriptedBackend(script={"sum": LONG})
-    res = run(PDR(drafts=(3, 2), distill="summary", workspace_tokens=48), gen, None,
-              prompt="What is the sum?")
+    res = run(
+        PDR(drafts=(3, 2), distill="summary", workspace_tokens=48),
+        gen,
+        None,
+        prompt="What is the sum?",
+    )
     draft0, summary, draft1 = gen.calls  # drafts, distil, refine
     assert draft0[0].n == 3 and summary[0].n == 1 and summary[0].max_tokens == 48
     assert res.trace[0]["distill"] == "summary" and res.trace[0]["workspace_tokens"] <= 48
-    assert res.extras["total_tokens"] == (sum(res.trace[0]["draft_tokens"])
-                                          + res.trace[0]["summary_tokens"]
-                                          + sum(res.trace[1]["draft_tokens"]))
-    assert res.extras["sequential_tokens"] == (max(res.trace[0]["draft_tokens"])
-                                               + res.trace[0]["summary_tokens"]
-                                               + max(res.trace[1]["draft_tokens"]))
+    assert res.extras["total_tokens"] == (
+        sum(res.trace[0]["draft_tokens"])
+        + res.trace[0]["summary_tokens"]
+        + sum(res.trace[1]["draft_tokens"])
+    )
+    assert res.extras["sequential_tokens"] == (
+        max(res.trace[0]["draft_tokens"])
+        + res.trace[0]["summary_tokens"]
+        + max(res.trace[1]["draft_tokens"])
+    )
 
 
 def test_pdr_select_uses_verifier_ranking():
     gen = ScriptedBackend(script={"sum": LONG})
     likes_8 = ScriptedVerifier(lambda p, s: [0.9 if "{8}" in "".join(s) else 0.1])
-    res = run(PDR(drafts=(4, 1), keep=1, workspace_tokens=400, seed=3), gen, likes_8,
-              prompt="What is the sum?")
+    res = run(
+        PDR(drafts=(4, 1), keep=1, workspace_tokens=400, seed=3),
+        gen,
+        likes_8,
+        prompt="What is the sum?",
+    )
     assert sorted(res.trace[0]["answers"]) == ["7", "7", "8", "8"]  # a mixed round
     assert "Ponder" in res.trace[0]["workspace"] and "Think" not in res.trace[0]["workspace"]
     assert res.extras["select"] == "weighted" and res.ledger.verifier_calls == 2
@@ -281,20 +313,35 @@ def test_sequential_refine_is_the_one_draft_case():
 def test_pdr_composes_with_best_of_n_drafter():
     gen = ScriptedBackend(script={"sum": LONG})
     drafter = BestOfN(n=3, round_size=3, adaptive=False, min_sample_tokens=16)
-    res = run(PDR(drafts=(3, 3), drafter=drafter), gen, None, budget="tokens=5000",
-              prompt="What is the sum?")
+    res = run(
+        PDR(drafts=(3, 3), drafter=drafter),
+        gen,
+        None,
+        budget="tokens=5000",
+        prompt="What is the sum?",
+    )
     assert len(res.candidates) == 6 and res.ledger.engine_calls == len(gen.calls) == 2
-    assert res.ledger.rollouts == 6 and res.ledger.generated_tokens == sum(
-        c.tokens for c in res.candidates) == res.extras["total_tokens"]
+    assert (
+        res.ledger.rollouts == 6
+        and res.ledger.generated_tokens
+        == sum(c.tokens for c in res.candidates)
+        == res.extras["total_tokens"]
+    )
     assert res.ledger.generated_tokens <= 5000
 
 
 # -- wiring and validation -----------------------------------------------------------------
 
+
 @pytest.mark.parametrize("name", SEARCH)
 def test_solve_reaches_every_strategy(name):
-    res = solve("What is 12*7?", budget="tokens=4000", strategy=name,
-                backend=ScriptedBackend(), verifier=ScriptedVerifier(lambda p, s: [0.5] * len(s)))
+    res = solve(
+        "What is 12*7?",
+        budget="tokens=4000",
+        strategy=name,
+        backend=ScriptedBackend(),
+        verifier=ScriptedVerifier(lambda p, s: [0.5] * len(s)),
+    )
     assert res.strategy == name and res.answer is not None
     assert name in STRATEGIES and res.ledger.generated_tokens <= 4000
 
@@ -319,8 +366,12 @@ def test_beam_search_instance_is_reentrant():
     bs = BeamSearch(n=4, beam_width=2, seed=9)
 
     async def both():
-        return await asyncio.gather(*(bs.run(Problem("Walk the chain."), chain_backend(),
-                                             VERIFIER, Budget()) for _ in range(2)))
+        return await asyncio.gather(
+            *(
+                bs.run(Problem("Walk the chain."), chain_backend(), VERIFIER, Budget())
+                for _ in range(2)
+            )
+        )
 
     a, b = asyncio.run(both())
     assert a.to_dict()["candidates"] == b.to_dict()["candidates"] and a.answer == b.answer

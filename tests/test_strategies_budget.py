@@ -28,25 +28,45 @@ SOLUTIONS = [
 def strategies(draw):
     kind = draw(st.sampled_from(["beam", "dvts", "pf", "pdr", "sr", "pdr_bon"]))
     common = dict(seed=draw(st.integers(0, 5)))
-    step = dict(step_tokens=draw(st.integers(4, 64)), min_step_tokens=draw(st.integers(1, 8)),
-                max_tokens=draw(st.integers(16, 200)), max_steps=draw(st.integers(1, 8)))
+    step = dict(
+        step_tokens=draw(st.integers(4, 64)),
+        min_step_tokens=draw(st.integers(1, 8)),
+        max_tokens=draw(st.integers(16, 200)),
+        max_steps=draw(st.integers(1, 8)),
+    )
     if kind in ("beam", "dvts"):
         m = draw(st.integers(1, 4))
         cls = BeamSearch if kind == "beam" else DVTS
-        return cls(n=m * draw(st.integers(1, 3)), beam_width=m,
-                   lookahead=draw(st.integers(0, 1)), **step, **common)
+        return cls(
+            n=m * draw(st.integers(1, 3)),
+            beam_width=m,
+            lookahead=draw(st.integers(0, 1)),
+            **step,
+            **common,
+        )
     if kind == "pf":
-        return ParticleFilter(n=draw(st.integers(1, 8)),
-                              resample_when=draw(st.sampled_from(["always", "ess"])),
-                              **step, **common)
-    draft = dict(max_tokens=draw(st.integers(16, 200)), min_draft_tokens=draw(st.integers(1, 16)),
-                 workspace_tokens=draw(st.integers(8, 64)), **common)
+        return ParticleFilter(
+            n=draw(st.integers(1, 8)),
+            resample_when=draw(st.sampled_from(["always", "ess"])),
+            **step,
+            **common,
+        )
+    draft = dict(
+        max_tokens=draw(st.integers(16, 200)),
+        min_draft_tokens=draw(st.integers(1, 16)),
+        workspace_tokens=draw(st.integers(8, 64)),
+        **common,
+    )
     if kind == "sr":
         return SequentialRefine(drafts=(1,) * draw(st.integers(1, 4)), **draft)
     drafts = tuple(draw(st.lists(st.integers(1, 4), min_size=1, max_size=3)))
     drafter = BestOfN(n=2, round_size=2, min_sample_tokens=1) if kind == "pdr_bon" else None
-    return PDR(drafts=drafts, distill=draw(st.sampled_from(["select", "summary"])),
-               drafter=drafter, **draft)
+    return PDR(
+        drafts=drafts,
+        distill=draw(st.sampled_from(["select", "summary"])),
+        drafter=drafter,
+        **draft,
+    )
 
 
 budgets = st.builds(

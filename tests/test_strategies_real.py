@@ -40,8 +40,16 @@ def check_common(res, policy, budget_tokens):
 @pytest.mark.parametrize("name", ["beam_search", "dvts"])
 def test_beam_search_and_dvts_real(vllm_backend, judge, name):
     policy = Recorder(vllm_backend)
-    res = solve(PROMPT, budget="tokens=1500", strategy=name, backend=policy, verifier=judge,
-                n=4, beam_width=2, **TINY)
+    res = solve(
+        PROMPT,
+        budget="tokens=1500",
+        strategy=name,
+        backend=policy,
+        verifier=judge,
+        n=4,
+        beam_width=2,
+        **TINY,
+    )
     check_common(res, policy, 1500)
     assert len(policy.calls) == res.extras["steps"] == res.ledger.verifier_calls
     for call, rec in zip(policy.calls, res.trace, strict=True):
@@ -58,8 +66,15 @@ def test_beam_search_and_dvts_real(vllm_backend, judge, name):
 
 def test_particle_filter_real(vllm_backend, judge):
     policy = Recorder(vllm_backend)
-    res = solve(PROMPT, budget="tokens=1500", strategy="particle_filter", backend=policy,
-                verifier=judge, n=4, **TINY)
+    res = solve(
+        PROMPT,
+        budget="tokens=1500",
+        strategy="particle_filter",
+        backend=policy,
+        verifier=judge,
+        n=4,
+        **TINY,
+    )
     check_common(res, policy, 1500)
     assert len(policy.calls) == res.extras["steps"]
     for call, rec in zip(policy.calls, res.trace, strict=True):
@@ -71,9 +86,18 @@ def test_particle_filter_real(vllm_backend, judge):
 
 def test_pdr_real(vllm_backend, judge):
     policy = Recorder(vllm_backend)
-    res = solve(PROMPT, budget="tokens=1200", strategy="pdr", backend=policy, verifier=judge,
-                drafts=(2, 1), max_tokens=48, min_draft_tokens=32, distill="summary",
-                workspace_tokens=24)
+    res = solve(
+        PROMPT,
+        budget="tokens=1200",
+        strategy="pdr",
+        backend=policy,
+        verifier=judge,
+        drafts=(2, 1),
+        max_tokens=48,
+        min_draft_tokens=32,
+        distill="summary",
+        workspace_tokens=24,
+    )
     check_common(res, policy, 1200)
     assert [c[0].n for c in policy.calls] == [2, 1, 1]  # drafts, summary, refined draft
     assert policy.calls[1][0].max_tokens <= 24 and res.trace[0]["workspace_tokens"] <= 24
@@ -82,8 +106,16 @@ def test_pdr_real(vllm_backend, judge):
 
 def test_sequential_refine_real(vllm_backend):
     policy = Recorder(vllm_backend)
-    res = solve(PROMPT, budget="tokens=600", strategy="sequential_refine", backend=policy,
-                drafts=(1, 1), max_tokens=48, min_draft_tokens=32, workspace_tokens=48)
+    res = solve(
+        PROMPT,
+        budget="tokens=600",
+        strategy="sequential_refine",
+        backend=policy,
+        drafts=(1, 1),
+        max_tokens=48,
+        min_draft_tokens=32,
+        workspace_tokens=48,
+    )
     check_common(res, policy, 600)
     assert [c[0].n for c in policy.calls] == [1, 1]
     assert res.extras["sequential_tokens"] == res.extras["total_tokens"]

@@ -109,7 +109,10 @@ def test_resampling_is_reproducible_per_seed():
 
 def test_merge_prompts_groups_identical_prefixes_in_order():
     assert merge_prompts([(1,), (2,), (1,), (3,), (2,)]) == [
-        ((1,), [0, 2]), ((2,), [1, 4]), ((3,), [3])]
+        ((1,), [0, 2]),
+        ((2,), [1, 4]),
+        ((3,), [3]),
+    ]
 
 
 def test_fit_step_halves_then_drops_and_reserves():
@@ -147,13 +150,21 @@ def test_absorb_adds_spending():
     parent.generated_tokens, child.generated_tokens = 5, 7
     child.rollouts, child.engine_calls, child.cached_tokens = 2, 1, 32
     absorb(parent, child)
-    assert (parent.generated_tokens, parent.rollouts, parent.engine_calls,
-            parent.cached_tokens) == (12, 2, 1, 32)
+    assert (
+        parent.generated_tokens,
+        parent.rollouts,
+        parent.engine_calls,
+        parent.cached_tokens,
+    ) == (12, 2, 1, 32)
 
 
 def test_select_answer_modes():
-    cands = [Candidate("", "1", 1, "stop", score=0.1), Candidate("", "1", 1, "stop", score=0.1),
-             Candidate("", "2", 1, "stop", score=0.9), Candidate("", None, 1, "length", score=1.0)]
+    cands = [
+        Candidate("", "1", 1, "stop", score=0.1),
+        Candidate("", "1", 1, "stop", score=0.1),
+        Candidate("", "2", 1, "stop", score=0.9),
+        Candidate("", None, 1, "length", score=1.0),
+    ]
     assert select_answer(cands, "majority")[0] == "1"
     assert select_answer(cands, "weighted")[0] == "2"
     assert select_answer(cands, "best")[0] == "2"  # the answerless candidate cannot win

@@ -45,7 +45,7 @@ def test_fallbacks_can_be_switched_off():
 
 
 number = st.one_of(
-    st.integers(-10**6, 10**6).map(str),
+    st.integers(-(10**6), 10**6).map(str),
     st.decimals(-1000, 1000, places=3, allow_nan=False, allow_infinity=False).map(str),
 )
 filler = st.text(alphabet="abc xyz,;=\n", max_size=30)

@@ -161,7 +161,9 @@ def test_backend_without_logprobs_is_a_clear_error():
 def test_custom_template_and_system_prompt_reach_the_engine():
     backend = ScriptedBackend(script=lambda _: ["Yes"])
     judge = LLMJudge(
-        backend, step_template="Q: {problem}\nA: {solution}\nOK?", system_prompt="Judge.",
+        backend,
+        step_template="Q: {problem}\nA: {solution}\nOK?",
+        system_prompt="Judge.",
         **BYTE_WORDS,
     )
     asyncio.run(judge.score([P], [["So 4."]]))
@@ -172,9 +174,7 @@ def test_custom_template_and_system_prompt_reach_the_engine():
 def test_judge_inside_best_of_n_picks_the_endorsed_answer():
     """Policy: toy arithmetic (3 right, 2 off-by-one). Judge: endorses only 'gives 84'."""
     policy = ScriptedBackend()
-    judge_backend = ScriptedBackend(
-        script=lambda prompt: ["Yes" if "gives 84" in prompt else "No"]
-    )
+    judge_backend = ScriptedBackend(script=lambda prompt: ["Yes" if "gives 84" in prompt else "No"])
     judge = LLMJudge(judge_backend, mode="outcome", **BYTE_WORDS)
     res = asyncio.run(
         BestOfN(n=8, round_size=8, adaptive=False, select="best").run(

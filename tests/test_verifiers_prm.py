@@ -199,8 +199,10 @@ def test_adapter_matches_model_card_recipe(request, fixture, cls, reference):
         assert row == pytest.approx(reference(prm, PROBLEM, steps), abs=1e-5)
 
 
-@pytest.mark.parametrize("fixture,cls", [("qwen_dir", QwenPRM), ("shepherd_dir", MathShepherdPRM),
-                                         ("rlhflow_dir", RLHFlowPRM)])
+@pytest.mark.parametrize(
+    "fixture,cls",
+    [("qwen_dir", QwenPRM), ("shepherd_dir", MathShepherdPRM), ("rlhflow_dir", RLHFlowPRM)],
+)
 def test_step_text_containing_tags_keeps_alignment(request, fixture, cls):
     """A step that contains '<extra_0>', 'ки', '+' or '-' still yields one score per step,
     taken at the positions the adapter inserted (not at look-alike text)."""
@@ -211,8 +213,10 @@ def test_step_text_containing_tags_keeps_alignment(request, fixture, cls):
     assert [len(r) for r in _score(prm, [steps])] == [len(steps)]
 
 
-@pytest.mark.parametrize("fixture,cls", [("qwen_dir", QwenPRM), ("shepherd_dir", MathShepherdPRM),
-                                         ("rlhflow_dir", RLHFlowPRM)])
+@pytest.mark.parametrize(
+    "fixture,cls",
+    [("qwen_dir", QwenPRM), ("shepherd_dir", MathShepherdPRM), ("rlhflow_dir", RLHFlowPRM)],
+)
 def test_batching_and_padding_invariance(request, fixture, cls):
     prm = cls.from_pretrained(
         request.getfixturevalue(fixture), device="cpu", dtype="float32", batch_size=3
@@ -245,8 +249,9 @@ def test_over_long_input_scores_later_steps_neutral(request, fixture, cls, caplo
         got = _score(short, [steps])[0]
     assert got[:2] == pytest.approx(want[:2], abs=1e-5) and got[2] == 0.5
     assert "max_length" in caplog.text
-    strict = cls.from_pretrained(path, device="cpu", dtype="float32", max_length=cut,
-                                 overflow="error")
+    strict = cls.from_pretrained(
+        path, device="cpu", dtype="float32", max_length=cut, overflow="error"
+    )
     with pytest.raises(VerifierError, match="max_length"):
         _score(strict, [steps])
 

@@ -37,8 +37,9 @@ def test_judge_and_implicit_prm_by_name():
 
 def test_register_and_load_a_custom_verifier():
     def length_verifier(scale: float = 100.0) -> ScriptedVerifier:
-        return ScriptedVerifier(lambda p, steps: [min(len(s) / scale, 1.0) for s in steps],
-                                name="length")
+        return ScriptedVerifier(
+            lambda p, steps: [min(len(s) / scale, 1.0) for s in steps], name="length"
+        )
 
     register_verifier("length", length_verifier)
     try:

@@ -285,26 +285,48 @@ def eval_cmd(
     except ValueError:
         raise ConfigError(f"--levels must be integers, got {levels}") from None
     selection = Selection(
-        limit=limit, levels=levels_i, subjects=tuple(_split(subjects)), ids=tuple(_split(ids)),
-        sample=sample, seed=sample_seed, stratify=stratify,
+        limit=limit,
+        levels=levels_i,
+        subjects=tuple(_split(subjects)),
+        ids=tuple(_split(ids)),
+        sample=sample,
+        seed=sample_seed,
+        stratify=stratify,
     )
     extra = _parse_options(backend_option or [])
     kwargs = {**_backend_kwargs(backend, model=model, base_url=base_url, script=script), **extra}
     outcome = run_eval(
-        dataset, configs, budgets, out=out_dir, seeds=seeds, selection=selection,
-        backend=lambda: _load_backend(backend, model=model, base_url=base_url, script=script,
-                                      **extra),
-        backend_name=backend, backend_options=kwargs, verifier=verifier,
+        dataset,
+        configs,
+        budgets,
+        out=out_dir,
+        seeds=seeds,
+        selection=selection,
+        backend=lambda: _load_backend(
+            backend, model=model, base_url=base_url, script=script, **extra
+        ),
+        backend_name=backend,
+        backend_options=kwargs,
+        verifier=verifier,
         verifier_options=_parse_options(verifier_option or []),
-        executor=executor, concurrency=concurrency, workers=workers,
-        ray_address=ray_address, gpus_per_worker=gpus_per_worker, progress=progress,
+        executor=executor,
+        concurrency=concurrency,
+        workers=workers,
+        ray_address=ray_address,
+        gpus_per_worker=gpus_per_worker,
+        progress=progress,
     )
     wanted = {(c.label, str(b)) for c in configs for b in budgets}
     rows = [r for r in read_rows(out_dir) if (r["strategy"], r["budget"]) in wanted]
     cells = summarize(rows)
     if as_json:
-        data = {"out": str(out_dir), "rows": outcome.total, "resumed": outcome.skipped,
-                "written": outcome.written, "cells": [c.as_dict() for c in cells]}
+        data = {
+            "out": str(out_dir),
+            "rows": outcome.total,
+            "resumed": outcome.skipped,
+            "written": outcome.written,
+            "cells": [c.as_dict() for c in cells],
+        }
         sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
         return
     table = Table(title=f"{out_dir} ({outcome.written} new rows, {outcome.skipped} resumed)")
@@ -312,8 +334,11 @@ def eval_cmd(
         table.add_column(col)
     for c in cells:
         table.add_row(
-            c.strategy, c.budget, str(c.problems),
-            f"{c.accuracy:.3f} [{c.ci[0]:.3f}, {c.ci[1]:.3f}]", f"{c.tokens_mean:.0f}",
+            c.strategy,
+            c.budget,
+            str(c.problems),
+            f"{c.accuracy:.3f} [{c.ci[0]:.3f}, {c.ci[1]:.3f}]",
+            f"{c.tokens_mean:.0f}",
             f"{c.eflops_mean:.3g}",
         )
     out.print(table)
@@ -442,7 +467,6 @@ def _register_calibrate() -> None:
 _register_calibrate()
 
 
-
 def _register_quantize() -> None:
     from ttscale.quantize_cmd import doctor, quantize
 
@@ -451,6 +475,7 @@ def _register_quantize() -> None:
 
 
 _register_quantize()
+
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point."""

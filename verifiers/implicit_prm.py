@@ -184,7 +184,11 @@ class ImplicitPRM:
                     )
                 log.warning(
                     "%s: candidate %d has %d tokens > window %d; steps past the cut score %.1f",
-                    self.name, i, len(ids), limit, NEUTRAL,
+                    self.name,
+                    i,
+                    len(ids),
+                    limit,
+                    NEUTRAL,
                 )
                 ids = ids[: limit - 1]
                 if len(ids) <= lay.prompt_len:  # not even the problem fits: nothing to score

@@ -158,8 +158,7 @@ class LLMJudge:
             template = getattr(self, field_name)
             if "{problem}" not in template or "{solution}" not in template:
                 raise ConfigError(
-                    f"{field_name} must contain {{problem}} and {{solution}}; got "
-                    f"{template[:80]!r}"
+                    f"{field_name} must contain {{problem}} and {{solution}}; got {template[:80]!r}"
                 )
         if not self.yes_words or not self.no_words:
             raise ConfigError("yes_words and no_words must each name at least one token form")
@@ -222,7 +221,12 @@ class LLMJudge:
                         )
                     log.warning(
                         "%s: judge prompt of %d tokens exceeds the window of %d; candidate %d "
-                        "step scores %.1f (neutral)", self.name, len(ids), limit, i, NEUTRAL
+                        "step scores %.1f (neutral)",
+                        self.name,
+                        len(ids),
+                        limit,
+                        i,
+                        NEUTRAL,
                     )
                     row.append(None)
                     continue

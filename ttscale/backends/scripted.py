@@ -108,7 +108,8 @@ class ScriptedBackend:
         return self.encode(f"{system}{_USER}{problem.prompt}\n{_ASSISTANT}")
 
     def profile(self) -> dict[str, Any]:
-        return {"backend": "scripted", "model": "toy_arithmetic" if self.script is None else "script"}
+        model = "toy_arithmetic" if self.script is None else "script"
+        return {"backend": "scripted", "model": model}
 
     async def close(self) -> None:
         return None
@@ -165,9 +166,7 @@ class ScriptedBackend:
         self, req: GenerationRequest, continuation: str, prompt: tuple[int, ...]
     ) -> Completion:
         text, finish, counted = continuation, "stop", continuation
-        cut = min(
-            ((i, s) for s in req.stop if (i := continuation.find(s)) != -1), default=None
-        )
+        cut = min(((i, s) for s in req.stop if (i := continuation.find(s)) != -1), default=None)
         if cut is not None:
             i, s = cut
             counted = continuation[: i + len(s)]  # the stop string's tokens were generated
