@@ -3,11 +3,17 @@ and the errors (nothing to calibrate, evaluation problems in the calibration dat
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
 
+import pytest
+
+from ttscale.backends import make_backend
+from ttscale.calibrate_cmd import measure_rows
+from ttscale.errors import ConfigError
 from ttscale.policy import load_policy
 from ttscale.splits import load_split
 
@@ -91,3 +97,31 @@ def test_errors_name_the_fix(tmp_path):
     leak.write_text(json.dumps(load_split("math500")[0]) + "\n")
     p = cli("calibrate", "--dataset", str(leak), "--rows", str(tmp_path / "r.jsonl"))
     assert p.returncode == 2 and "calibration data" in p.stderr
+
+
+def test_measure_rows_resumes_without_redoing_rows_or_probes(tmp_path):
+    problems = load_split("math_train200")[:3]
+    rows_path = tmp_path / "rows.jsonl"
+    probes_path = tmp_path / "rows.probes.jsonl"
+    labels = ["best_of_n_majority", "pdr"]
+
+    def measure() -> int:
+        gen = make_backend("scripted")
+        return asyncio.run(
+            measure_rows(problems, [600], gen, None, rows_path, labels=labels, concurrency=2)
+        )
+
+    assert measure() == 6
+    rows = rows_path.read_text().splitlines()
+    assert len(probes_path.read_text().splitlines()) == 3
+    # killed mid-way: two rows never written, the last write torn
+    rows_path.write_text("\n".join(rows[:4]) + "\n" + rows[4][:25])
+    assert measure() == 2
+    after = [json.loads(x) for x in rows_path.read_text().splitlines()]
+    keys = {(r["problem_id"], r["label"]) for r in after}
+    assert len(after) == 6 and len(keys) == 6  # no duplicate, nothing lost
+    assert len(probes_path.read_text().splitlines()) == 3  # probes reused, not redrawn
+    assert measure() == 0
+    rows_path.write_text("{bad\n" + rows_path.read_text())
+    with pytest.raises(ConfigError, match=r"rows.jsonl:1: not a JSON row"):
+        measure()

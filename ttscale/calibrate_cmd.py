@@ -5,8 +5,8 @@
 - ``--dataset math_train200 --rows FILE.jsonl``: fit the policy from measured rows (one per
   problem x strategy config x budget), e.g. ``benchmarks/results/strategies_rows.jsonl``.
 - ``--dataset math_train200 --run``: measure the rows first (probe every problem for its
-  difficulty bin, then run every candidate config at every budget, appending rows to
-  ``--rows``; resumable), then fit.
+  difficulty bin, then run every candidate config at every budget, appending each row to
+  ``--rows`` as it finishes; probes are kept beside it; a rerun resumes), then fit.
 
 Only calibration problems may enter a fit: ``fit_policy`` refuses rows of other problems and
 the calibration set is checked disjoint from MATH-500 (``ttscale.splits``).
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -77,11 +78,16 @@ async def measure_rows(
     *,
     labels: list[str] | None = None,
     seed: int = 0,
+    concurrency: int = 32,
 ) -> int:
     """Probe each problem, then run every config at every budget; append rows (resumable).
 
-    All problems of one (config, budget) run concurrently through one ``CoalescingGenerator``.
-    Returns the number of new rows.
+    Every (problem, config, budget) run not yet in ``rows_path`` goes through one
+    ``CoalescingGenerator``, ``concurrency`` at a time, so runs of different problems and
+    configs share engine batches. Each row is appended and flushed the moment its run ends,
+    and each probe is kept in ``<rows>.probes.jsonl``: a killed run loses only what was in
+    flight, and a rerun neither redoes a row nor re-probes a problem. Returns the number of
+    new rows.
     """
     from ttscale.allocator import run_probe
     from ttscale.backends.batching import CoalescingGenerator
@@ -96,72 +102,125 @@ async def measure_rows(
         generator if isinstance(generator, CoalescingGenerator) else CoalescingGenerator(generator)
     )
     bins = load_policy().bins
-    done = set()
-    if rows_path.is_file():
-        for line in rows_path.read_text().splitlines():
-            if line.strip():
-                r = json.loads(line)
-                done.add((r["problem_id"], r.get("label", r["strategy"]), r["budget_tokens"]))
+    done = {
+        (r["problem_id"], r.get("label", r["strategy"]), r["budget_tokens"])
+        for r in _read_jsonl(rows_path)
+    }
+    probes_path = rows_path.with_name(rows_path.stem + ".probes.jsonl")
+    scores: dict[str, tuple[float, int]] = {
+        r["problem_id"]: (r["probe_score"], r["difficulty_bin"])
+        for r in _read_jsonl(probes_path)
+        if r.get("seed") == seed and r.get("probe_k") == bins.probe_k
+    }
     probs = {p["id"]: Problem(p["problem"], id=p["id"]) for p in problems}
-
-    async def probe(pid: str) -> tuple[float, int]:
-        led = Ledger(Budget(tokens=bins.probe_k * bins.probe_tokens))
-        pr = await run_probe(probs[pid], gen, verifier, led, bins, seed=seed)
-        return pr.score, pr.bin
-
-    probe_out = await asyncio.gather(*(probe(p["id"]) for p in problems))
-    scores = {p["id"]: s for p, s in zip(problems, probe_out, strict=True)}
-    new = 0
     rows_path.parent.mkdir(parents=True, exist_ok=True)
+    gate = asyncio.Semaphore(max(1, concurrency))
+
+    def append(path: Path, row: dict[str, Any]) -> None:
+        with path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    async def probe(pid: str) -> None:
+        async with gate:
+            led = Ledger(Budget(tokens=bins.probe_k * bins.probe_tokens))
+            pr = await run_probe(probs[pid], gen, verifier, led, bins, seed=seed)
+        scores[pid] = (pr.score, pr.bin)
+        append(
+            probes_path,
+            {
+                "problem_id": pid,
+                "probe_score": pr.score,
+                "difficulty_bin": pr.bin,
+                "seed": seed,
+                "probe_k": bins.probe_k,
+                "generated_tokens": led.generated_tokens,
+            },
+        )
+
+    await asyncio.gather(*(probe(p["id"]) for p in problems if p["id"] not in scores))
+
+    jobs = []
     for budget in budgets:
         configs = candidate_configs(budget, has_verifier=verifier is not None)
         for label, (name, params) in configs.items():
             if labels and label not in labels:
                 continue
-            todo = [p for p in problems if (p["id"], label, budget) not in done]
-            if not todo:
-                continue
-            strat = make_strategy(
-                name, **{k: tuple(v) if isinstance(v, list) else v for k, v in params.items()}
-            )
+            kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in params.items()}
+            jobs += [
+                (p, label, name, params, kwargs, budget)
+                for p in problems
+                if (p["id"], label, budget) not in done
+            ]
+    new = 0
 
-            async def one(p: dict[str, Any], strat: Any = strat, budget: int = budget) -> Any:
-                try:
-                    return await strat.run(probs[p["id"]], gen, verifier, Budget(tokens=budget))
-                except Exception as exc:  # one failing run must not lose the others
-                    return exc
+    async def one(job: tuple) -> None:
+        nonlocal new
+        p, label, name, params, kwargs, budget = job
+        async with gate:
+            try:
+                res = await make_strategy(name, **kwargs).run(
+                    probs[p["id"]], gen, verifier, Budget(tokens=budget)
+                )
+            except Exception as exc:  # one failing run must not lose the others
+                err.print(f"[yellow]{label} @ {budget} on {p['id']} failed: {exc}[/yellow]")
+                return
+        led = res.ledger
+        append(
+            rows_path,
+            {
+                "problem_id": p["id"],
+                "level": p.get("level"),
+                "strategy": name,
+                "label": label,
+                "params": params,
+                "budget_tokens": budget,
+                "answer": res.answer,
+                "gold": p["answer"],
+                "correct": bool(res.answer is not None and grade(res.answer, p["answer"])),
+                "generated_tokens": led.generated_tokens,
+                "prompt_tokens": led.prompt_tokens,
+                "cached_tokens": led.cached_tokens,
+                "eflops": led.eflops,
+                "wall_seconds": round(led.wall_seconds, 3),
+                "probe_score": scores[p["id"]][0],
+                "difficulty_bin": scores[p["id"]][1],
+                "hardware": led.hardware.name,
+                "isa": host_info().isa,
+                "engine": led.engine,
+            },
+        )
+        new += 1
 
-            results = await asyncio.gather(*(one(p) for p in todo))
-            with rows_path.open("a") as f:
-                for p, res in zip(todo, results, strict=True):
-                    if isinstance(res, Exception):
-                        err.print(f"[yellow]{label} on {p['id']} failed: {res}[/yellow]")
-                        continue
-                    led = res.ledger
-                    row = {
-                        "problem_id": p["id"],
-                        "level": p.get("level"),
-                        "strategy": name,
-                        "label": label,
-                        "params": params,
-                        "budget_tokens": budget,
-                        "answer": res.answer,
-                        "gold": p["answer"],
-                        "correct": bool(res.answer is not None and grade(res.answer, p["answer"])),
-                        "generated_tokens": led.generated_tokens,
-                        "prompt_tokens": led.prompt_tokens,
-                        "cached_tokens": led.cached_tokens,
-                        "eflops": led.eflops,
-                        "wall_seconds": round(led.wall_seconds, 3),
-                        "probe_score": scores[p["id"]][0],
-                        "difficulty_bin": scores[p["id"]][1],
-                        "hardware": led.hardware.name,
-                        "isa": host_info().isa,
-                        "engine": led.engine,
-                    }
-                    f.write(json.dumps(row) + "\n")
-                    new += 1
+    await asyncio.gather(*(one(j) for j in jobs))
     return new
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Rows of a JSONL file that runs append to. A torn last line (a run killed mid-write)
+    is cut off so the next append starts clean; a bad line elsewhere is an error.
+
+    Raises:
+        ConfigError: A line other than a torn last one is not JSON (names file and line).
+    """
+    if not path.is_file():
+        return []
+    raw = path.read_bytes()
+    lines = raw.split(b"\n")
+    out = []
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            if i == len(lines):  # no newline after it: the write was cut short
+                with path.open("r+b") as f:
+                    f.truncate(len(raw) - len(line))
+                continue
+            raise ConfigError(f"{path}:{i}: not a JSON row ({exc.msg}); fix or delete it") from None
+    return out
 
 
 def calibrate(
@@ -189,6 +248,9 @@ def calibrate(
         str | None, typer.Option(help="--run: only these config labels (comma-separated).")
     ] = None,
     backend: Annotated[str, typer.Option(help="--run: vllm | hf | scripted")] = "vllm",
+    concurrency: Annotated[
+        int, typer.Option(help="--run: strategy runs in flight at once (they share batches).")
+    ] = 32,
     model: Annotated[str | None, typer.Option(help="--run: model name or HF dir.")] = None,
     verifier: Annotated[
         str | None, typer.Option(help="--run: verifier name (llm_judge) for search configs.")
@@ -204,7 +266,9 @@ def calibrate(
             "say what to calibrate: --hardware, or --dataset math_train200 --rows FILE.jsonl "
             "(or --run to measure the rows)"
         )
-    _policy(dataset, rows, run, budgets, limit, strategies, backend, model, verifier, out)
+    _policy(
+        dataset, rows, run, budgets, limit, strategies, backend, model, verifier, out, concurrency
+    )
 
 
 def _hardware(seconds: float, out: Path | None) -> None:
@@ -237,6 +301,7 @@ def _policy(
     model: str | None,
     verifier_name: str | None,
     out: Path | None,
+    concurrency: int = 32,
 ) -> None:
     from ttscale.hardware import host_info
     from ttscale.hw_calibration import default_hardware
@@ -260,10 +325,12 @@ def _policy(
             from ttscale.evals.datasets import round_robin_by_level
 
             problems = round_robin_by_level(problems, limit)
-        asyncio.run(_run(problems, budgets, strategies, backend, model, verifier_name, rows))
+        asyncio.run(
+            _run(problems, budgets, strategies, backend, model, verifier_name, rows, concurrency)
+        )
     if not rows.is_file():
         raise ConfigError(f"--rows {rows} does not exist; pass measured rows or add --run")
-    data = [json.loads(x) for x in rows.read_text().splitlines() if x.strip()]
+    data = _read_jsonl(rows)
     prior = load_policy()
     pol = fit_policy(
         data,
@@ -292,6 +359,7 @@ async def _run(
     model: str | None,
     verifier_name: str | None,
     rows: Path,
+    concurrency: int,
 ) -> None:
     from ttscale.backends import make_backend
 
@@ -308,7 +376,9 @@ async def _run(
         verifier = load_verifier(verifier_name, generator=gen)
     labels = [s.strip() for s in strategies.split(",")] if strategies else None
     try:
-        new = await measure_rows(problems, levels, gen, verifier, rows, labels=labels)
+        new = await measure_rows(
+            problems, levels, gen, verifier, rows, labels=labels, concurrency=concurrency
+        )
         err.print(f"measured {new} new rows into {rows}")
     finally:
         await gen.close()
