@@ -2,8 +2,10 @@
 
 Problems: a level-stratified MATH-500 slice (``ttscale.splits.evaluation_slice``), checked
 disjoint from the calibration split and from the problems the policy was fitted on. At each
-token budget B (3-4 of them) every method runs every problem under ``Budget(tokens=B)``
-(all problems of one (method, B) concurrently through one ``CoalescingGenerator``):
+token budget B (3-4 of them) every method runs every problem under ``Budget(tokens=B)``.
+All (method, B, problem) runs go concurrently (``--concurrency`` at a time) through one
+``CoalescingGenerator``, so the engine sees large batches; each row is appended and fsynced
+the moment its run ends, so a kill loses only the runs in flight:
 
 - ``auto``: ``strategy="auto"`` (probe -> bin -> policy -> strategy, early stop);
 - ``auto_batch``: ``solve_batch`` with one shared budget of n x B for the whole slice;
@@ -22,7 +24,9 @@ solutions falls with the MATH level (not a measurement). The real run (lead engi
     flock /tmp/ttscale-cpu.lock .venv/bin/python benchmarks/allocator.py --backend vllm \\
         --n 40 --budgets 1000,3000,8000 [--policy fitted.json] [--verifier llm_judge]
 
-Resumable (rows appended to ``--rows``). Writes ``<out>.json`` and ``<out>.png``; last line
+(``scripts/allocator_cpu.sh`` runs calibration + this, sized for a 2-core host.) Resumable:
+rerun the same command and finished rows are kept. Writes ``<out>.json`` and
+``<out>.png``; last line
 ``RESULT compute_ratio_at_matched_acc=<bon/auto> auto_acc=<> bon_acc=<> ...``.
 """
 
@@ -34,7 +38,6 @@ import hashlib
 import json
 import math
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +45,7 @@ from ttscale.backends.batching import CoalescingGenerator
 from ttscale.batch import run_batch
 from ttscale.budget import Budget
 from ttscale.calibrate_cmd import candidate_configs
+from ttscale.evals.store import append_jsonl, read_jsonl
 from ttscale.hardware import host_info
 from ttscale.policy import load_policy
 from ttscale.splits import evaluation_slice
@@ -109,65 +113,84 @@ def methods(budget: int, has_verifier: bool) -> dict[str, Any]:
     return out
 
 
-async def run_method(
-    label: str,
-    strat: Any,
-    items: list[dict[str, Any]],
-    budget: int,
+def make_row(it: dict[str, Any], label: str, budget: int, res: Any) -> dict[str, Any]:
+    """One (problem, method, budget) row; a failed run scores wrong at zero cost, visibly."""
+    failed = isinstance(res, Exception)
+    led = None if failed else res.ledger
+    answer = None if failed else res.answer
+    return {
+        "problem_id": it["id"],
+        "level": it["level"],
+        "method": label,
+        "budget_tokens": budget,
+        "answer": answer,
+        "correct": bool(answer is not None and grade(answer, it["answer"])),
+        "eflops": 0.0 if failed else led.eflops,
+        "generated_tokens": 0 if failed else led.generated_tokens,
+        "wall_seconds": 0.0 if failed else round(led.wall_seconds, 3),
+        "error": repr(res) if failed else None,
+        "extras": {}
+        if failed
+        else {
+            k: res.extras.get(k)
+            for k in ("difficulty_bin", "level", "stop_reason", "allocation")
+            if k in res.extras
+        },
+    }
+
+
+async def run_all(
+    jobs: list[tuple[str, Any, list[dict[str, Any]], int]],
     gen: Any,
     verifier: Any,
     policy: str | None,
-) -> list[dict[str, Any]]:
-    problems = [Problem(it["problem"], id=it["id"]) for it in items]
-    t0 = time.perf_counter()
-    if label == "auto_batch":
-        results: list[Any] = await run_batch(
-            [p.prompt for p in problems],
-            Budget(tokens=budget * len(items)),
-            gen,
-            verifier,
-            system_prompt=problems[0].system_prompt,
-            policy=policy,
-        )
-    else:
-        if label == "auto":
-            strat = make_strategy("auto", policy=policy)
+    append: Any,
+    concurrency: int,
+) -> None:
+    """Run every job concurrently through one engine, ``concurrency`` runs at a time, and
+    hand rows to ``append`` the moment they exist (a kill loses only runs in flight).
 
-        async def one(p: Problem) -> Any:
+    A job is (label, strategy, items, budget). ``auto_batch`` is one ``solve_batch`` over
+    all its items with a shared budget of len(items) x budget; its rows land in one write.
+    """
+    gate = asyncio.Semaphore(max(1, concurrency))
+
+    async def one(label: str, strat: Any, it: dict[str, Any], budget: int) -> None:
+        async with gate:
             try:
-                return await strat.run(p, gen, verifier, Budget(tokens=budget))
-            except Exception as exc:  # a failed run scores wrong at zero cost, visibly
-                return exc
+                res = await strat.run(
+                    Problem(it["problem"], id=it["id"]), gen, verifier, Budget(tokens=budget)
+                )
+            except Exception as exc:
+                res = exc
+        append([make_row(it, label, budget, res)])
 
-        results = await asyncio.gather(*(one(p) for p in problems))
-    wall = time.perf_counter() - t0
-    rows = []
-    for it, res in zip(items, results, strict=True):
-        failed = isinstance(res, Exception)
-        led = None if failed else res.ledger
-        answer = None if failed else res.answer
-        rows.append(
-            {
-                "problem_id": it["id"],
-                "level": it["level"],
-                "method": label,
-                "budget_tokens": budget,
-                "answer": answer,
-                "correct": bool(answer is not None and grade(answer, it["answer"])),
-                "eflops": 0.0 if failed else led.eflops,
-                "generated_tokens": 0 if failed else led.generated_tokens,
-                "error": repr(res) if failed else None,
-                "extras": {}
-                if failed
-                else {
-                    k: res.extras.get(k)
-                    for k in ("difficulty_bin", "level", "stop_reason", "allocation")
-                    if k in res.extras
-                },
-                "batch_wall_seconds": round(wall, 3),
-            }
+    async def batch(items: list[dict[str, Any]], budget: int) -> None:
+        problems = [Problem(it["problem"], id=it["id"]) for it in items]
+        try:
+            results: list[Any] = await run_batch(
+                [p.prompt for p in problems],
+                Budget(tokens=budget * len(items)),
+                gen,
+                verifier,
+                system_prompt=problems[0].system_prompt,
+                policy=policy,
+            )
+        except Exception as exc:
+            results = [exc] * len(items)
+        append(
+            [make_row(it, "auto_batch", budget, r) for it, r in zip(items, results, strict=True)]
         )
-    return rows
+
+    tasks = []
+    for label, strat, items, budget in jobs:
+        if label == "auto_batch":
+            tasks.append(batch(items, budget))
+        else:
+            if label == "auto":
+                strat = make_strategy("auto", policy=policy)
+            tasks += [one(label, strat, it, budget) for it in items]
+    await asyncio.gather(*tasks)
 
 
 def curve(rows: list[dict[str, Any]], method: str) -> list[tuple[int, float, float]]:
@@ -235,28 +258,31 @@ async def amain(args: argparse.Namespace) -> None:
     verifier = make_verifier(args.verifier, inner, items)
     budgets = [int(b) for b in args.budgets.split(",")]
     rows_path = args.rows or Path(f"{args.out}_rows.jsonl")
-    rows: list[dict[str, Any]] = []
-    if rows_path.is_file():
-        rows = [json.loads(x) for x in rows_path.read_text().splitlines() if x.strip()]
     ids = {it["id"] for it in items}
-    rows = [r for r in rows if r["problem_id"] in ids]
-    done = {(r["method"], r["budget_tokens"]) for r in rows}
+    rows = [r for r in read_jsonl(rows_path) if r["problem_id"] in ids]
+    done = {(r["method"], r["budget_tokens"], r["problem_id"]) for r in rows}
+    wanted = args.methods.split(",") if args.methods else None
+    jobs = []
+    for b in budgets:
+        for label, strat in methods(b, verifier is not None).items():
+            todo = [it for it in items if (label, b, it["id"]) not in done]
+            if (wanted and label not in wanted) or not todo:
+                continue
+            if label == "auto_batch" and len(todo) < len(items):
+                raise SystemExit(f"{rows_path}: auto_batch at {b} is partial; delete its rows")
+            jobs.append((label, strat, todo, b))
+
+    def append(batch: list[dict[str, Any]]) -> None:
+        append_jsonl(rows_path, batch)
+        rows.extend(batch)
+
     try:
-        for b in budgets:
-            for label, strat in methods(b, verifier is not None).items():
-                if args.methods and label not in args.methods.split(","):
-                    continue
-                if (label, b) in done:
-                    continue
-                new = await run_method(label, strat, items, b, gen, verifier, args.policy)
-                with rows_path.open("a") as f:
-                    f.writelines(json.dumps(r) + "\n" for r in new)
-                rows.extend(new)
-                acc = sum(r["correct"] for r in new) / len(new)
-                fl = sum(r["eflops"] for r in new) / len(new)
-                print(f"B={b:6d} {label:20s} acc={acc:.3f} eflops/problem={fl:.3g}", flush=True)
+        await run_all(jobs, gen, verifier, args.policy, append, args.concurrency)
     finally:
         await inner.close()
+    for m in sorted({r["method"] for r in rows}):
+        for b, fl, acc in curve(rows, m):
+            print(f"B={b:6d} {m:20s} acc={acc:.3f} eflops/problem={fl:.3g}", flush=True)
     info = host_info()
     auto_c, bon_c = curve(rows, "auto"), curve(rows, "best_of_n")
     ratio, a_acc, b_acc, bound = matched_ratio(auto_c, bon_c)
@@ -302,6 +328,7 @@ def main() -> None:
     ap.add_argument("--verifier", default=None, help="llm_judge, a PRM dir, or 'scripted'")
     ap.add_argument("--methods", default=None, help="only these methods (comma-separated)")
     ap.add_argument("--rows", type=Path, default=None)
+    ap.add_argument("--concurrency", type=int, default=48, help="runs in flight at once")
     ap.add_argument("--out", default=str(RESULTS / "allocator"))
     args = ap.parse_args()
     if args.backend == "scripted" and args.out == str(RESULTS / "allocator"):

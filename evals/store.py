@@ -25,7 +25,15 @@ from filelock import FileLock, Timeout
 
 from ttscale.errors import ConfigError
 
-__all__ = ["ROWS_FILE", "RowStore", "atomic_write_text", "read_rows", "row_key"]
+__all__ = [
+    "ROWS_FILE",
+    "RowStore",
+    "append_jsonl",
+    "atomic_write_text",
+    "read_jsonl",
+    "read_rows",
+    "row_key",
+]
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +82,40 @@ def _repair_tail(path: Path) -> int:
         f.flush()
         os.fsync(f.fileno())
     return size - keep
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Rows of an append-only JSONL file other than a run's (calibration and benchmark rows),
+    after cutting a torn last line so the next ``append_jsonl`` starts on a fresh line.
+    A missing file has no rows.
+
+    Raises:
+        ConfigError: A complete line is not JSON (names the file and line).
+    """
+    if not path.is_file():
+        return []
+    _repair_tail(path)
+    out = []
+    for lineno, raw in enumerate(path.read_bytes().split(b"\n"), 1):
+        if not raw.strip():
+            continue
+        try:
+            out.append(json.loads(raw))
+        except json.JSONDecodeError as exc:
+            raise ConfigError(
+                f"{path}:{lineno}: not a JSON row ({exc.msg}); delete that line and rerun to "
+                f"redo it"
+            ) from None
+    return out
+
+
+def append_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Append ``rows`` in one write, then flush and fsync: on disk once this returns."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:
+        f.write("".join(json.dumps(r) + "\n" for r in rows))
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def read_rows(run_dir: str | Path) -> list[dict[str, Any]]:

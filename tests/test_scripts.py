@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -60,3 +61,30 @@ def test_allocator_script_fits_on_calibration_and_benchmarks_held_out(tmp_path):
     }
     summary = json.loads((tmp_path / "allocator.json").read_text())
     assert summary["policy_fitted"] is True and (tmp_path / "allocator.png").stat().st_size > 0
+
+
+def test_allocator_benchmark_resumes_row_by_row(tmp_path):
+    out, rows_path = tmp_path / "a", tmp_path / "a_rows.jsonl"
+    args = [
+        sys.executable, str(ROOT / "benchmarks" / "allocator.py"), "--backend", "scripted",
+        "--n", "5", "--budgets", "1000", "--methods", "auto,best_of_n,auto_batch",
+        "--out", str(out), "--rows", str(rows_path),
+    ]  # fmt: skip
+
+    def bench() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(args, capture_output=True, text=True, timeout=600)
+
+    assert bench().returncode == 0
+    full = rows_path.read_text().splitlines()
+    assert len(full) == 3 * 5
+    # killed mid-way: the last best_of_n rows never landed and one write was torn
+    keep = [x for x in full if json.loads(x)["method"] != "best_of_n"] + [
+        x for x in full if json.loads(x)["method"] == "best_of_n"
+    ][:2]
+    rows_path.write_text("\n".join(keep) + "\n" + full[-1][:30])
+    p = bench()
+    assert p.returncode == 0, p.stderr[-2000:]
+    after = lines(rows_path)
+    keys = [(r["method"], r["problem_id"]) for r in after]
+    assert len(after) == 15 and len(set(keys)) == 15
+    assert p.stdout.splitlines()[-1].startswith("RESULT compute_ratio_at_matched_acc=")

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -92,6 +91,7 @@ async def measure_rows(
     from ttscale.allocator import run_probe
     from ttscale.backends.batching import CoalescingGenerator
     from ttscale.budget import Budget, Ledger
+    from ttscale.evals.store import append_jsonl, read_jsonl
     from ttscale.hardware import host_info
     from ttscale.policy import load_policy
     from ttscale.strategies import make_strategy
@@ -104,39 +104,34 @@ async def measure_rows(
     bins = load_policy().bins
     done = {
         (r["problem_id"], r.get("label", r["strategy"]), r["budget_tokens"])
-        for r in _read_jsonl(rows_path)
+        for r in read_jsonl(rows_path)
     }
     probes_path = rows_path.with_name(rows_path.stem + ".probes.jsonl")
     scores: dict[str, tuple[float, int]] = {
         r["problem_id"]: (r["probe_score"], r["difficulty_bin"])
-        for r in _read_jsonl(probes_path)
+        for r in read_jsonl(probes_path)
         if r.get("seed") == seed and r.get("probe_k") == bins.probe_k
     }
     probs = {p["id"]: Problem(p["problem"], id=p["id"]) for p in problems}
-    rows_path.parent.mkdir(parents=True, exist_ok=True)
     gate = asyncio.Semaphore(max(1, concurrency))
-
-    def append(path: Path, row: dict[str, Any]) -> None:
-        with path.open("a") as f:
-            f.write(json.dumps(row) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
 
     async def probe(pid: str) -> None:
         async with gate:
             led = Ledger(Budget(tokens=bins.probe_k * bins.probe_tokens))
             pr = await run_probe(probs[pid], gen, verifier, led, bins, seed=seed)
         scores[pid] = (pr.score, pr.bin)
-        append(
+        append_jsonl(
             probes_path,
-            {
-                "problem_id": pid,
-                "probe_score": pr.score,
-                "difficulty_bin": pr.bin,
-                "seed": seed,
-                "probe_k": bins.probe_k,
-                "generated_tokens": led.generated_tokens,
-            },
+            [
+                {
+                    "problem_id": pid,
+                    "probe_score": pr.score,
+                    "difficulty_bin": pr.bin,
+                    "seed": seed,
+                    "probe_k": bins.probe_k,
+                    "generated_tokens": led.generated_tokens,
+                }
+            ],
         )
 
     await asyncio.gather(*(probe(p["id"]) for p in problems if p["id"] not in scores))
@@ -167,60 +162,36 @@ async def measure_rows(
                 err.print(f"[yellow]{label} @ {budget} on {p['id']} failed: {exc}[/yellow]")
                 return
         led = res.ledger
-        append(
+        append_jsonl(
             rows_path,
-            {
-                "problem_id": p["id"],
-                "level": p.get("level"),
-                "strategy": name,
-                "label": label,
-                "params": params,
-                "budget_tokens": budget,
-                "answer": res.answer,
-                "gold": p["answer"],
-                "correct": bool(res.answer is not None and grade(res.answer, p["answer"])),
-                "generated_tokens": led.generated_tokens,
-                "prompt_tokens": led.prompt_tokens,
-                "cached_tokens": led.cached_tokens,
-                "eflops": led.eflops,
-                "wall_seconds": round(led.wall_seconds, 3),
-                "probe_score": scores[p["id"]][0],
-                "difficulty_bin": scores[p["id"]][1],
-                "hardware": led.hardware.name,
-                "isa": host_info().isa,
-                "engine": led.engine,
-            },
+            [
+                {
+                    "problem_id": p["id"],
+                    "level": p.get("level"),
+                    "strategy": name,
+                    "label": label,
+                    "params": params,
+                    "budget_tokens": budget,
+                    "answer": res.answer,
+                    "gold": p["answer"],
+                    "correct": bool(res.answer is not None and grade(res.answer, p["answer"])),
+                    "generated_tokens": led.generated_tokens,
+                    "prompt_tokens": led.prompt_tokens,
+                    "cached_tokens": led.cached_tokens,
+                    "eflops": led.eflops,
+                    "wall_seconds": round(led.wall_seconds, 3),
+                    "probe_score": scores[p["id"]][0],
+                    "difficulty_bin": scores[p["id"]][1],
+                    "hardware": led.hardware.name,
+                    "isa": host_info().isa,
+                    "engine": led.engine,
+                }
+            ],
         )
         new += 1
 
     await asyncio.gather(*(one(j) for j in jobs))
     return new
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Rows of a JSONL file that runs append to. A torn last line (a run killed mid-write)
-    is cut off so the next append starts clean; a bad line elsewhere is an error.
-
-    Raises:
-        ConfigError: A line other than a torn last one is not JSON (names file and line).
-    """
-    if not path.is_file():
-        return []
-    raw = path.read_bytes()
-    lines = raw.split(b"\n")
-    out = []
-    for i, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            if i == len(lines):  # no newline after it: the write was cut short
-                with path.open("r+b") as f:
-                    f.truncate(len(raw) - len(line))
-                continue
-            raise ConfigError(f"{path}:{i}: not a JSON row ({exc.msg}); fix or delete it") from None
-    return out
 
 
 def calibrate(
@@ -330,7 +301,9 @@ def _policy(
         )
     if not rows.is_file():
         raise ConfigError(f"--rows {rows} does not exist; pass measured rows or add --run")
-    data = _read_jsonl(rows)
+    from ttscale.evals.store import read_jsonl
+
+    data = read_jsonl(rows)
     prior = load_policy()
     pol = fit_policy(
         data,
