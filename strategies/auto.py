@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -67,8 +66,9 @@ class Auto:
     """Per-sample cap of the probe; ``None`` = the policy's."""
     saturation: float | None = None
     """Stop once P(leader > runner-up) reaches this; ``None`` = the policy's."""
-    probe_fraction: float = 0.5
-    """Most of the budget (as generated tokens) the probe may take."""
+    probe_fraction: float | None = None
+    """Most of the budget (as generated tokens) the probe may take; ``None`` = the policy's
+    (0.5 by default)."""
     round_size: int = 4
     """Samples per round when the choice is best-of-N."""
     temperature: float = 0.5
@@ -89,7 +89,7 @@ class Auto:
             raise ConfigError(
                 f"verifier_saturation={self.verifier_saturation} must be in (0, 1] or None"
             )
-        if not 0 < self.probe_fraction <= 1:
+        if self.probe_fraction is not None and not 0 < self.probe_fraction <= 1:
             raise ConfigError(f"probe_fraction={self.probe_fraction} must be in (0, 1]")
         if not isinstance(self.round_size, int) or self.round_size < 1:
             raise ConfigError(f"round_size={self.round_size!r} must be a positive integer")
@@ -113,6 +113,7 @@ class Auto:
                 ("probe_k", self.probe_k),
                 ("probe_tokens", self.probe_tokens),
                 ("saturation", self.saturation),
+                ("probe_fraction", self.probe_fraction),
             )
             if v is not None
         }
@@ -141,9 +142,8 @@ class Auto:
         pol: Policy,
         budget_tokens: float | None = None,
     ) -> Probe:
-        """Probe under ``ledger``; at most ``probe_fraction`` of the budget (in generated
-        tokens; ``budget_tokens`` or the ledger's) goes to the probe, so small budgets probe
-        with fewer samples (at least one)."""
+        """Probe under ``ledger`` with ``bins.samples_for`` the budget (in generated tokens;
+        ``budget_tokens`` or the ledger's): small budgets probe with fewer samples (>= 1)."""
         bins = pol.bins
         total = budget_tokens
         if total is None:
@@ -151,9 +151,7 @@ class Auto:
                 generator.model_spec, ledger.hardware, len(generator.render(problem))
             )
             total = token_equivalent(ledger.budget, per_token_eflops=price)
-        if math.isfinite(total):
-            k = int(self.probe_fraction * total // bins.probe_tokens)
-            bins = bins.model_copy(update={"probe_k": max(1, min(bins.probe_k, k))})
+        bins = bins.model_copy(update={"probe_k": bins.samples_for(total)})
         return await run_probe(
             problem,
             generator,

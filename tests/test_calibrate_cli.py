@@ -85,7 +85,8 @@ def test_fit_from_rows_and_run_scripted(tmp_path):
     measured = [json.loads(x) for x in run_rows.read_text().splitlines()]
     assert len(measured) == 2 * 3 and all("difficulty_bin" in r for r in measured)
     assert {r["level"] for r in measured} == {1, 2}  # --limit takes levels round-robin
-    assert load_policy(out).provenance.bin_source == "difficulty_bin"
+    assert all(set(r["probe_bins"]) == {"1", "2", "3", "4"} for r in measured)
+    assert "probe_bins" in load_policy(out).provenance.bin_source
     p = cli(*args)  # resumable: nothing new to measure
     assert p.returncode == 0 and len(run_rows.read_text().splitlines()) == 6
 

@@ -147,6 +147,30 @@ def test_fit_uses_probe_bins_when_rows_have_them():
     assert pol.cell(1, "t1k").source == "fitted" and pol.cell(2, "t1k").source == "prior"
 
 
+def test_fit_bins_each_level_with_the_probe_that_level_gets():
+    # One problem, one config at 1000 tokens; its 1-sample probe says easy (bin 1), 2 samples
+    # say bin 3, the full 4-sample probe says bin 5. auto at t1k probes with 1 sample, at t3k
+    # with 2, at t8k and up with 4: the row must land in that bin at each level.
+    bins = prior_policy().bins
+    assert [bins.samples_for(t) for t in (1000, 3000, 8000, 24000)] == [1, 2, 4, 4]
+    pid = load_split(CALIBRATION_SPLIT)[0]["id"]
+    row = {
+        "problem_id": pid,
+        "strategy": "best_of_n_majority",
+        "budget_tokens": 1000,
+        "correct": True,
+        "generated_tokens": 900,
+        "difficulty_bin": 1,
+        "probe_bins": {"1": 1, "2": 3, "3": 3, "4": 5},
+    }
+    pol = fit_policy(
+        [row], calibration_ids=[pid], dataset=CALIBRATION_SPLIT, model="m", prior=prior_policy()
+    )
+    fitted = {(c.bin, c.level) for c in pol.cells if c.source == "fitted"}
+    assert fitted == {(1, "t1k"), (3, "t3k"), (5, "t8k"), (5, "t24k")}
+    assert "probe_bins" in pol.provenance.bin_source
+
+
 def test_fit_refuses_evaluation_problems():
     rows = _rows()
     rows[0] = dict(rows[0], problem_id="test/algebra/1.json")

@@ -88,7 +88,7 @@ async def measure_rows(
     flight, and a rerun neither redoes a row nor re-probes a problem. Returns the number of
     new rows.
     """
-    from ttscale.allocator import run_probe
+    from ttscale.allocator import difficulty_score, run_probe
     from ttscale.backends.batching import CoalescingGenerator
     from ttscale.budget import Budget, Ledger
     from ttscale.evals.store import append_jsonl, read_jsonl
@@ -107,10 +107,11 @@ async def measure_rows(
         for r in read_jsonl(rows_path)
     }
     probes_path = rows_path.with_name(rows_path.stem + ".probes.jsonl")
-    scores: dict[str, tuple[float, int]] = {
-        r["problem_id"]: (r["probe_score"], r["difficulty_bin"])
+    # problem -> (score of the full probe, {k: bin of its first k samples})
+    scores: dict[str, tuple[float, dict[str, int]]] = {
+        r["problem_id"]: (r["probe_score"], r["probe_bins"])
         for r in read_jsonl(probes_path)
-        if r.get("seed") == seed and r.get("probe_k") == bins.probe_k
+        if r.get("seed") == seed and r.get("probe_k") == bins.probe_k and "probe_bins" in r
     }
     probs = {p["id"]: Problem(p["problem"], id=p["id"]) for p in problems}
     gate = asyncio.Semaphore(max(1, concurrency))
@@ -119,14 +120,20 @@ async def measure_rows(
         async with gate:
             led = Ledger(Budget(tokens=bins.probe_k * bins.probe_tokens))
             pr = await run_probe(probs[pid], gen, verifier, led, bins, seed=seed)
-        scores[pid] = (pr.score, pr.bin)
+        # A budget-B run of `auto` probes with bins.samples_for(B) samples; bin each size by
+        # the first k samples of this one probe (same seed), so the fit can match them.
+        by_k = {
+            str(k): bins.bin_of(difficulty_score(pr.candidates[:k])[0])
+            for k in range(1, len(pr.candidates) + 1)
+        }
+        scores[pid] = (pr.score, by_k)
         append_jsonl(
             probes_path,
             [
                 {
                     "problem_id": pid,
                     "probe_score": pr.score,
-                    "difficulty_bin": pr.bin,
+                    "probe_bins": by_k,
                     "seed": seed,
                     "probe_k": bins.probe_k,
                     "generated_tokens": led.generated_tokens,
@@ -181,7 +188,10 @@ async def measure_rows(
                     "eflops": led.eflops,
                     "wall_seconds": round(led.wall_seconds, 3),
                     "probe_score": scores[p["id"]][0],
-                    "difficulty_bin": scores[p["id"]][1],
+                    "probe_bins": scores[p["id"]][1],
+                    "difficulty_bin": scores[p["id"]][1].get(
+                        str(bins.samples_for(budget)), bins.bin_of(scores[p["id"]][0])
+                    ),
                     "hardware": led.hardware.name,
                     "isa": host_info().isa,
                     "engine": led.engine,

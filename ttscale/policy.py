@@ -144,11 +144,24 @@ class DifficultyBins(_Model):
             )
         return self
 
+    probe_fraction: float = Field(default=0.5, gt=0, le=1)
+    """At most this share of a budget (in generated tokens) goes to the probe."""
+
     def bin_of(self, score: float) -> int:
         for i, cut in enumerate(self.thresholds):
             if score >= cut:
                 return i + 1
         return 5
+
+    def samples_for(self, budget_tokens: float) -> int:
+        """Probe samples (of ``probe_tokens`` each) a budget of ``budget_tokens`` affords:
+        ``probe_fraction`` of it, at least 1, at most ``probe_k``. A small budget's probe is
+        smaller and its bins noisier, so the fit bins each level's rows with the probe that
+        level gets (``fit_policy``)."""
+        if not math.isfinite(budget_tokens):
+            return self.probe_k
+        k = int(self.probe_fraction * budget_tokens // self.probe_tokens)
+        return max(1, min(self.probe_k, k))
 
 
 class Provenance(_Model):
@@ -343,9 +356,12 @@ def fit_policy(
 
     A row is one (problem, strategy config, budget) run: ``problem_id``, ``strategy``
     (+ ``params``), ``budget_tokens``, ``correct``, ``generated_tokens`` (``eflops``
-    optional) and the problem's difficulty (``difficulty_bin``, ``probe_score`` or, as a
-    proxy, MATH ``level``). For a cell (bin b, level L) the candidates are the configs run
-    on bin-b problems at a budget <= L's tokens; they are ranked by smoothed accuracy
+    optional) and the problem's difficulty: ``probe_bins`` ({probe samples k: bin}, as
+    ``ttscale calibrate --run`` records), else ``difficulty_bin``, ``probe_score`` or, as a
+    proxy, MATH ``level``. For a cell (bin b, level L) the candidates are the configs run at
+    a budget <= L's tokens on problems in bin b *as L's probe sees them* (the bin from
+    ``bins.samples_for(L)`` samples: a 1-sample probe bins differently from a 4-sample one);
+    they are ranked by smoothed accuracy
     ((correct + 1) / (runs + 2)), then by fewer tokens. Cells without rows copy the nearest
     fitted cell of the same bin (``source="filled"``), else take the prior's cell.
 
@@ -376,25 +392,38 @@ def fit_policy(
     for pid, prs in by_problem.items():
         bin_of[pid], src = _bin_of(prs, bins)
         sources.add(src)
-    # (bin, config key, budget) -> [correct, tokens, eflops, count]
-    stats: dict[tuple[int, str, int], list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0, 0.0])
+    # (level, bin, config key, budget) -> [correct, tokens, eflops, count]. A row counts in
+    # every level whose budget covers it, binned by the probe that level gets at run time
+    # (``probe_bins[k]`` for k = bins.samples_for(level)) when the row has it.
+    stats: dict[tuple[str, int, str, int], list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0, 0.0])
     configs: dict[str, tuple[str, dict[str, Any]]] = {}
     for r in rows:
         name, params = normalise_row(r)
         key = json.dumps([name, params], sort_keys=True)
         configs[key] = (name, params)
-        s = stats[(bin_of[str(r["problem_id"])], key, int(r["budget_tokens"]))]
-        s[0] += bool(r["correct"])
-        s[1] += float(r.get("generated_tokens") or 0)
-        s[2] += float(r.get("eflops") or 0)
-        s[3] += 1
+        budget = int(r["budget_tokens"])
+        for lv in levels:
+            if budget > lv.tokens:
+                continue
+            probe_bins = r.get("probe_bins") or {}
+            k = str(bins.samples_for(lv.tokens))
+            if k in probe_bins:
+                b = int(probe_bins[k])
+                sources.add("probe_bins")
+            else:
+                b = bin_of[str(r["problem_id"])]
+            s = stats[(lv.name, b, key, budget)]
+            s[0] += bool(r["correct"])
+            s[1] += float(r.get("generated_tokens") or 0)
+            s[2] += float(r.get("eflops") or 0)
+            s[3] += 1
     cells: list[Cell] = []
     for b in range(1, 6):
         fitted: dict[str, list[Choice]] = {}
         for lv in levels:
             cands = []
-            for (sb, key, budget), (ok, tok, fl, n) in stats.items():
-                if sb != b or budget > lv.tokens:
+            for (sl, sb, key, _budget), (ok, tok, fl, n) in stats.items():
+                if sl != lv.name or sb != b:
                     continue
                 name, params = configs[key]
                 cands.append(
