@@ -45,6 +45,7 @@ from ttscale.backends.batching import CoalescingGenerator
 from ttscale.batch import run_batch
 from ttscale.budget import Budget
 from ttscale.calibrate_cmd import candidate_configs
+from ttscale.evals.runner import Drain, RunStopped
 from ttscale.evals.store import append_jsonl, read_jsonl
 from ttscale.hardware import host_info
 from ttscale.policy import load_policy
@@ -154,9 +155,13 @@ async def run_all(
     all its items with a shared budget of len(items) x budget; its rows land in one write.
     """
     gate = asyncio.Semaphore(max(1, concurrency))
+    drain = Drain()  # first SIGINT/SIGTERM: finish the runs in flight, start no new ones
+    drain.install()
 
     async def one(label: str, strat: Any, it: dict[str, Any], budget: int) -> None:
         async with gate:
+            if drain.signum is not None:
+                return
             try:
                 res = await strat.run(
                     Problem(it["problem"], id=it["id"]), gen, verifier, Budget(tokens=budget)
@@ -190,7 +195,12 @@ async def run_all(
             if label == "auto":
                 strat = make_strategy("auto", policy=policy)
             tasks += [one(label, strat, it, budget) for it in items]
-    await asyncio.gather(*tasks)
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        drain.remove()
+    if drain.signum is not None:
+        raise RunStopped(drain.signum)
 
 
 def curve(rows: list[dict[str, Any]], method: str) -> list[tuple[int, float, float]]:
@@ -249,11 +259,14 @@ async def amain(args: argparse.Namespace) -> None:
     pol = load_policy(args.policy)
     items = evaluation_slice(args.n, seed=args.seed, policy_problem_ids=pol.provenance.problem_ids)
     from ttscale.backends import make_backend
+    from ttscale.cli import _parse_options
+
+    backend_options = _parse_options(args.backend_option)
 
     if args.backend == "scripted":
-        inner = make_backend("scripted", script=synthetic_script(items))
+        inner = make_backend("scripted", script=synthetic_script(items), **backend_options)
     else:
-        inner = make_backend(args.backend)
+        inner = make_backend(args.backend, **backend_options)
     gen = CoalescingGenerator(inner)
     verifier = make_verifier(args.verifier, inner, items)
     budgets = [int(b) for b in args.budgets.split(",")]
@@ -318,7 +331,7 @@ async def amain(args: argparse.Namespace) -> None:
     )
 
 
-def main() -> None:
+def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--backend", default="vllm", choices=["vllm", "hf", "scripted"])
     ap.add_argument("--n", type=int, default=40, help="held-out MATH-500 problems")
@@ -329,11 +342,19 @@ def main() -> None:
     ap.add_argument("--methods", default=None, help="only these methods (comma-separated)")
     ap.add_argument("--rows", type=Path, default=None)
     ap.add_argument("--concurrency", type=int, default=48, help="runs in flight at once")
+    ap.add_argument(
+        "--backend-option", "-B", action="append", default=[], help="key=value (kv_cache_gib=6)"
+    )
     ap.add_argument("--out", default=str(RESULTS / "allocator"))
     args = ap.parse_args()
     if args.backend == "scripted" and args.out == str(RESULTS / "allocator"):
         args.out = str(RESULTS / "allocator_scripted")
-    asyncio.run(amain(args))
+    try:
+        asyncio.run(amain(args))
+    except RunStopped as exc:
+        print(f"stopped by {exc}: runs in flight were written; rerun to resume", file=sys.stderr)
+        return 128 + exc.signum
+    return 0
 
 
 if __name__ == "__main__":

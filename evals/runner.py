@@ -22,6 +22,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -44,7 +45,9 @@ from ttscale.types import DEFAULT_SYSTEM_PROMPT
 
 __all__ = [
     "EXECUTORS",
+    "Drain",
     "RunOutcome",
+    "RunStopped",
     "StrategyConfig",
     "WorkItem",
     "parse_budgets",
@@ -325,6 +328,56 @@ def coalesce(generator: Any) -> Any:
     )
 
 
+class RunStopped(Exception):
+    """A run drained after SIGINT/SIGTERM: every row in flight was written, none was started
+    after the signal. Rerun the same command to resume."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class Drain:
+    """First SIGINT/SIGTERM: start no new rows and let the ones in flight finish (their
+    compute is not thrown away); a second signal stops at once (rows already written are
+    safe either way). Installed only where asyncio can (the main thread, POSIX). Long
+    row-writing loops (``run_local``, ``ttscale calibrate --run``, the allocator benchmark)
+    check ``signum`` before starting a row and raise ``RunStopped`` at the end."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.in_flight = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def install(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            for sig in self.SIGNALS:
+                loop.add_signal_handler(sig, self._on_signal, sig)
+            self._loop = loop
+        except (NotImplementedError, RuntimeError, ValueError):
+            pass
+
+    def remove(self) -> None:
+        if self._loop is not None:
+            for sig in self.SIGNALS:
+                self._loop.remove_signal_handler(sig)
+            self._loop = None
+
+    def _on_signal(self, sig: int) -> None:
+        if self.signum is not None:  # second signal: default behaviour, now
+            self.remove()
+            signal.raise_signal(sig)
+            return
+        self.signum = sig
+        sys.stderr.write(
+            f"\n{signal.Signals(sig).name}: finishing the {self.in_flight} row(s) in flight, "
+            f"starting no new ones (signal again to stop now; rerun to resume)\n"
+        )
+
+
 async def run_local(
     items: Sequence[WorkItem],
     generator: Any,
@@ -334,25 +387,41 @@ async def run_local(
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
     concurrency: int = 16,
 ) -> None:
-    """Solve ``items`` concurrently on one (coalescing) backend; ``on_row`` as each finishes."""
+    """Solve ``items`` concurrently on one (coalescing) backend; ``on_row`` as each finishes.
+
+    Raises:
+        RunStopped: A SIGINT/SIGTERM drained the run (see ``Drain``).
+    """
     if concurrency < 1:
         raise ConfigError(f"concurrency={concurrency} must be >= 1")
     sem = asyncio.Semaphore(concurrency)
+    drain = Drain()
+    drain.install()
 
-    async def one(item: WorkItem) -> tuple[WorkItem, dict[str, Any], dict[str, Any]]:
+    async def one(item: WorkItem) -> tuple[WorkItem, dict[str, Any], dict[str, Any]] | None:
         async with sem:
-            row, trace = await solve_item(item, generator, verifier, system_prompt)
+            if drain.signum is not None:
+                return None
+            drain.in_flight += 1
+            try:
+                row, trace = await solve_item(item, generator, verifier, system_prompt)
+            finally:
+                drain.in_flight -= 1
             return item, row, trace
 
     tasks = [asyncio.ensure_future(one(i)) for i in items]
     try:
         for fut in asyncio.as_completed(tasks):
-            item, row, trace = await fut
-            on_row(item, row, trace)
+            done = await fut
+            if done is not None:
+                on_row(*done)
     finally:
+        drain.remove()
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+    if drain.signum is not None:
+        raise RunStopped(drain.signum)
 
 
 def make_verifier(

@@ -10,8 +10,9 @@
 #   evaluation   EVAL_N held-out problems x {auto, best-of-N, PDR} at 1000,3000, and
 #                best-of-N alone at 8000 so its curve reaches auto's accuracy.
 # On a GPU raise them (e.g. CAL_N=200 EVAL_N=100, CAL_BUDGETS=1000,3000,8000).
-# Holds /tmp/ttscale-cpu.lock. Every stage appends rows and skips finished ones: rerun the
-# same command after an interruption.
+# Holds /tmp/ttscale-cpu.lock. Every stage appends each row as its run ends and skips
+# finished ones: rerun the same command after an interruption. A first SIGINT/SIGTERM lets
+# the runs in flight finish (nothing is thrown away) and stops; a second stops at once.
 #
 #   bash scripts/allocator_cpu.sh                       # the real run
 #   BACKEND=scripted OUT=/tmp/alloc bash scripts/allocator_cpu.sh   # pipeline check, seconds
@@ -25,20 +26,23 @@ EVAL_N=${EVAL_N:-20}
 CAL_BUDGETS=${CAL_BUDGETS:-1000,3000}
 EVAL_BUDGETS=${EVAL_BUDGETS:-1000,3000}
 BON_EXTRA=${BON_EXTRA:-8000}
-RESULT=${RESULT:-$OUT/allocator}
 LOCK=()
-if [[ "$BACKEND" != scripted ]]; then
+ENGINE=()
+if [[ "$BACKEND" == scripted ]]; then
+    RESULT=${RESULT:-$OUT/allocator}  # the pipeline check writes beside its rows
+else
+    RESULT=${RESULT:-benchmarks/results/allocator_vllm}  # the real run's committed results
     LOCK=(flock /tmp/ttscale-cpu.lock)
-    RESULT=${RESULT_REAL:-benchmarks/results/allocator_vllm}
+    ENGINE=(-B kv_cache_gib=6)  # ~32-48 runs in flight, up to 5 samples each: keep them resident
 fi
 mkdir -p "$OUT"
 
 "${LOCK[@]}" .venv/bin/ttscale calibrate --dataset math_train200 --run --backend "$BACKEND" \
-    --limit "$CAL_N" --budgets "$CAL_BUDGETS" \
+    --limit "$CAL_N" --budgets "$CAL_BUDGETS" "${ENGINE[@]}" \
     --strategies best_of_n_majority,pdr,sequential_refine \
     --rows "$OUT/calibration_rows.jsonl" --out "$OUT/policy.json"
 
 BENCH=(.venv/bin/python benchmarks/allocator.py --backend "$BACKEND" --n "$EVAL_N"
-    --policy "$OUT/policy.json" --rows "$OUT/eval_rows.jsonl" --out "$RESULT")
+    --policy "$OUT/policy.json" --rows "$OUT/eval_rows.jsonl" --out "$RESULT" "${ENGINE[@]}")
 "${LOCK[@]}" "${BENCH[@]}" --budgets "$EVAL_BUDGETS" --methods auto,best_of_n,pdr
 "${LOCK[@]}" "${BENCH[@]}" --budgets "$BON_EXTRA" --methods best_of_n

@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -126,3 +128,31 @@ def test_measure_rows_resumes_without_redoing_rows_or_probes(tmp_path):
     rows_path.write_text("{bad\n" + rows_path.read_text())
     with pytest.raises(ConfigError, match=r"rows.jsonl:1: not a JSON row"):
         measure()
+
+
+def test_calibrate_run_drains_on_sigterm(tmp_path):
+    """SIGTERM during `calibrate --run`: the runs in flight finish and are written, no new
+    one starts, exit 143; the rerun completes the rest (nothing measured twice)."""
+    rows = tmp_path / "rows.jsonl"
+    args = [
+        sys.executable, "-m", "ttscale.cli", "calibrate", "--dataset", "math_train200",
+        "--run", "--backend", "scripted", "--limit", "10", "--budgets", "600,1200",
+        "--concurrency", "2", "--rows", str(rows), "--out", str(tmp_path / "p.json"),
+    ]  # fmt: skip
+    slow = [*args, "-B", "delay_s=0.2"]
+    proc = subprocess.Popen(slow, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    deadline = time.monotonic() + 120
+    while not (rows.exists() and rows.read_text().count("\n") >= 2):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"calibrate ended or stalled before the signal: {proc.stderr.read()}")
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, stderr
+    n = rows.read_text().count("\n")
+    assert 2 <= n < 10 * 3 * 2 and rows.read_text().endswith("\n")
+    p = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    measured = [json.loads(x) for x in rows.read_text().splitlines()]
+    keys = [(r["problem_id"], r["label"], r["budget_tokens"]) for r in measured]
+    assert len(keys) == len(set(keys)) == 10 * 3 * 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -281,6 +282,40 @@ def test_resume_after_sigkill_gives_identical_metrics(arith, tmp_path):
     data = json.loads(p.stdout)
     assert (data["resumed"], data["written"]) == (total, 0)
     assert rows_path.read_bytes() == after
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_drains_rows_in_flight_then_resumes(arith, tmp_path, sig):
+    """SIGTERM/SIGINT once: rows in flight finish and are written, no new row starts, exit
+    128+signal; the rerun completes the grid with the same metrics as an uninterrupted run."""
+    full, run = tmp_path / "full", tmp_path / "run"
+    assert subprocess.run(_grid_args(arith, full), capture_output=True, timeout=120).returncode == 0
+    total = 10 * 2 * 2 * 2
+    slow = ("-B", "delay_s=0.3", "--concurrency", "3")
+    proc = subprocess.Popen(
+        _grid_args(arith, run, *slow), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    rows_path = run / ROWS_FILE
+    deadline = time.monotonic() + 90
+    while not (rows_path.exists() and rows_path.read_bytes().count(b"\n") >= 4):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"eval ended or stalled before the signal: {proc.stderr.read()}")
+        time.sleep(0.02)
+    before = rows_path.read_bytes().count(b"\n")
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + sig, stderr
+    m = re.search(r"finishing the (\d+) row\(s\) in flight", stderr)
+    assert m and "rerun to resume" in stderr, stderr
+    data = rows_path.read_bytes()
+    assert data.endswith(b"\n")  # drained, not torn
+    after = data.count(b"\n")
+    # rows in flight finished (a few more may have landed before the signal arrived)
+    assert before <= after < total and after - before <= int(m.group(1)) + 4
+    p = subprocess.run(_grid_args(arith, run), capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    resumed = read_rows(run)
+    assert len(resumed) == total and _metrics(resumed) == _metrics(read_rows(full))
 
 
 def test_report_pipeline(arith, tmp_path):

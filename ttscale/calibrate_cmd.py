@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -91,6 +92,7 @@ async def measure_rows(
     from ttscale.allocator import difficulty_score, run_probe
     from ttscale.backends.batching import CoalescingGenerator
     from ttscale.budget import Budget, Ledger
+    from ttscale.evals.runner import Drain, RunStopped
     from ttscale.evals.store import append_jsonl, read_jsonl
     from ttscale.hardware import host_info
     from ttscale.policy import load_policy
@@ -115,9 +117,13 @@ async def measure_rows(
     }
     probs = {p["id"]: Problem(p["problem"], id=p["id"]) for p in problems}
     gate = asyncio.Semaphore(max(1, concurrency))
+    drain = Drain()
+    drain.install()
 
     async def probe(pid: str) -> None:
         async with gate:
+            if drain.signum is not None:
+                return
             led = Ledger(Budget(tokens=bins.probe_k * bins.probe_tokens))
             pr = await run_probe(probs[pid], gen, verifier, led, bins, seed=seed)
         # A budget-B run of `auto` probes with bins.samples_for(B) samples; bin each size by
@@ -161,6 +167,8 @@ async def measure_rows(
         nonlocal new
         p, label, name, params, kwargs, budget = job
         async with gate:
+            if drain.signum is not None or p["id"] not in scores:
+                return
             try:
                 res = await make_strategy(name, **kwargs).run(
                     probs[p["id"]], gen, verifier, Budget(tokens=budget)
@@ -200,7 +208,12 @@ async def measure_rows(
         )
         new += 1
 
-    await asyncio.gather(*(one(j) for j in jobs))
+    try:
+        await asyncio.gather(*(one(j) for j in jobs))
+    finally:
+        drain.remove()
+    if drain.signum is not None:
+        raise RunStopped(drain.signum)
     return new
 
 
@@ -236,6 +249,12 @@ def calibrate(
     verifier: Annotated[
         str | None, typer.Option(help="--run: verifier name (llm_judge) for search configs.")
     ] = None,
+    backend_option: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--backend-option", "-B", help="--run: backend argument key=value (kv_cache_gib=6)."
+        ),
+    ] = None,
     out: Annotated[Path | None, typer.Option(help="Output path (preset or policy JSON).")] = None,
 ) -> None:
     """Measure this host (--hardware) or fit the strategy policy (--dataset ...)."""
@@ -247,9 +266,19 @@ def calibrate(
             "say what to calibrate: --hardware, or --dataset math_train200 --rows FILE.jsonl "
             "(or --run to measure the rows)"
         )
-    _policy(
-        dataset, rows, run, budgets, limit, strategies, backend, model, verifier, out, concurrency
+    from ttscale.cli import _parse_options
+
+    settings = RunSettings(
+        budgets=budgets,
+        limit=limit,
+        strategies=strategies,
+        backend=backend,
+        backend_options=_parse_options(backend_option or []),
+        model=model,
+        verifier=verifier,
+        concurrency=concurrency,
     )
+    _policy(dataset, rows, settings, out, measure=run)
 
 
 def _hardware(seconds: float, out: Path | None) -> None:
@@ -271,19 +300,25 @@ def _hardware(seconds: float, out: Path | None) -> None:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class RunSettings:
+    """What ``calibrate --run`` measures, and on which engine (``model`` also names the
+    model a fit from existing rows is for)."""
+
+    budgets: str
+    limit: int | None
+    strategies: str | None
+    backend: str
+    backend_options: dict[str, Any]
+    model: str | None
+    verifier: str | None
+    concurrency: int
+
+
 def _policy(
-    dataset: str,
-    rows: Path | None,
-    run: bool,
-    budgets: str,
-    limit: int | None,
-    strategies: str | None,
-    backend: str,
-    model: str | None,
-    verifier_name: str | None,
-    out: Path | None,
-    concurrency: int = 32,
+    dataset: str, rows: Path | None, run: RunSettings, out: Path | None, *, measure: bool
 ) -> None:
+    """Fit from ``rows`` (measuring them first with ``run`` when ``measure``); write it."""
     from ttscale.hardware import host_info
     from ttscale.hw_calibration import default_hardware
     from ttscale.policy import fit_policy, load_policy
@@ -301,14 +336,12 @@ def _policy(
     assert_disjoint(problems, load_split(EVALUATION_SPLIT))  # never fit on evaluation problems
     if rows is None:
         raise ConfigError("--rows FILE.jsonl is required (the rows to fit; --run appends to it)")
-    if run:
-        if limit is not None:
+    if measure:
+        if run.limit is not None:
             from ttscale.evals.datasets import round_robin_by_level
 
-            problems = round_robin_by_level(problems, limit)
-        asyncio.run(
-            _run(problems, budgets, strategies, backend, model, verifier_name, rows, concurrency)
-        )
+            problems = round_robin_by_level(problems, run.limit)
+        asyncio.run(_run(problems, run, rows))
     if not rows.is_file():
         raise ConfigError(f"--rows {rows} does not exist; pass measured rows or add --run")
     from ttscale.evals.store import read_jsonl
@@ -319,7 +352,7 @@ def _policy(
         data,
         calibration_ids=[str(p["id"]) for p in problems],
         dataset=dataset,
-        model=model or prior.model,
+        model=run.model or prior.model,
         prior=prior,
         rows_file=str(rows),
         hardware=default_hardware().name,
@@ -334,33 +367,26 @@ def _policy(
     )
 
 
-async def _run(
-    problems: list[dict[str, Any]],
-    budgets: str,
-    strategies: str | None,
-    backend: str,
-    model: str | None,
-    verifier_name: str | None,
-    rows: Path,
-    concurrency: int,
-) -> None:
+async def _run(problems: list[dict[str, Any]], run: RunSettings, rows: Path) -> None:
     from ttscale.backends import make_backend
 
     try:
-        levels = [int(b) for b in budgets.split(",") if b.strip()]
+        levels = [int(b) for b in run.budgets.split(",") if b.strip()]
     except ValueError:
-        raise ConfigError(f"--budgets {budgets!r} must be comma-separated integers") from None
-    kwargs: dict[str, Any] = {"model": model} if model and backend in ("vllm", "hf") else {}
-    gen = make_backend(backend, **kwargs)
+        raise ConfigError(f"--budgets {run.budgets!r} must be comma-separated integers") from None
+    kwargs = dict(run.backend_options)
+    if run.model and run.backend in ("vllm", "hf"):
+        kwargs["model"] = run.model
+    gen = make_backend(run.backend, **kwargs)
     verifier = None
-    if verifier_name:
+    if run.verifier:
         from ttscale.verifiers import load_verifier
 
-        verifier = load_verifier(verifier_name, generator=gen)
-    labels = [s.strip() for s in strategies.split(",")] if strategies else None
+        verifier = load_verifier(run.verifier, generator=gen)
+    labels = [s.strip() for s in run.strategies.split(",")] if run.strategies else None
     try:
         new = await measure_rows(
-            problems, levels, gen, verifier, rows, labels=labels, concurrency=concurrency
+            problems, levels, gen, verifier, rows, labels=labels, concurrency=run.concurrency
         )
         err.print(f"measured {new} new rows into {rows}")
     finally:

@@ -502,6 +502,11 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:  # click usage errors carry their own exit code
         import click
 
+        from ttscale.evals.runner import RunStopped
+
+        if isinstance(exc, RunStopped):
+            err.print(f"stopped by {exc}: rows in flight were written; rerun to resume")
+            raise SystemExit(128 + exc.signum) from None
         if isinstance(exc, click.ClickException):
             exc.show()
             raise SystemExit(exc.exit_code) from None
