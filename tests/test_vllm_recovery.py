@@ -60,3 +60,10 @@ def test_other_engine_errors_abort_too_and_name_vllm():
     with pytest.raises(BackendError, match="vLLM generate failed: boom"):
         b._generate_sync(REQ)
     assert engine.aborted == [["7", "8"]]
+
+
+def test_seeding_is_checked_before_any_engine_loads():
+    from ttscale.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="seeding='sometimes'"):
+        VLLMBackend(seeding="sometimes")

