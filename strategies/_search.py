@@ -41,6 +41,7 @@ __all__ = [
     "build_workspace",
     "check_positive",
     "effective_sample_size",
+    "finish_ledger",
     "fit_step",
     "keep_top",
     "merge_prompts",
@@ -266,6 +267,12 @@ async def score_nodes(
         dataclasses.replace(n, step_scores=tuple(r), score=aggregate(r, agg))
         for n, r in zip(nodes, rows, strict=True)
     ]
+
+
+def finish_ledger(ledger: Ledger, stop: str) -> None:
+    """Close ``ledger`` for a run that ended with reason ``stop``; a ``budget:<cap>`` reason
+    names the cap that stopped it (``Ledger.finish(stopped_by=...)``)."""
+    ledger.finish(stopped_by=stop.split(":")[1] if stop.startswith("budget:") else None)
 
 
 def absorb(parent: Ledger, child: Ledger) -> None:

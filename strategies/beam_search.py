@@ -41,6 +41,7 @@ from ttscale.protocols import Generator, Verifier
 from ttscale.strategies._search import (
     Node,
     check_positive,
+    finish_ledger,
     fit_step,
     keep_top,
     merge_prompts,
@@ -232,7 +233,7 @@ class BeamSearch:
             stop = "max_steps" if live else stop
         cands = [to_candidate(b) for b in finished + live]
         answer, table = select_answer(cands, self.select)
-        ledger.finish(stopped_by=stop.split(":")[1] if stop.startswith("budget:") else None)
+        finish_ledger(ledger, stop)
         return Result(
             answer,
             cands,

@@ -43,6 +43,7 @@ from ttscale.strategies._search import (
     Node,
     check_positive,
     effective_sample_size,
+    finish_ledger,
     fit_step,
     merge_prompts,
     score_nodes,
@@ -229,7 +230,7 @@ class ParticleFilter:
         answer, table = select_answer(
             cands, self.select, None if self.select == "majority" else weights.tolist()
         )
-        ledger.finish(stopped_by=stop.split(":")[1] if stop.startswith("budget:") else None)
+        finish_ledger(ledger, stop)
         return Result(
             answer,
             cands,

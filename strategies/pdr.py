@@ -37,6 +37,7 @@ from ttscale.strategies._search import (
     absorb,
     build_workspace,
     check_positive,
+    finish_ledger,
     fit_step,
     score_texts,
     select_answer,
@@ -203,7 +204,7 @@ class PDR:
             answer, table = select_answer(cands, select)
             if answer is not None:
                 break
-        ledger.finish(stopped_by=stop.split(":")[1] if stop.startswith("budget:") else None)
+        finish_ledger(ledger, stop)
         return Result(
             answer,
             [c for cs in rounds for c in cs],

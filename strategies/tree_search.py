@@ -63,6 +63,7 @@ from ttscale.strategies._prune import (
 from ttscale.strategies._search import (
     Node,
     check_positive,
+    finish_ledger,
     fit_step,
     merge_prompts,
     score_nodes,
@@ -341,7 +342,7 @@ class ETS:
             stop = "expansions" if alloc else stop
         cands = [to_candidate(n) for n in finished + open_]
         answer, table = select_answer(cands, self.select)
-        ledger.finish(stopped_by=stop.split(":")[1] if stop.startswith("budget:") else None)
+        finish_ledger(ledger, stop)
         return Result(
             answer,
             cands,
