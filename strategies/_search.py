@@ -13,7 +13,8 @@ filtering, PDR). Pure functions and one frozen dataclass; no engine imports.
   to what the ledger can still pay for.
 - ``score_texts``/``score_nodes``: one verifier call for all new steps/nodes; ``absorb``
   charges a sub-strategy's ledger to its parent (composition); ``build_workspace``: drafts
-  clipped into a bounded context (PDR); ``to_candidate``/``select_answer``: result building.
+  clipped into a bounded context (PDR); ``to_candidate``/``select_answer``/``search_result``:
+  result building; ``check_positive``/``check_sampling``: config validation.
 """
 
 from __future__ import annotations
@@ -29,9 +30,16 @@ import numpy as np
 from ttscale.budget import Ledger
 from ttscale.errors import BudgetError, ConfigError
 from ttscale.protocols import Generator, Verifier
-from ttscale.types import Candidate, Completion, FinishReason, GenerationRequest, Problem
+from ttscale.types import (
+    Candidate,
+    Completion,
+    FinishReason,
+    GenerationRequest,
+    Problem,
+    Result,
+)
 from ttscale.verifiers.answers import extract_answer
-from ttscale.verifiers.base import aggregate, check_scores
+from ttscale.verifiers.base import AGGREGATIONS, aggregate, check_scores
 from ttscale.verifiers.voting import group_answers
 
 __all__ = [
@@ -39,7 +47,9 @@ __all__ = [
     "Node",
     "absorb",
     "build_workspace",
+    "SELECTS",
     "check_positive",
+    "check_sampling",
     "effective_sample_size",
     "finish_ledger",
     "fit_step",
@@ -48,6 +58,7 @@ __all__ = [
     "multinomial_resample",
     "score_nodes",
     "score_texts",
+    "search_result",
     "select_answer",
     "softmax",
     "split_steps",
@@ -64,6 +75,23 @@ def check_positive(obj: object, *names: str) -> None:
         value = getattr(obj, name)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ConfigError(f"{name}={value!r} must be a positive integer")
+
+
+SELECTS = ("weighted", "majority", "best")
+"""How a search picks its answer from scored candidates (``select_answer``)."""
+
+
+def check_sampling(obj: Any, selects: Sequence[str] = SELECTS) -> None:
+    """Raise ``ConfigError`` unless ``obj``'s ``temperature``, ``top_p``, ``agg`` and
+    ``select`` are valid: the sampling and selection fields every strategy shares."""
+    if obj.temperature < 0 or not 0 < obj.top_p <= 1:
+        raise ConfigError(
+            f"temperature={obj.temperature} must be >= 0 and top_p={obj.top_p} in (0, 1]"
+        )
+    if obj.agg not in AGGREGATIONS:
+        raise ConfigError(f"agg={obj.agg!r}; use one of {', '.join(AGGREGATIONS)}")
+    if obj.select not in selects:
+        raise ConfigError(f"select={obj.select!r}; use {', '.join(selects[:-1])} or {selects[-1]}")
 
 
 def split_steps(text: str, delimiter: str) -> list[str]:
@@ -273,6 +301,32 @@ def finish_ledger(ledger: Ledger, stop: str) -> None:
     """Close ``ledger`` for a run that ended with reason ``stop``; a ``budget:<cap>`` reason
     names the cap that stopped it (``Ledger.finish(stopped_by=...)``)."""
     ledger.finish(stopped_by=stop.split(":")[1] if stop.startswith("budget:") else None)
+
+
+def search_result(
+    strategy: str,
+    select: str,
+    cands: list[Candidate],
+    trace: list[dict[str, Any]],
+    ledger: Ledger,
+    stop: str,
+    *,
+    vote_weights: Sequence[float] | None = None,
+    **extras: Any,
+) -> Result:
+    """Pick the answer (``select_answer``; ``vote_weights`` replace the candidates' scores),
+    close the ledger (``finish_ledger``) and build a step-wise search's ``Result``: the
+    extras every search reports, then its own."""
+    answer, table = select_answer(cands, select, vote_weights)
+    finish_ledger(ledger, stop)
+    common = {
+        "select": select,
+        "votes": table,
+        "stop_reason": stop,
+        "steps": len(trace),
+        "cache_hit_rate": ledger.cached_tokens / max(ledger.prompt_tokens, 1),
+    }
+    return Result(answer, cands, trace, ledger, strategy, extras=common | extras)
 
 
 def absorb(parent: Ledger, child: Ledger) -> None:

@@ -41,16 +41,15 @@ from ttscale.protocols import Generator, Verifier
 from ttscale.strategies._search import (
     Node,
     check_positive,
-    finish_ledger,
+    check_sampling,
     fit_step,
     keep_top,
     merge_prompts,
     score_nodes,
-    select_answer,
+    search_result,
     to_candidate,
 )
 from ttscale.types import GenerationRequest, Problem, Result
-from ttscale.verifiers.base import AGGREGATIONS
 
 __all__ = ["DVTS", "BeamSearch"]
 
@@ -108,14 +107,7 @@ class BeamSearch:
                 f"lookahead={self.lookahead} and verifier_reserve="
                 f"{self.verifier_reserve} must be >= 0"
             )
-        if self.temperature < 0 or not 0 < self.top_p <= 1:
-            raise ConfigError(
-                f"temperature={self.temperature} must be >= 0 and top_p={self.top_p} in (0, 1]"
-            )
-        if self.agg not in AGGREGATIONS:
-            raise ConfigError(f"agg={self.agg!r}; use one of {', '.join(AGGREGATIONS)}")
-        if self.select not in ("weighted", "majority", "best"):
-            raise ConfigError(f"select={self.select!r}; use weighted, majority or best")
+        check_sampling(self)
 
     @property
     def num_subtrees(self) -> int:
@@ -231,25 +223,16 @@ class BeamSearch:
             )
         else:
             stop = "max_steps" if live else stop
-        cands = [to_candidate(b) for b in finished + live]
-        answer, table = select_answer(cands, self.select)
-        finish_ledger(ledger, stop)
-        return Result(
-            answer,
-            cands,
+        return search_result(
+            self.name,
+            self.select,
+            [to_candidate(b) for b in finished + live],
             trace,
             ledger,
-            self.name,
-            extras={
-                "select": self.select,
-                "votes": table,
-                "stop_reason": stop,
-                "steps": len(trace),
-                "subtrees": self.num_subtrees,
-                "beams_per_subtree": per_tree,
-                "finished": len(finished),
-                "cache_hit_rate": ledger.cached_tokens / max(ledger.prompt_tokens, 1),
-            },
+            stop,
+            subtrees=self.num_subtrees,
+            beams_per_subtree=per_tree,
+            finished=len(finished),
         )
 
     async def _lookahead(

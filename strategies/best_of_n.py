@@ -26,9 +26,10 @@ from typing import Any, Literal
 from ttscale.budget import Budget, Ledger
 from ttscale.errors import BudgetError, ConfigError
 from ttscale.protocols import Generator, Verifier
+from ttscale.strategies._search import SELECTS, check_positive, check_sampling
 from ttscale.types import Candidate, GenerationRequest, Problem, Result
 from ttscale.verifiers.answers import extract_answer
-from ttscale.verifiers.base import AGGREGATIONS, aggregate, check_scores
+from ttscale.verifiers.base import aggregate, check_scores
 from ttscale.verifiers.voting import group_answers, leader_confidence
 
 __all__ = ["BestOfN"]
@@ -68,7 +69,7 @@ class BestOfN:
     """Round r uses seed ``seed + r``."""
 
     def __post_init__(self) -> None:
-        _positive(self, "n", "max_tokens", "round_size", "min_sample_tokens")
+        check_positive(self, "n", "max_tokens", "round_size", "min_sample_tokens")
         if self.min_sample_tokens > self.max_tokens:
             raise ConfigError(
                 f"min_sample_tokens={self.min_sample_tokens} exceeds max_tokens={self.max_tokens}; "
@@ -76,14 +77,7 @@ class BestOfN:
             )
         if not 0.5 < self.confidence <= 1.0:
             raise ConfigError(f"confidence={self.confidence} must be in (0.5, 1]")
-        if self.temperature < 0 or not 0 < self.top_p <= 1:
-            raise ConfigError(
-                f"temperature={self.temperature} must be >= 0 and top_p={self.top_p} in (0, 1]"
-            )
-        if self.select not in ("auto", "majority", "weighted", "best"):
-            raise ConfigError(f"select={self.select!r}; use auto, majority, weighted or best")
-        if self.agg not in AGGREGATIONS:
-            raise ConfigError(f"agg={self.agg!r}; use one of {', '.join(AGGREGATIONS)}")
+        check_sampling(self, ("auto", *SELECTS))
 
     async def run(
         self, problem: Problem, generator: Generator, verifier: Verifier | None, budget: Budget
@@ -213,10 +207,3 @@ class BestOfN:
             best = max(scored, key=lambda c: c.score or 0.0)  # max keeps the first on ties
             return best.answer, table
         return (groups[0].answer if groups else None), table
-
-
-def _positive(obj: object, *names: str) -> None:
-    for name in names:
-        value = getattr(obj, name)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ConfigError(f"{name}={value!r} must be a positive integer")

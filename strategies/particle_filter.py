@@ -42,17 +42,16 @@ from ttscale.strategies._search import (
     RESAMPLERS,
     Node,
     check_positive,
+    check_sampling,
     effective_sample_size,
-    finish_ledger,
     fit_step,
     merge_prompts,
     score_nodes,
-    select_answer,
+    search_result,
     softmax,
     to_candidate,
 )
 from ttscale.types import GenerationRequest, Problem, Result
-from ttscale.verifiers.base import AGGREGATIONS
 
 __all__ = ["ParticleFilter"]
 
@@ -104,14 +103,7 @@ class ParticleFilter:
             raise ConfigError(f"resample_when={self.resample_when!r}; use always or ess")
         if not 0 < self.ess_threshold <= 1:
             raise ConfigError(f"ess_threshold={self.ess_threshold} must be in (0, 1]")
-        if self.temperature < 0 or not 0 < self.top_p <= 1:
-            raise ConfigError(
-                f"temperature={self.temperature} must be >= 0 and top_p={self.top_p} in (0, 1]"
-            )
-        if self.agg not in AGGREGATIONS:
-            raise ConfigError(f"agg={self.agg!r}; use one of {', '.join(AGGREGATIONS)}")
-        if self.select not in ("weighted", "majority", "best"):
-            raise ConfigError(f"select={self.select!r}; use weighted, majority or best")
+        check_sampling(self)
         if self.verifier_reserve < 0:
             raise ConfigError(f"verifier_reserve={self.verifier_reserve} must be >= 0")
 
@@ -226,25 +218,15 @@ class ParticleFilter:
             )
         else:
             stop = "max_steps" if any(not p.done for p in particles) else stop
-        cands = [to_candidate(p) for p in particles]
-        answer, table = select_answer(
-            cands, self.select, None if self.select == "majority" else weights.tolist()
-        )
-        finish_ledger(ledger, stop)
-        return Result(
-            answer,
-            cands,
+        return search_result(
+            self.name,
+            self.select,
+            [to_candidate(p) for p in particles],
             trace,
             ledger,
-            self.name,
-            extras={
-                "select": self.select,
-                "votes": table,
-                "weights": [round(float(w), 6) for w in weights],
-                "stop_reason": stop,
-                "steps": len(trace),
-                "resamples": sum(t["resampled"] for t in trace),
-                "cached_tokens": ledger.cached_tokens,
-                "cache_hit_rate": ledger.cached_tokens / max(ledger.prompt_tokens, 1),
-            },
+            stop,
+            vote_weights=None if self.select == "majority" else weights.tolist(),
+            weights=[round(float(w), 6) for w in weights],
+            resamples=sum(t["resampled"] for t in trace),
+            cached_tokens=ledger.cached_tokens,
         )

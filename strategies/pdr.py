@@ -34,9 +34,11 @@ from ttscale.budget import Budget, Ledger
 from ttscale.errors import BudgetError, ConfigError
 from ttscale.protocols import Generator, Verifier
 from ttscale.strategies._search import (
+    SELECTS,
     absorb,
     build_workspace,
     check_positive,
+    check_sampling,
     finish_ledger,
     fit_step,
     score_texts,
@@ -44,7 +46,7 @@ from ttscale.strategies._search import (
 )
 from ttscale.types import Candidate, GenerationRequest, Problem, Result
 from ttscale.verifiers.answers import extract_answer
-from ttscale.verifiers.base import AGGREGATIONS, aggregate
+from ttscale.verifiers.base import aggregate
 from ttscale.verifiers.voting import group_answers
 
 __all__ = ["PDR", "REFINE_TEMPLATE", "SUMMARY_TEMPLATE", "SequentialRefine"]
@@ -116,16 +118,9 @@ class PDR:
             )
         if self.distill not in ("summary", "select"):
             raise ConfigError(f"distill={self.distill!r}; use summary or select")
-        if self.select not in ("auto", "majority", "weighted", "best"):
-            raise ConfigError(f"select={self.select!r}; use auto, majority, weighted or best")
-        if self.agg not in AGGREGATIONS:
-            raise ConfigError(f"agg={self.agg!r}; use one of {', '.join(AGGREGATIONS)}")
-        if self.temperature < 0 or not 0 < self.top_p <= 1 or self.verifier_reserve < 0:
-            raise ConfigError(
-                f"temperature={self.temperature} and verifier_reserve="
-                f"{self.verifier_reserve} must be >= 0, top_p={self.top_p} "
-                f"in (0, 1]"
-            )
+        check_sampling(self, ("auto", *SELECTS))
+        if self.verifier_reserve < 0:
+            raise ConfigError(f"verifier_reserve={self.verifier_reserve} must be >= 0")
         for field, keys in (
             ("refine_template", ("{problem}", "{workspace}")),
             ("summary_template", ("{problem}", "{drafts}")),

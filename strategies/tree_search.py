@@ -63,15 +63,14 @@ from ttscale.strategies._prune import (
 from ttscale.strategies._search import (
     Node,
     check_positive,
-    finish_ledger,
+    check_sampling,
     fit_step,
     merge_prompts,
     score_nodes,
-    select_answer,
+    search_result,
     to_candidate,
 )
 from ttscale.types import GenerationRequest, Problem, Result
-from ttscale.verifiers.base import AGGREGATIONS
 
 __all__ = ["ETS", "held_tokens"]
 
@@ -150,14 +149,7 @@ class ETS:
                 f"ilp_time_limit={self.ilp_time_limit} must be > 0 and "
                 f"verifier_reserve={self.verifier_reserve} >= 0"
             )
-        if self.temperature < 0 or not 0 < self.top_p <= 1:
-            raise ConfigError(
-                f"temperature={self.temperature} must be >= 0 and top_p={self.top_p} in (0, 1]"
-            )
-        if self.agg not in AGGREGATIONS:
-            raise ConfigError(f"agg={self.agg!r}; use one of {', '.join(AGGREGATIONS)}")
-        if self.select not in ("weighted", "majority", "best"):
-            raise ConfigError(f"select={self.select!r}; use weighted, majority or best")
+        check_sampling(self)
 
     async def run(
         self, problem: Problem, generator: Generator, verifier: Verifier | None, budget: Budget
@@ -340,27 +332,18 @@ class ETS:
                 break
         else:
             stop = "expansions" if alloc else stop
-        cands = [to_candidate(n) for n in finished + open_]
-        answer, table = select_answer(cands, self.select)
-        finish_ledger(ledger, stop)
-        return Result(
-            answer,
-            cands,
+        return search_result(
+            self.name,
+            self.select,
+            [to_candidate(n) for n in finished + open_],
             trace,
             ledger,
-            self.name,
-            extras={
-                "select": self.select,
-                "votes": table,
-                "stop_reason": stop,
-                "steps": len(trace),
-                "finished": len(finished),
-                "prompt_len": len(root.prompt_ids),
-                "tree_nodes": tree.number_of_nodes(),
-                **kv_summary(trace),
-                "solver": _solver_counts(trace),
-                "cache_hit_rate": ledger.cached_tokens / max(ledger.prompt_tokens, 1),
-            },
+            stop,
+            finished=len(finished),
+            prompt_len=len(root.prompt_ids),
+            tree_nodes=tree.number_of_nodes(),
+            **kv_summary(trace),
+            solver=_solver_counts(trace),
         )
 
     def _select(
