@@ -184,3 +184,66 @@ def test_judge_inside_best_of_n_picks_the_endorsed_answer():
     assert res.answer == "84"
     assert len(judge_backend.calls) == 1 and res.ledger.engine_calls == 2
     assert res.ledger.verifier_calls == 1
+
+
+def test_identical_prompts_in_one_call_are_judged_once():
+    judge, backend = _judge()
+    scores = asyncio.run(judge.score([P, P, P], [["So 4."], ["WRONG 5."], ["So 4."]]))
+    assert scores == [[1.0], [0.0], [1.0]]
+    assert len(backend.calls) == 1 and len(backend.calls[0]) == 2
+
+
+def test_a_run_reuses_its_own_judgements_and_only_its_own():
+    """Step mode re-asks about every earlier prefix; within one ledger those come from the
+    memo (nothing charged), a second ledger pays again, and ``reuse=False`` always asks."""
+    judge, backend = _judge()
+    ledger = Ledger(Budget())
+    first = asyncio.run(judge.score([P], [["Two plus two."]], ledger=ledger))
+    spent = ledger.generated_tokens
+    grown = asyncio.run(judge.score([P], [["Two plus two.", "WRONG 5."]], ledger=ledger))
+    assert first == [[1.0]] and grown == [[1.0, 0.0]]
+    assert [len(c) for c in backend.calls] == [1, 1]  # only the new prefix went out
+    assert ledger.generated_tokens == spent + 1 and ledger.engine_calls == 2
+    # all known: no engine call at all
+    assert asyncio.run(judge.score([P], [["Two plus two."]], ledger=ledger)) == [[1.0]]
+    assert len(backend.calls) == 2
+    other = Ledger(Budget())
+    asyncio.run(judge.score([P], [["Two plus two.", "WRONG 5."]], ledger=other))
+    assert len(backend.calls[-1]) == 2 and other.generated_tokens == 2
+    fresh, fresh_backend = _judge(reuse=False)
+    for _ in range(2):
+        asyncio.run(fresh.score([P], [["Two plus two.", "WRONG 5."]], ledger=ledger))
+    assert [len(c) for c in fresh_backend.calls] == [2, 2]
+
+
+def test_beam_search_with_reuse_asks_less_and_decides_the_same():
+    """Step-mode judging inside beam search: reuse sends only unseen prefixes, and the
+    search keeps the same beams, candidates and scores as when every prefix is re-asked."""
+    from itertools import product
+
+    from ttscale.strategies import BeamSearch
+
+    sols = [
+        "\n\n".join(f"{c}{i}." for i, c in enumerate(combo))
+        + f"\n\nSo \\boxed{{{combo.count('X')}}}."
+        for combo in product("XY", repeat=3)
+    ]
+
+    def search(reuse: bool):
+        judge_backend = ScriptedBackend(
+            script=lambda p: ["No" if _last_step(p)[:1] == "Y" else "Yes"]
+        )
+        judge = LLMJudge(judge_backend, reuse=reuse, **BYTE_WORDS)
+        beam = BeamSearch(n=4, beam_width=2, temperature=1.0)
+        policy = ScriptedBackend(script={"chain": sols})
+        res = asyncio.run(beam.run(Problem("Walk the chain."), policy, judge, Budget()))
+        return res, sum(len(c) for c in judge_backend.calls)
+
+    reused, asked = search(True)
+    again, asked_again = search(False)
+    assert reused.answer == again.answer == "3"
+    assert [(c.text, c.step_scores) for c in reused.candidates] == [
+        (c.text, c.step_scores) for c in again.candidates
+    ]
+    assert asked < asked_again, (asked, asked_again)
+    assert reused.ledger.generated_tokens < again.ledger.generated_tokens

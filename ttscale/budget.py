@@ -172,6 +172,10 @@ class Ledger:
     """Amount by which a cap was exceeded (only ``seconds`` can be: calls can't be cut)."""
     engine: dict[str, Any] = field(default_factory=dict)
     """Engine profile (backend, model, dtype, seeding) for reproducibility."""
+    memo: dict[Any, Any] = field(default_factory=dict, repr=False)
+    """Results a component may reuse later in this run (the LLM judge's score of a prompt it
+    has already judged). Scoped to the ledger, so no run is charged less for another run's
+    work; not serialised."""
     _start: float = field(default_factory=time.perf_counter, repr=False)
 
     # -- reading -------------------------------------------------------------------------

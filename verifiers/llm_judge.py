@@ -16,7 +16,10 @@ scores ``NEUTRAL`` (0.5). A judge prompt that does not fit the context window al
 Performance contract: all judge prompts of all candidates go to the engine in **one**
 ``generate`` call (through ``ledger.generate`` when a ledger is given, so the judge's prompt
 and generated tokens are accounted). Step prompts of one candidate extend each other, so the
-engine's prefix cache serves the shared part.
+engine's prefix cache serves the shared part. Each distinct prompt is judged once per call,
+and once per run when a ledger is given (``reuse``): a step-wise search asks about the same
+prefixes at every step (siblings share their parent's, and step mode re-scores every earlier
+step), and the greedy one-token judgement of an identical prompt cannot change.
 
 The judge is the policy model by default (any ``Generator`` with logprobs works); the
 approach follows the "LLM-as-a-judge" / generative-verifier line of work (Zheng et al. 2023;
@@ -25,8 +28,10 @@ Zhang et al. 2024, "Generative Verifiers"), reduced to a single next-token proba
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
+from array import array
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -68,6 +73,11 @@ DEFAULT_OUTCOME_TEMPLATE = (
 """Judge prompt for ``mode="outcome"``; ``{problem}`` and ``{solution}`` are filled."""
 
 _PUNCT = " \t\r\n.,:;!?\"'`*()[]<>_"
+
+
+def _digest(ids: Sequence[int]) -> bytes:
+    """A prompt's memo key: 16 bytes instead of the token ids themselves."""
+    return hashlib.blake2b(array("q", ids).tobytes(), digest_size=16).digest()
 
 
 def _normalise(token: str) -> str:
@@ -129,6 +139,9 @@ class LLMJudge:
         overflow: A judge prompt longer than the window scores ``NEUTRAL`` (``"neutral"``,
             logged) or raises ``VerifierError`` (``"error"``).
         name: Verifier name in traces.
+        reuse: Keep each judgement in ``ledger.memo`` and answer an identical prompt later
+            in the same run from it (no engine call, nothing charged). Judgements are
+            greedy, so only engine numerics could differ; ``False`` re-asks every time.
 
     Raises:
         ConfigError: Unknown mode/overflow, ``top_k < 1``, or a template without
@@ -146,6 +159,7 @@ class LLMJudge:
     max_model_len: int | None = None
     overflow: Literal["neutral", "error"] = "neutral"
     name: str = "llm_judge"
+    reuse: bool = True
 
     def __post_init__(self) -> None:
         if self.mode not in ("step", "outcome"):
@@ -206,12 +220,21 @@ class LLMJudge:
                 f"problem per candidate (repeat it for candidates of the same problem)"
             )
         limit = self.max_model_len or getattr(self.generator, "max_model_len", None)
+        memo = ledger.memo if ledger is not None and self.reuse else {}
         requests: list[GenerationRequest] = []
-        slots: list[list[int | None]] = []  # per candidate: request index or None (neutral)
+        keys: dict[tuple[int, bytes], int] = {}  # prompt -> its request in this call
+        known: dict[tuple[int, bytes], float] = {}  # prompt -> score, from the memo or this call
+        slots: list[list[tuple[int, bytes] | None]] = []  # per position: its prompt, or neutral
         for i, (problem, steps) in enumerate(zip(problems, step_lists, strict=True)):
-            row: list[int | None] = []
+            row: list[tuple[int, bytes] | None] = []
             for text in self.prompts(problem, list(steps)):
                 ids = self.generator.render(Problem(text, system_prompt=self.system_prompt))
+                key = (id(self), _digest(ids))
+                if key in memo:
+                    known[key] = memo[key]
+                if key in known or key in keys:  # judged earlier in the run, or in this call
+                    row.append(key)
+                    continue
                 if limit is not None and len(ids) + 1 > limit:
                     if self.overflow == "error":
                         raise VerifierError(
@@ -230,16 +253,23 @@ class LLMJudge:
                     )
                     row.append(None)
                     continue
-                row.append(len(requests))
+                row.append(key)
+                keys[key] = len(requests)
                 requests.append(
                     GenerationRequest(ids, n=1, max_tokens=1, temperature=0.0, logprobs=self.top_k)
                 )
             slots.append(row)
         outputs = await self._generate(requests, ledger)
-        probs = [self._probability(out, k) for k, out in enumerate(outputs)]
-        scores = [[NEUTRAL if k is None else probs[k] for k in row] for row in slots]
+        fresh = {key: self._probability(outputs[k], k) for key, k in keys.items()}
+        memo.update(fresh)
+        known.update(fresh)
+        scores = [[NEUTRAL if key is None else known[key] for key in row] for row in slots]
         log.debug(
-            "%s: %d candidates, %d judge prompts in one call", self.name, len(slots), len(requests)
+            "%s: %d candidates, %d positions, %d judge prompts in one call",
+            self.name,
+            len(slots),
+            sum(len(row) for row in slots),
+            len(requests),
         )
         return check_scores(self.name, scores, step_lists)
 
