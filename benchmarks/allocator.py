@@ -38,6 +38,7 @@ import hashlib
 import json
 import math
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -154,20 +155,14 @@ async def run_all(
     A job is (label, strategy, items, budget). ``auto_batch`` is one ``solve_batch`` over
     all its items with a shared budget of len(items) x budget; its rows land in one write.
     """
-    gate = asyncio.Semaphore(max(1, concurrency))
-    drain = Drain()  # first SIGINT/SIGTERM: finish the runs in flight, start no new ones
-    drain.install()
 
     async def one(label: str, strat: Any, it: dict[str, Any], budget: int) -> None:
-        async with gate:
-            if drain.signum is not None:
-                return
-            try:
-                res = await strat.run(
-                    Problem(it["problem"], id=it["id"]), gen, verifier, Budget(tokens=budget)
-                )
-            except Exception as exc:
-                res = exc
+        try:
+            res = await strat.run(
+                Problem(it["problem"], id=it["id"]), gen, verifier, Budget(tokens=budget)
+            )
+        except Exception as exc:
+            res = exc
         append([make_row(it, label, budget, res)])
 
     async def batch(items: list[dict[str, Any]], budget: int) -> None:
@@ -190,17 +185,14 @@ async def run_all(
     tasks = []
     for label, strat, items, budget in jobs:
         if label == "auto_batch":
-            tasks.append(batch(items, budget))
+            tasks.append(partial(batch, items, budget))
         else:
             if label == "auto":
                 strat = make_strategy("auto", policy=policy)
-            tasks += [one(label, strat, it, budget) for it in items]
-    try:
-        await asyncio.gather(*tasks)
-    finally:
-        drain.remove()
-    if drain.signum is not None:
-        raise RunStopped(drain.signum)
+            tasks += [partial(one, label, strat, it, budget) for it in items]
+    # first SIGINT/SIGTERM: finish the runs in flight, start no new ones
+    async with Drain(concurrency) as drain:
+        await asyncio.gather(*(drain.gated(t) for t in tasks))
 
 
 def curve(rows: list[dict[str, Any]], method: str) -> list[tuple[int, float, float]]:

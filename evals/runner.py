@@ -25,10 +25,11 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ttscale.budget import Budget, Ledger
 from ttscale.errors import BudgetError, ConfigError, ContextLengthError
@@ -57,6 +58,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 EXECUTORS = ("local", "ray")
 RUN_FILE = "run.json"
@@ -338,18 +340,44 @@ class RunStopped(Exception):
 
 
 class Drain:
-    """First SIGINT/SIGTERM: start no new rows and let the ones in flight finish (their
-    compute is not thrown away); a second signal stops at once (rows already written are
-    safe either way). Installed only where asyncio can (the main thread, POSIX). Long
-    row-writing loops (``run_local``, ``ttscale calibrate --run``, the allocator benchmark)
-    check ``signum`` before starting a row and raise ``RunStopped`` at the end."""
+    """Runs a long row-writing loop's rows at most ``concurrency`` at a time, and drains it on
+    a signal: after the first SIGINT/SIGTERM no new row starts and the ones in flight finish
+    (their compute is not thrown away); a second signal stops at once (rows already written
+    are safe either way). Signal handlers are installed only where asyncio can (the main
+    thread, POSIX). Used by ``run_local``, ``ttscale calibrate --run`` and the allocator
+    benchmark::
+
+        async with Drain(concurrency) as drain:  # raises RunStopped on leaving, if drained
+            await asyncio.gather(*(drain.gated(partial(solve, i)) for i in items))
+    """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-    def __init__(self) -> None:
+    def __init__(self, concurrency: int = 1) -> None:
         self.signum: int | None = None
         self.in_flight = 0
+        self._gate = asyncio.Semaphore(max(1, concurrency))
         self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def __aenter__(self) -> Drain:
+        self.install()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        self.remove()
+        if exc_type is None and self.signum is not None:
+            raise RunStopped(self.signum)
+
+    async def gated(self, fn: Callable[[], Awaitable[T]]) -> T | None:
+        """``await fn()`` once a slot is free, or ``None`` if a signal came first."""
+        async with self._gate:
+            if self.signum is not None:
+                return None
+            self.in_flight += 1
+            try:
+                return await fn()
+            finally:
+                self.in_flight -= 1
 
     def install(self) -> None:
         loop = asyncio.get_running_loop()
@@ -394,34 +422,22 @@ async def run_local(
     """
     if concurrency < 1:
         raise ConfigError(f"concurrency={concurrency} must be >= 1")
-    sem = asyncio.Semaphore(concurrency)
-    drain = Drain()
-    drain.install()
 
-    async def one(item: WorkItem) -> tuple[WorkItem, dict[str, Any], dict[str, Any]] | None:
-        async with sem:
-            if drain.signum is not None:
-                return None
-            drain.in_flight += 1
-            try:
-                row, trace = await solve_item(item, generator, verifier, system_prompt)
-            finally:
-                drain.in_flight -= 1
-            return item, row, trace
+    async def one(item: WorkItem) -> tuple[WorkItem, dict[str, Any], dict[str, Any]]:
+        row, trace = await solve_item(item, generator, verifier, system_prompt)
+        return item, row, trace
 
-    tasks = [asyncio.ensure_future(one(i)) for i in items]
-    try:
-        for fut in asyncio.as_completed(tasks):
-            done = await fut
-            if done is not None:
-                on_row(*done)
-    finally:
-        drain.remove()
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-    if drain.signum is not None:
-        raise RunStopped(drain.signum)
+    async with Drain(concurrency) as drain:
+        tasks = [asyncio.ensure_future(drain.gated(partial(one, i))) for i in items]
+        try:
+            for fut in asyncio.as_completed(tasks):
+                done = await fut
+                if done is not None:
+                    on_row(*done)
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def make_verifier(

@@ -18,6 +18,7 @@ import asyncio
 import json
 import sys
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -92,7 +93,7 @@ async def measure_rows(
     from ttscale.allocator import difficulty_score, run_probe
     from ttscale.backends.batching import CoalescingGenerator
     from ttscale.budget import Budget, Ledger
-    from ttscale.evals.runner import Drain, RunStopped
+    from ttscale.evals.runner import Drain
     from ttscale.evals.store import append_jsonl, read_jsonl
     from ttscale.hardware import host_info
     from ttscale.policy import load_policy
@@ -116,16 +117,10 @@ async def measure_rows(
         if r.get("seed") == seed and r.get("probe_k") == bins.probe_k and "probe_bins" in r
     }
     probs = {p["id"]: Problem(p["problem"], id=p["id"]) for p in problems}
-    gate = asyncio.Semaphore(max(1, concurrency))
-    drain = Drain()
-    drain.install()
 
     async def probe(pid: str) -> None:
-        async with gate:
-            if drain.signum is not None:
-                return
-            led = Ledger(Budget(tokens=bins.probe_k * bins.probe_tokens))
-            pr = await run_probe(probs[pid], gen, verifier, led, bins, seed=seed)
+        led = Ledger(Budget(tokens=bins.probe_k * bins.probe_tokens))
+        pr = await run_probe(probs[pid], gen, verifier, led, bins, seed=seed)
         # A budget-B run of `auto` probes with bins.samples_for(B) samples; bin each size by
         # the first k samples of this one probe (same seed), so the fit can match them.
         by_k = {
@@ -147,8 +142,6 @@ async def measure_rows(
             ],
         )
 
-    await asyncio.gather(*(probe(p["id"]) for p in problems if p["id"] not in scores))
-
     jobs = []
     for budget in budgets:
         configs = candidate_configs(budget, has_verifier=verifier is not None)
@@ -166,16 +159,15 @@ async def measure_rows(
     async def one(job: tuple) -> None:
         nonlocal new
         p, label, name, params, kwargs, budget = job
-        async with gate:
-            if drain.signum is not None or p["id"] not in scores:
-                return
-            try:
-                res = await make_strategy(name, **kwargs).run(
-                    probs[p["id"]], gen, verifier, Budget(tokens=budget)
-                )
-            except Exception as exc:  # one failing run must not lose the others
-                err.print(f"[yellow]{label} @ {budget} on {p['id']} failed: {exc}[/yellow]")
-                return
+        if p["id"] not in scores:  # its probe was drained
+            return
+        try:
+            res = await make_strategy(name, **kwargs).run(
+                probs[p["id"]], gen, verifier, Budget(tokens=budget)
+            )
+        except Exception as exc:  # one failing run must not lose the others
+            err.print(f"[yellow]{label} @ {budget} on {p['id']} failed: {exc}[/yellow]")
+            return
         led = res.ledger
         append_jsonl(
             rows_path,
@@ -208,12 +200,10 @@ async def measure_rows(
         )
         new += 1
 
-    try:
-        await asyncio.gather(*(one(j) for j in jobs))
-    finally:
-        drain.remove()
-    if drain.signum is not None:
-        raise RunStopped(drain.signum)
+    async with Drain(concurrency) as drain:
+        pending = [p["id"] for p in problems if p["id"] not in scores]
+        await asyncio.gather(*(drain.gated(partial(probe, pid)) for pid in pending))
+        await asyncio.gather(*(drain.gated(partial(one, job)) for job in jobs))
     return new
 
 
