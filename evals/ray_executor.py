@@ -5,7 +5,8 @@ engine on its own GPU, or a client of a shared OpenAI-compatible server), wraps 
 ``CoalescingGenerator`` and solves up to ``concurrency`` rows at once in its event loop, so
 its engine still sees large batches. The driver keeps ``workers * concurrency`` rows in
 flight, hands each new row to the least-loaded actor, and is the only writer of
-``rows.jsonl``: resumability and crash safety are the same as with the local executor.
+``rows.jsonl``: resumability, crash safety and the drain on SIGINT/SIGTERM are the same as
+with the local executor.
 
 Ray is an optional dependency (``pip install 'ttscale[eval]'``). Without an address,
 ``ray.init`` starts a local cluster; with ``address="auto"`` or ``"ray://head:10001"`` it
@@ -19,7 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ttscale.errors import ConfigError
-from ttscale.evals.runner import OnRow, WorkItem, coalesce, make_verifier, solve_item
+from ttscale.evals.runner import Drain, OnRow, WorkItem, coalesce, make_verifier, solve_item
 
 __all__ = ["EvalWorker", "run_ray"]
 
@@ -125,25 +126,32 @@ def run_ray(
 
 
 def _drive(ray: Any, actors: list[Any], todo: Sequence[WorkItem], on_row: OnRow, cap: int) -> None:
+    """Keep ``cap`` rows in flight over the actors, least-loaded first, writing each as it
+    lands. A first SIGINT/SIGTERM to the driver stops new submissions and waits for the rows
+    in flight (``Drain``; ``RunStopped`` at the end); a second stops at once."""
     load = [0] * len(actors)
     in_flight: dict[Any, tuple[WorkItem, int]] = {}
     queue = iter(todo)
 
-    def fill() -> None:
-        while len(in_flight) < cap:
-            item = next(queue, None)
-            if item is None:
-                return
-            w = min(range(len(actors)), key=load.__getitem__)
-            in_flight[actors[w].solve.remote(item)] = (item, w)
-            load[w] += 1
+    with Drain() as drain:
 
-    fill()
-    while in_flight:
-        done, _ = ray.wait(list(in_flight), num_returns=1)
-        for ref in done:
-            item, w = in_flight.pop(ref)
-            load[w] -= 1
-            row, trace = ray.get(ref)  # re-raises the worker's error (same exception class)
-            on_row(item, row, trace)
+        def fill() -> None:
+            while len(in_flight) < cap and drain.signum is None:
+                item = next(queue, None)
+                if item is None:
+                    break
+                w = min(range(len(actors)), key=load.__getitem__)
+                in_flight[actors[w].solve.remote(item)] = (item, w)
+                load[w] += 1
+            drain.in_flight = len(in_flight)
+
         fill()
+        while in_flight:
+            # a timeout, so a signal's handler runs promptly between waits
+            done, _ = ray.wait(list(in_flight), num_returns=1, timeout=1.0)
+            for ref in done:
+                item, w = in_flight.pop(ref)
+                load[w] -= 1
+                row, trace = ray.get(ref)  # re-raises the worker's error (same class)
+                on_row(item, row, trace)
+            fill()

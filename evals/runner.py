@@ -24,6 +24,7 @@ import json
 import logging
 import signal
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -343,12 +344,16 @@ class Drain:
     """Runs a long row-writing loop's rows at most ``concurrency`` at a time, and drains it on
     a signal: after the first SIGINT/SIGTERM no new row starts and the ones in flight finish
     (their compute is not thrown away); a second signal stops at once (rows already written
-    are safe either way). Signal handlers are installed only where asyncio can (the main
-    thread, POSIX). Used by ``run_local``, ``ttscale calibrate --run`` and the allocator
-    benchmark::
+    are safe either way). Handlers are installed only where Python allows (the main
+    thread; POSIX for the asyncio form). Used by ``run_local``, ``ttscale calibrate --run``
+    and the allocator benchmark in the asyncio form, and by the Ray executor's synchronous
+    driver loop in the plain form (which checks ``signum`` itself)::
 
         async with Drain(concurrency) as drain:  # raises RunStopped on leaving, if drained
             await asyncio.gather(*(drain.gated(partial(solve, i)) for i in items))
+
+        with Drain() as drain:
+            while work and drain.signum is None: ...
     """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -358,6 +363,18 @@ class Drain:
         self.in_flight = 0
         self._gate = asyncio.Semaphore(max(1, concurrency))
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._previous: dict[int, Any] = {}  # signal -> handler it replaced (plain form)
+
+    def __enter__(self) -> Drain:
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, lambda s, _f: self._on_signal(s))
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        self.remove()
+        if exc_type is None and self.signum is not None:
+            raise RunStopped(self.signum)
 
     async def __aenter__(self) -> Drain:
         self.install()
@@ -393,6 +410,9 @@ class Drain:
             for sig in self.SIGNALS:
                 self._loop.remove_signal_handler(sig)
             self._loop = None
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+        self._previous = {}
 
     def _on_signal(self, sig: int) -> None:
         if self.signum is not None:  # second signal: default behaviour, now

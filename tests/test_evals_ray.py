@@ -68,3 +68,63 @@ def test_ray_executor_matches_local(tmp_path):
         **common,
     )
     assert (again.skipped, again.written) == (12, 0)
+
+
+DRIVER = """
+import sys
+from ttscale.evals.runner import RunStopped, parse_strategies, run_eval
+cfgs = parse_strategies(["best_of_n"], {"n": 4, "round_size": 4})
+try:
+    run_eval(sys.argv[1], cfgs, ["tokens=2000"], out=sys.argv[2], seeds=4,
+             backend_name="scripted", backend_options={"delay_s": float(sys.argv[3])},
+             executor="ray", workers=2, concurrency=1, progress=False,
+             ray_init={"num_cpus": 2, "object_store_memory": 100 * 1024**2})
+except RunStopped as exc:
+    sys.exit(128 + exc.signum)
+"""
+
+
+def test_ray_driver_drains_on_sigterm_then_resumes(tmp_path):
+    """SIGTERM to the driver: the rows on the workers finish and are written, no new row
+    is submitted, the run ends with RunStopped; a rerun completes the grid."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    data = tmp_path / "arith.jsonl"
+    data.write_text(
+        "".join(
+            json.dumps({"id": f"a{i}", "problem": f"What is {a}*{b}?", "answer": str(a * b)}) + "\n"
+            for i, (a, b) in enumerate(PAIRS)
+        )
+    )
+    out, rows_path, total = tmp_path / "ray", tmp_path / "ray" / "rows.jsonl", len(PAIRS) * 4
+    proc = subprocess.Popen(
+        [sys.executable, "-c", DRIVER, str(data), str(out), "0.5"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not (rows_path.exists() and rows_path.read_bytes().count(b"\n") >= 2):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"the Ray run ended or stalled before the signal: {proc.communicate()[1]}")
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, stderr
+    assert "finishing the" in stderr and "in flight" in stderr, stderr
+    written = rows_path.read_bytes()
+    assert written.endswith(b"\n") and written.count(b"\n") < total
+    p = subprocess.run(
+        [sys.executable, "-c", DRIVER, str(data), str(out), "0"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert p.returncode == 0, p.stderr
+    rows = read_rows(out)
+    assert rows_path.read_bytes().startswith(written)
+    assert len(rows) == len({r["key"] for r in rows}) == total
