@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -279,13 +280,18 @@ def _markdown(
         f"quantization: {model.get('quantization', '—')}",
         f"- **engine**: {engine.get('backend', '?')}, "
         f"dtype {engine.get('dtype', env.get('dtype'))}, "
-        f"seeding {engine.get('seeding', '?')}; host {host.get('cpu_model', '?')} "
+        f"seeding {seeding_summary(rows, engine.get('seeding', '?'))}; "
+        f"host {host.get('cpu_model', '?')} "
         f"(ISA **{host.get('isa', '?')}**, {host.get('cores', '?')} cores)",
         "- **software**: " + ", ".join(f"{k} {v}" for k, v in pkgs.items()),
         f"- **git**: `{git.get('commit')}`" + (" (dirty tree)" if git.get("dirty") else ""),
     ]
     for inv in record.get("invocations", []):
-        lines.append(f"- **command** ({inv.get('started', '?')}): `{inv.get('command', '?')}`")
+        at = (inv.get("git") or {}).get("commit")
+        where = f", git `{at[:12]}`" + (" dirty" if inv["git"].get("dirty") else "") if at else ""
+        lines.append(
+            f"- **command** ({inv.get('started', '?')}{where}): `{inv.get('command', '?')}`"
+        )
     lines += [
         "",
         "Accuracy is the strategy's chosen answer graded by math-verify, averaged over seeds per "
@@ -339,6 +345,16 @@ def _markdown(
     if compare_to is not None:
         lines += _cross_run(rows, Path(compare_to), cells)
     return "\n".join(lines) + "\n"
+
+
+def seeding_summary(rows: Sequence[dict[str, Any]], default: str = "?") -> str:
+    """How the rows' samples were seeded (``ledger.engine.seeding``), with row counts when a
+    resumed run mixed modes, e.g. ``per_request (120 rows), engine (62 rows)``."""
+    counts = Counter((r.get("ledger") or {}).get("engine", {}).get("seeding") for r in rows)
+    counts.pop(None, None)
+    if len(counts) <= 1:
+        return next(iter(counts), default)
+    return ", ".join(f"{mode} ({n} rows)" for mode, n in counts.most_common())
 
 
 def _selection(ds: dict[str, Any]) -> str:

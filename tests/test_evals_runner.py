@@ -17,7 +17,7 @@ import pytest
 from ttscale.backends import ScriptedBackend
 from ttscale.errors import ConfigError
 from ttscale.evals.metrics import summarize
-from ttscale.evals.report import write_report
+from ttscale.evals.report import seeding_summary, write_report
 from ttscale.evals.runner import parse_budgets, parse_strategies, run_eval
 from ttscale.evals.store import ROWS_FILE, read_rows
 
@@ -353,6 +353,7 @@ def test_report_pipeline(arith, tmp_path):
     assert "## Paired comparisons against `vote`" in md
     assert f"## This run vs `{other}`" in md
     assert "ISA **" in md and "pass@4" in md
+    assert re.search(r"\(\S+Z, git `[0-9a-f]{12}`", md)
     html = (report_dir / "report.html").read_text()
     assert "<table>" in html and 'src="accuracy_vs_tokens.png"' in html
     files = write_report(run)  # default location
@@ -399,3 +400,13 @@ def test_verifier_per_strategy(arith, tmp_path):
             verifier_options={"mode": "step"},
             progress=False,
         )
+
+
+def test_seeding_summary_counts_mixed_modes():
+    def row(mode):
+        return {"ledger": {"engine": {"seeding": mode}}}
+
+    assert seeding_summary([row("engine")] * 3) == "engine"
+    assert seeding_summary([{"ledger": {}}], "per_request") == "per_request"
+    mixed = [row("per_request")] * 5 + [row("engine")] * 2
+    assert seeding_summary(mixed) == "per_request (5 rows), engine (2 rows)"
