@@ -4,11 +4,14 @@
 # held-out MATH-500 problems (benchmarks/allocator.py). No verifier: the 0.5B judge is not
 # informative (issue 4: AUROC 0.33) and doubles the cost of every search step.
 #
-# Sized for ~40 generated tok/s (fp32 vLLM, batch ~50), about 3-4 h in all:
-#   calibration  CAL_N problems (round-robin over levels 1-5) x {best-of-N, PDR, sequential
-#                refinement} x budgets 1000,3000 tokens, plus a probe per problem;
-#   evaluation   EVAL_N held-out problems x {auto, best-of-N, PDR} at 1000,3000, and
-#                best-of-N alone at 8000 so its curve reaches auto's accuracy.
+# Sized for ~40 generated tok/s (fp32 vLLM, batch ~50): at most ~440k generated tokens,
+# about 3 h (every run spends its whole budget unless best-of-N's stopping rule ends it):
+#   calibration  CAL_N=16 problems (round-robin over levels 1-5) x {best-of-N, PDR} x
+#                budgets 1000,3000 tokens (128k), plus a 4 x 512-token probe each (<=33k);
+#   evaluation   EVAL_N=16 held-out problems x {auto, best-of-N, PDR} at 1000,3000 (192k),
+#                and best-of-N alone at 6000 (96k) so its curve can reach auto's accuracy.
+# Sequential refinement is left out of the CPU calibration (64k more; 0/6 in the strategies
+# benchmark); CAL_STRATEGIES=best_of_n_majority,pdr,sequential_refine adds it.
 # On a GPU raise them (e.g. CAL_N=200 EVAL_N=100, CAL_BUDGETS=1000,3000,8000).
 # Holds /tmp/ttscale-cpu.lock. Every stage appends each row as its run ends and skips
 # finished ones: rerun the same command after an interruption. A first SIGINT/SIGTERM lets
@@ -21,11 +24,12 @@ cd "$(dirname "$0")/.."
 
 BACKEND=${BACKEND:-vllm}
 OUT=${OUT:-runs/allocator}
-CAL_N=${CAL_N:-20}
-EVAL_N=${EVAL_N:-20}
+CAL_N=${CAL_N:-16}
+EVAL_N=${EVAL_N:-16}
+CAL_STRATEGIES=${CAL_STRATEGIES:-best_of_n_majority,pdr}
 CAL_BUDGETS=${CAL_BUDGETS:-1000,3000}
 EVAL_BUDGETS=${EVAL_BUDGETS:-1000,3000}
-BON_EXTRA=${BON_EXTRA:-8000}
+BON_EXTRA=${BON_EXTRA:-6000}
 LOCK=()
 ENGINE=()
 if [[ "$BACKEND" == scripted ]]; then
@@ -39,7 +43,7 @@ mkdir -p "$OUT"
 
 "${LOCK[@]}" .venv/bin/ttscale calibrate --dataset math_train200 --run --backend "$BACKEND" \
     --limit "$CAL_N" --budgets "$CAL_BUDGETS" "${ENGINE[@]}" \
-    --strategies best_of_n_majority,pdr,sequential_refine \
+    --strategies "$CAL_STRATEGIES" \
     --rows "$OUT/calibration_rows.jsonl" --out "$OUT/policy.json"
 
 BENCH=(.venv/bin/python benchmarks/allocator.py --backend "$BACKEND" --n "$EVAL_N"

@@ -50,14 +50,14 @@ def test_allocator_script_fits_on_calibration_and_benchmarks_held_out(tmp_path):
     assert p.returncode == 0, p.stderr[-2000:]
     assert p.stdout.splitlines()[-1].startswith("RESULT compute_ratio_at_matched_acc=")
     cal = lines(tmp_path / "calibration_rows.jsonl")
-    assert {r["level"] for r in cal} == {1, 2, 3, 4, 5} and len(cal) == 5 * 3 * 2
+    assert {r["level"] for r in cal} == {1, 2, 3, 4, 5} and len(cal) == 5 * 2 * 2
     pol = json.loads((tmp_path / "policy.json").read_text())
     assert pol["provenance"]["fitted"] is True
     ev = lines(tmp_path / "eval_rows.jsonl")
     assert not {r["problem_id"] for r in ev} & {r["problem_id"] for r in cal}
     assert {(r["method"], r["budget_tokens"]) for r in ev} == {
         *((m, b) for m in ("auto", "best_of_n", "pdr") for b in (1000, 3000)),
-        ("best_of_n", 8000),
+        ("best_of_n", 6000),
     }
     summary = json.loads((tmp_path / "allocator.json").read_text())
     assert summary["policy_fitted"] is True and (tmp_path / "allocator.png").stat().st_size > 0
