@@ -24,6 +24,7 @@ __all__ = [
     "ConfigSummary",
     "Comparison",
     "bootstrap_ci",
+    "budget_order",
     "paired_bootstrap",
     "pareto_front",
     "compare",
@@ -230,7 +231,7 @@ def _cells(rows: Iterable[Row], by_level: bool) -> dict[tuple[Any, ...], list[Ro
     return cells
 
 
-def _budget_order(budget: str) -> list[Any]:
+def budget_order(budget: str) -> list[Any]:
     """Natural sort key: ``tokens=600`` before ``tokens=1200``."""
     return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", budget)]
 
@@ -244,7 +245,7 @@ def summarize(rows: Iterable[Row], *, by_level: bool = False, seed: int = 0) -> 
         cells,
         key=lambda k: (
             first[k[0]],
-            _budget_order(k[1]),
+            budget_order(k[1]),
             *((k[2] is None, k[2] or 0) if by_level else ()),
         ),
     )

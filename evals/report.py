@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ttscale.errors import ConfigError
-from ttscale.evals.metrics import ConfigSummary, compare, pareto_front, summarize
+from ttscale.evals.metrics import ConfigSummary, budget_order, compare, pareto_front, summarize
 from ttscale.evals.store import read_rows
 
 __all__ = ["ReportFiles", "write_report"]
@@ -74,7 +74,7 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
 
     strategies = _order([r["strategy"] for r in rows], list(record.get("strategies", {})))
-    budgets = _order([r["budget"] for r in rows], record.get("budgets", []))
+    budgets = sorted(dict.fromkeys(r["budget"] for r in rows), key=budget_order)
     cells = {(s.strategy, s.budget): s for s in summarize(rows)}
     cells_l = {(s.strategy, s.budget, s.level): s for s in summarize(rows, by_level=True)}
     levels = sorted({r.get("level") for r in rows if r.get("level") is not None})

@@ -410,3 +410,15 @@ def test_seeding_summary_counts_mixed_modes():
     assert seeding_summary([{"ledger": {}}], "per_request") == "per_request"
     mixed = [row("per_request")] * 5 + [row("engine")] * 2
     assert seeding_summary(mixed) == "per_request (5 rows), engine (2 rows)"
+
+
+def test_report_lists_budgets_ascending(arith, tmp_path):
+    """Budgets given large-first (or added by a later command) still read 600 before 1200."""
+    cfgs = parse_strategies(["vote:best_of_n"], {"n": 2})
+    run_eval(
+        arith, cfgs, ["tokens=1200", "tokens=600"], out=tmp_path, backend=ScriptedBackend(),
+        progress=False,
+    )  # fmt: skip
+    md = write_report(tmp_path).markdown.read_text()
+    table = md.split("## Accuracy vs compute", 1)[1]
+    assert table.index("`tokens=600`") < table.index("`tokens=1200`")
