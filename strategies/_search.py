@@ -44,10 +44,10 @@ from ttscale.verifiers.voting import group_answers
 
 __all__ = [
     "RESAMPLERS",
+    "SELECTS",
     "Node",
     "absorb",
     "build_workspace",
-    "SELECTS",
     "check_positive",
     "check_sampling",
     "effective_sample_size",
