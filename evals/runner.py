@@ -381,9 +381,7 @@ class Drain:
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
-        self.remove()
-        if exc_type is None and self.signum is not None:
-            raise RunStopped(self.signum)
+        self.__exit__(exc_type)
 
     async def gated(self, fn: Callable[[], Awaitable[T]]) -> T | None:
         """``await fn()`` once a slot is free, or ``None`` if a signal came first."""
