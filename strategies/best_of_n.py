@@ -26,7 +26,7 @@ from typing import Any, Literal
 from ttscale.budget import Budget, Ledger
 from ttscale.errors import BudgetError, ConfigError
 from ttscale.protocols import Generator, Verifier
-from ttscale.strategies._search import SELECTS, check_positive, check_sampling
+from ttscale.strategies._search import SELECTS, check_positive, check_sampling, finish_ledger
 from ttscale.types import Candidate, GenerationRequest, Problem, Result
 from ttscale.verifiers.answers import extract_answer
 from ttscale.verifiers.base import aggregate, check_scores
@@ -136,7 +136,7 @@ class BestOfN:
                 stop_reason = "confident"
                 break
         answer, table = self._select(select, cands)
-        ledger.finish(stopped_by=stop_reason.split(":")[1] if ":" in stop_reason else None)
+        finish_ledger(ledger, stop_reason)
         return Result(
             answer=answer,
             candidates=cands,
