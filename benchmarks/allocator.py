@@ -303,7 +303,7 @@ async def amain(args: argparse.Namespace) -> None:
         "backend": args.backend,
         "n_problems": len(items),
         "problem_ids": sorted(ids),
-        "budgets": budgets,
+        "budgets": sorted({r["budget_tokens"] for r in rows}),  # every stage's, not only this run's
         "policy_fitted": pol.fitted,
         "policy_provenance": pol.provenance.model_dump(exclude={"problem_ids"}),
         "verifier": args.verifier,

@@ -45,7 +45,7 @@ def test_eval_slice_script_writes_the_report_and_resumes(tmp_path):
 
 
 def test_allocator_script_fits_on_calibration_and_benchmarks_held_out(tmp_path):
-    env = {"OUT": str(tmp_path), "CAL_N": "5", "EVAL_N": "5"}
+    env = {"OUT": str(tmp_path), "CAL_N": "5", "EVAL_N": "5", "BON_EXTRA": "6000"}
     p = run_script("allocator_cpu.sh", env)
     assert p.returncode == 0, p.stderr[-2000:]
     assert p.stdout.splitlines()[-1].startswith("RESULT compute_ratio_at_matched_acc=")
@@ -56,11 +56,12 @@ def test_allocator_script_fits_on_calibration_and_benchmarks_held_out(tmp_path):
     ev = lines(tmp_path / "eval_rows.jsonl")
     assert not {r["problem_id"] for r in ev} & {r["problem_id"] for r in cal}
     assert {(r["method"], r["budget_tokens"]) for r in ev} == {
-        *((m, b) for m in ("auto", "best_of_n", "pdr") for b in (1000, 3000)),
+        *((m, b) for m in ("auto", "best_of_n", "pdr") for b in (500, 1000, 3000)),
         ("best_of_n", 6000),
     }
     summary = json.loads((tmp_path / "allocator.json").read_text())
     assert summary["policy_fitted"] is True and (tmp_path / "allocator.png").stat().st_size > 0
+    assert summary["budgets"] == [500, 1000, 3000, 6000]  # all stages, not only the last
 
 
 def test_allocator_benchmark_resumes_row_by_row(tmp_path):
