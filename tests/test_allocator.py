@@ -12,7 +12,7 @@ from ttscale import Budget, BudgetError, ConfigError, solve
 from ttscale.allocator import Probe, allocate, difficulty_score, token_equivalent
 from ttscale.api import solve_batch
 from ttscale.backends import ScriptedBackend
-from ttscale.policy import VERIFIER_STRATEGIES, load_policy
+from ttscale.policy import VERIFIER_STRATEGIES, prior_policy
 from ttscale.strategies import STRATEGIES, make_strategy
 from ttscale.types import Candidate
 from ttscale.verifiers import ScriptedVerifier
@@ -29,6 +29,9 @@ SCRIPT = {
     "hopeless": ["I am not sure.\n\nMaybe it is large.", "No idea.\n\nGiving up here."],
 }
 VERIFIER = ScriptedVerifier(lambda p, steps: [0.6] * len(steps))
+# The mechanics are tested against the documented hand-set prior, not the shipped fit (which
+# changes whenever the embedded model is recalibrated).
+PRIOR = prior_policy()
 
 
 def backend() -> ScriptedBackend:
@@ -45,7 +48,7 @@ def test_auto_is_registered():
 
 def test_easy_prompt_stops_after_the_probe_and_keeps_the_budget():
     gen = backend()
-    res = solve("What is easy?", budget="tokens=5000", strategy="auto", backend=gen)
+    res = solve("What is easy?", budget="tokens=5000", strategy="auto", policy=PRIOR, backend=gen)
     led = res.ledger
     assert res.answer == "42" and res.extras["stop_reason"] == "saturated"
     assert res.extras["difficulty_bin"] == 1 and res.extras["probe_samples"] == 4
@@ -58,7 +61,7 @@ def test_easy_prompt_stops_after_the_probe_and_keeps_the_budget():
 
 def test_medium_prompt_continues_and_the_probe_votes():
     gen = backend()
-    res = solve("What is medium?", budget="tokens=3000", strategy="auto", backend=gen)
+    res = solve("What is medium?", budget="tokens=3000", strategy="auto", policy=PRIOR, backend=gen)
     probe_answers = res.trace[0]["answers"]
     assert res.trace[0]["phase"] == "probe" and res.extras["difficulty_bin"] in (2, 3, 4)
     k = res.extras["probe_samples"]
@@ -76,7 +79,12 @@ def test_medium_prompt_continues_and_the_probe_votes():
 def test_hard_prompt_with_verifier_runs_a_search_strategy():
     gen = backend()
     res = solve(
-        "What is hard?", budget="tokens=8000", strategy="auto", backend=gen, verifier=VERIFIER
+        "What is hard?",
+        budget="tokens=8000",
+        strategy="auto",
+        policy=PRIOR,
+        backend=gen,
+        verifier=VERIFIER,
     )
     assert res.extras["difficulty_bin"] in (3, 4)
     assert res.extras["level"] == "t8k"
@@ -86,14 +94,16 @@ def test_hard_prompt_with_verifier_runs_a_search_strategy():
 
 
 def test_hopeless_prompt_scores_zero():
-    res = solve("What is hopeless?", budget="tokens=2000", strategy="auto", backend=backend())
+    res = solve(
+        "What is hopeless?", budget="tokens=2000", strategy="auto", policy=PRIOR, backend=backend()
+    )
     assert res.extras["difficulty_bin"] == 5 and res.answer is None
     assert res.ledger.generated_tokens <= 2000
 
 
 def test_budget_too_small_for_a_probe():
     with pytest.raises(BudgetError, match="probe"):
-        solve("What is easy?", budget="tokens=10", strategy="auto", backend=backend())
+        solve("What is easy?", budget="tokens=10", strategy="auto", policy=PRIOR, backend=backend())
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -113,6 +123,7 @@ def test_auto_never_exceeds_a_cap(tokens, rollouts, flops, which, with_verifier)
             f"What is {which}?",
             budget=budget,
             strategy="auto",
+            policy=PRIOR,
             backend=backend(),
             verifier=VERIFIER if with_verifier else None,
         )
@@ -131,7 +142,7 @@ def _probe(bin_: int, confidence: float) -> Probe:
 
 
 def test_allocate_spends_where_the_gain_per_eflop_is():
-    pol = load_policy()
+    pol = PRIOR
     probes = [_probe(1, 0.97), _probe(3, 0.6), _probe(5, 0.3), _probe(2, 0.8)]
     kw = dict(
         per_token_eflops=[1.0] * 4, probe_tokens=[400.0] * 4, has_verifier=False, saturation=0.95
@@ -165,7 +176,7 @@ PROMPTS = ["What is easy?", "What is medium?", "What is hard?", "What is hopeles
 
 def test_batch_gives_easy_prompts_nothing_beyond_the_probe():
     gen = backend()
-    res = solve_batch(PROMPTS * 2, budget="tokens=40000", backend=gen)
+    res = solve_batch(PROMPTS * 2, budget="tokens=40000", policy=PRIOR, backend=gen)
     total = sum(r.ledger.generated_tokens for r in res)
     assert total <= 40000
     easy = [r for r in res if r.extras["allocation"]["reason"] == "saturated"]
@@ -193,7 +204,11 @@ def test_batch_never_exceeds_the_shared_budget(idx, tokens, rollouts, flops, wit
         budget = Budget(tokens=8000)
     try:
         res = solve_batch(
-            prompts, budget=budget, backend=backend(), verifier=VERIFIER if with_verifier else None
+            prompts,
+            budget=budget,
+            policy=PRIOR,
+            backend=backend(),
+            verifier=VERIFIER if with_verifier else None,
         )
     except BudgetError:
         event("budget below one probe per prompt")
@@ -214,7 +229,7 @@ def test_batch_never_exceeds_the_shared_budget(idx, tokens, rollouts, flops, wit
 
 def test_batch_rejects_a_budget_below_one_probe_each():
     with pytest.raises(BudgetError, match="batch fewer prompts"):
-        solve_batch(PROMPTS, budget="tokens=100", backend=backend())
+        solve_batch(PROMPTS, budget="tokens=100", policy=PRIOR, backend=backend())
     with pytest.raises(ConfigError, match="list of strings"):
         solve_batch("What is easy?", backend=backend())  # type: ignore[arg-type]
 
@@ -222,7 +237,12 @@ def test_batch_rejects_a_budget_below_one_probe_each():
 def test_confident_verifier_stops_after_the_probe():
     sure = ScriptedVerifier(lambda p, steps: [0.97] * len(steps))
     res = solve(
-        "What is medium?", budget="tokens=8000", strategy="auto", backend=backend(), verifier=sure
+        "What is medium?",
+        budget="tokens=8000",
+        strategy="auto",
+        policy=PRIOR,
+        backend=backend(),
+        verifier=sure,
     )
     assert res.extras["stop_reason"] == "verifier_saturated"
     assert res.ledger.engine_calls == 1 and res.ledger.rollouts == res.extras["probe_samples"]
@@ -230,6 +250,7 @@ def test_confident_verifier_stops_after_the_probe():
         "What is medium?",
         budget="tokens=8000",
         strategy="auto",
+        policy=PRIOR,
         backend=backend(),
         verifier=sure,
         verifier_saturation=None,

@@ -22,7 +22,7 @@ def test_auto_and_batch_on_the_embedded_model(vllm_backend):
     )
     led = res.ledger
     assert res.trace[0]["phase"] == "probe" and res.extras["probe_samples"] == 2
-    assert res.extras["difficulty_bin"] in range(1, 6) and res.extras["policy_fitted"] is False
+    assert res.extras["difficulty_bin"] in range(1, 6) and res.extras["policy_fitted"] is True
     assert 0 < led.generated_tokens <= 400 and led.eflops > 0
     assert led.to_dict()["unused"]["tokens"] == 400 - led.generated_tokens
     assert led.engine["backend"] == "vllm"

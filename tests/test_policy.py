@@ -28,18 +28,29 @@ def _default_dict() -> dict:
     return json.loads(default_policy_path().read_text())
 
 
-def test_default_policy_ships_and_is_marked_unfitted():
+def test_default_policy_is_fitted_on_the_calibration_split_only():
     pol = load_policy()
-    assert isinstance(pol, Policy) and pol.version == 1
+    assert isinstance(pol, Policy) and pol.version == 1 and pol.fitted
+    prov = pol.provenance
+    assert prov.dataset == CALIBRATION_SPLIT and prov.n_rows > 0 and prov.isa
+    cal_ids = {r["id"] for r in load_split(CALIBRATION_SPLIT)}
+    assert prov.problem_ids and set(prov.problem_ids) <= cal_ids
+    assert_disjoint(prov.problem_ids, evaluation_slice(100))
+    assert len(pol.cells) == 5 * len(pol.levels)
+    fitted = [c for c in pol.cells if c.source == "fitted"]
+    assert fitted and all(ch.n_rows > 0 for c in fitted for ch in c.choices)
+
+
+def test_prior_policy_is_valid_and_marked_unfitted():
+    pol = prior_policy()
     assert pol.fitted is False and "NOT fitted" in pol.provenance.notes
     assert all(c.source == "prior" and all(ch.n_rows == 0 for ch in c.choices) for c in pol.cells)
     assert len(pol.cells) == 5 * len(pol.levels)
-    # The shipped file is exactly what the documented prior builds.
-    assert pol == prior_policy()
+    assert Policy.model_validate_json(pol.model_dump_json()) == pol
 
 
 def test_choose_skips_verifier_strategies_without_a_verifier():
-    pol = load_policy()
+    pol = prior_policy()  # its hard cells rank verifier searches first
     with_v = pol.choose(4, "t8k", has_verifier=True)
     without = pol.choose(4, "t8k", has_verifier=False)
     assert with_v.needs_verifier and not without.needs_verifier
