@@ -88,5 +88,5 @@ def test_allocator_benchmark_resumes_row_by_row(tmp_path):
     after = lines(rows_path)
     keys = [(r["method"], r["problem_id"]) for r in after]
     assert len(after) == 15 and len(set(keys)) == 15
-    assert {r["seeding"] for r in after if r["method"] != "auto_batch"} <= {"per_request"}
+    assert {r["seeding"] for r in after} == {"per_request"}
     assert p.stdout.splitlines()[-1].startswith("RESULT compute_ratio_at_matched_acc=")
