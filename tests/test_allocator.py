@@ -4,6 +4,8 @@ the summed spend never exceeds a shared cap)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -14,7 +16,7 @@ from ttscale.api import solve_batch
 from ttscale.backends import ScriptedBackend
 from ttscale.policy import VERIFIER_STRATEGIES, prior_policy
 from ttscale.strategies import STRATEGIES, make_strategy
-from ttscale.types import Candidate
+from ttscale.types import Candidate, Result
 from ttscale.verifiers import ScriptedVerifier
 
 
@@ -38,6 +40,20 @@ def backend() -> ScriptedBackend:
     return ScriptedBackend(script=SCRIPT)
 
 
+def auto(prompt: str, budget: Any, gen: ScriptedBackend | None = None, **kw: Any) -> Result:
+    """``solve(strategy="auto")`` under the prior, on ``gen`` (a fresh backend by default)."""
+    gen = backend() if gen is None else gen
+    return solve(prompt, budget=budget, strategy="auto", policy=PRIOR, backend=gen, **kw)
+
+
+def batch(
+    prompts: list[str], budget: Any, gen: ScriptedBackend | None = None, **kw: Any
+) -> list[Result]:
+    """``solve_batch`` under the prior, on ``gen`` (a fresh backend by default)."""
+    gen = backend() if gen is None else gen
+    return solve_batch(prompts, budget=budget, policy=PRIOR, backend=gen, **kw)
+
+
 def test_auto_is_registered():
     assert "auto" in STRATEGIES
     with pytest.raises(ConfigError, match="probe_k"):
@@ -48,7 +64,7 @@ def test_auto_is_registered():
 
 def test_easy_prompt_stops_after_the_probe_and_keeps_the_budget():
     gen = backend()
-    res = solve("What is easy?", budget="tokens=5000", strategy="auto", policy=PRIOR, backend=gen)
+    res = auto("What is easy?", "tokens=5000", gen)
     led = res.ledger
     assert res.answer == "42" and res.extras["stop_reason"] == "saturated"
     assert res.extras["difficulty_bin"] == 1 and res.extras["probe_samples"] == 4
@@ -61,7 +77,7 @@ def test_easy_prompt_stops_after_the_probe_and_keeps_the_budget():
 
 def test_medium_prompt_continues_and_the_probe_votes():
     gen = backend()
-    res = solve("What is medium?", budget="tokens=3000", strategy="auto", policy=PRIOR, backend=gen)
+    res = auto("What is medium?", "tokens=3000", gen)
     probe_answers = res.trace[0]["answers"]
     assert res.trace[0]["phase"] == "probe" and res.extras["difficulty_bin"] in (2, 3, 4)
     k = res.extras["probe_samples"]
@@ -78,14 +94,7 @@ def test_medium_prompt_continues_and_the_probe_votes():
 
 def test_hard_prompt_with_verifier_runs_a_search_strategy():
     gen = backend()
-    res = solve(
-        "What is hard?",
-        budget="tokens=8000",
-        strategy="auto",
-        policy=PRIOR,
-        backend=gen,
-        verifier=VERIFIER,
-    )
+    res = auto("What is hard?", "tokens=8000", gen, verifier=VERIFIER)
     assert res.extras["difficulty_bin"] in (3, 4)
     assert res.extras["level"] == "t8k"
     assert res.extras["choice"]["strategy"] in VERIFIER_STRATEGIES
@@ -94,16 +103,14 @@ def test_hard_prompt_with_verifier_runs_a_search_strategy():
 
 
 def test_hopeless_prompt_scores_zero():
-    res = solve(
-        "What is hopeless?", budget="tokens=2000", strategy="auto", policy=PRIOR, backend=backend()
-    )
+    res = auto("What is hopeless?", "tokens=2000")
     assert res.extras["difficulty_bin"] == 5 and res.answer is None
     assert res.ledger.generated_tokens <= 2000
 
 
 def test_budget_too_small_for_a_probe():
     with pytest.raises(BudgetError, match="probe"):
-        solve("What is easy?", budget="tokens=10", strategy="auto", policy=PRIOR, backend=backend())
+        auto("What is easy?", "tokens=10")
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -119,14 +126,7 @@ def test_auto_never_exceeds_a_cap(tokens, rollouts, flops, which, with_verifier)
     if budget.is_unlimited:
         budget = Budget(tokens=3000)
     try:
-        res = solve(
-            f"What is {which}?",
-            budget=budget,
-            strategy="auto",
-            policy=PRIOR,
-            backend=backend(),
-            verifier=VERIFIER if with_verifier else None,
-        )
+        res = auto(f"What is {which}?", budget, verifier=VERIFIER if with_verifier else None)
     except BudgetError:
         event("budget below one probe")
         return
@@ -176,7 +176,7 @@ PROMPTS = ["What is easy?", "What is medium?", "What is hard?", "What is hopeles
 
 def test_batch_gives_easy_prompts_nothing_beyond_the_probe():
     gen = backend()
-    res = solve_batch(PROMPTS * 2, budget="tokens=40000", policy=PRIOR, backend=gen)
+    res = batch(PROMPTS * 2, "tokens=40000", gen)
     total = sum(r.ledger.generated_tokens for r in res)
     assert total <= 40000
     easy = [r for r in res if r.extras["allocation"]["reason"] == "saturated"]
@@ -203,13 +203,7 @@ def test_batch_never_exceeds_the_shared_budget(idx, tokens, rollouts, flops, wit
     if budget.is_unlimited:
         budget = Budget(tokens=8000)
     try:
-        res = solve_batch(
-            prompts,
-            budget=budget,
-            policy=PRIOR,
-            backend=backend(),
-            verifier=VERIFIER if with_verifier else None,
-        )
+        res = batch(prompts, budget, verifier=VERIFIER if with_verifier else None)
     except BudgetError:
         event("budget below one probe per prompt")
         return
@@ -229,30 +223,15 @@ def test_batch_never_exceeds_the_shared_budget(idx, tokens, rollouts, flops, wit
 
 def test_batch_rejects_a_budget_below_one_probe_each():
     with pytest.raises(BudgetError, match="batch fewer prompts"):
-        solve_batch(PROMPTS, budget="tokens=100", policy=PRIOR, backend=backend())
+        batch(PROMPTS, "tokens=100")
     with pytest.raises(ConfigError, match="list of strings"):
         solve_batch("What is easy?", backend=backend())  # type: ignore[arg-type]
 
 
 def test_confident_verifier_stops_after_the_probe():
     sure = ScriptedVerifier(lambda p, steps: [0.97] * len(steps))
-    res = solve(
-        "What is medium?",
-        budget="tokens=8000",
-        strategy="auto",
-        policy=PRIOR,
-        backend=backend(),
-        verifier=sure,
-    )
+    res = auto("What is medium?", "tokens=8000", verifier=sure)
     assert res.extras["stop_reason"] == "verifier_saturated"
     assert res.ledger.engine_calls == 1 and res.ledger.rollouts == res.extras["probe_samples"]
-    off = solve(
-        "What is medium?",
-        budget="tokens=8000",
-        strategy="auto",
-        policy=PRIOR,
-        backend=backend(),
-        verifier=sure,
-        verifier_saturation=None,
-    )
+    off = auto("What is medium?", "tokens=8000", verifier=sure, verifier_saturation=None)
     assert off.extras["stop_reason"] != "verifier_saturated" and off.ledger.engine_calls > 1

@@ -43,9 +43,11 @@ def test_default_policy_is_fitted_on_the_calibration_split_only():
     assert fitted and all(ch.n_rows > 0 for c in fitted for ch in c.choices)
     # the measured rows behind it are committed (scripts/allocator_cpu.sh wrote them)
     rows = Path(__file__).parents[1] / "benchmarks/results/allocator_vllm_calibration_rows.jsonl"
-    assert hashlib.sha256(rows.read_bytes()).hexdigest() == prov.rows_sha256
-    ids = {json.loads(x)["problem_id"] for x in rows.read_text().splitlines()}
-    assert ids == set(prov.problem_ids) and len(rows.read_text().splitlines()) == prov.n_rows
+    data = rows.read_bytes()
+    assert hashlib.sha256(data).hexdigest() == prov.rows_sha256
+    lines = data.decode().splitlines()
+    ids = {json.loads(x)["problem_id"] for x in lines}
+    assert ids == set(prov.problem_ids) and len(lines) == prov.n_rows
 
 
 def test_prior_policy_is_valid_and_marked_unfitted():
