@@ -22,7 +22,15 @@ from typing import Any
 
 from ttscale.hardware import host_info
 
-__all__ = ["PACKAGES", "git_state", "model_identity", "package_versions", "environment"]
+__all__ = [
+    "PACKAGES",
+    "environment",
+    "git_state",
+    "model_identity",
+    "package_versions",
+    "portable",
+    "user_command",
+]
 
 PACKAGES = (
     "ttscale",
@@ -122,18 +130,60 @@ def model_identity(model_path: str | None) -> dict[str, Any]:
     return info
 
 
+def portable(path: str | Path | None) -> str | None:
+    """``path`` as another machine can read it: under ttscale's cache as
+    ``$TTSCALE_CACHE/...``, under the working directory relative to it, under home as
+    ``~/...``; otherwise unchanged."""
+    if path is None:
+        return None
+    from ttscale.models import cache_dir
+
+    p = Path(path).expanduser()
+    if not p.is_absolute():
+        return str(path)
+    for root, label in ((cache_dir(), "$TTSCALE_CACHE"), (Path.cwd(), None), (Path.home(), "~")):
+        try:
+            rel = p.resolve().relative_to(Path(root).resolve())
+        except ValueError:
+            continue
+        return str(rel) if label is None else f"{label}/{rel}"
+    return str(path)
+
+
+def user_command(argv: list[str] | None = None) -> str:
+    """The command line as a user types it: ``ttscale eval ...``, not the absolute path of
+    the interpreter or of ``cli.py``; path arguments made ``portable``."""
+    args = list(argv if argv is not None else sys.argv)
+    if args and (Path(args[0]).name in ("ttscale", "cli.py", "__main__.py") or "-m" in args[:2]):
+        args = (
+            ["ttscale", *args[args.index("-m") + 2 :]]
+            if "-m" in args[:2]
+            else ["ttscale", *args[1:]]
+        )
+    out = [args[0]] if args else []
+    for a in args[1:]:
+        out.append(portable(a) if a.startswith("/") else a)  # type: ignore[arg-type]
+    return shlex.join(out)
+
+
 def environment(profile: dict[str, Any], argv: list[str] | None = None) -> dict[str, Any]:
-    """Everything in ``run.json`` that is not the run's own configuration."""
+    """Everything in ``run.json`` that is not the run's own configuration. Paths are
+    ``portable`` (no absolute paths of the machine that made it)."""
     host = host_info()
+    model = model_identity(profile.get("model"))
+    if model.get("path"):
+        model["path"] = portable(model["path"])
+    if profile.get("model"):
+        profile = {**profile, "model": portable(profile["model"])}
     return {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "command": shlex.join(argv if argv is not None else sys.argv),
+        "command": user_command(argv),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "host": {"cpu_model": host.cpu_model, "isa": host.isa, "cores": host.cores},
         "packages": package_versions(),
         "git": git_state(),
         "engine": profile,
-        "model": model_identity(profile.get("model")),
+        "model": model,
         "dtype": profile.get("dtype"),
     }

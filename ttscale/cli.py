@@ -467,6 +467,15 @@ def _register_calibrate() -> None:
 _register_calibrate()
 
 
+def _register_pool() -> None:
+    from ttscale.pool_cmd import pool_app
+
+    app.add_typer(pool_app, name="pool")
+
+
+_register_pool()
+
+
 def _register_quantize() -> None:
     from ttscale.quantize_cmd import doctor, quantize
 
@@ -484,7 +493,7 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
     verbose = "-v" in args or "--verbose" in args
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "INFO" if verbose else "WARNING")
-    engine_cmd = args[:1] in (["solve"], ["serve"], ["eval"]) and "scripted" not in args
+    engine_cmd = args[:1] in (["solve"], ["serve"], ["eval"], ["pool"]) and "scripted" not in args
     engine_cmd = engine_cmd or args[:1] == ["doctor"]  # doctor reports the preload status
     if argv is None and engine_cmd and (env := _preload_env()) is not None:
         os.execve(sys.executable, [sys.executable, "-m", "ttscale.cli", *args], env)

@@ -29,7 +29,9 @@ __all__ = [
     "ModelSpec",
     "block_sparse_decode_eflops",
     "decode_kv_reads",
+    "prefill_eflops",
     "request_eflops",
+    "sample_eflops",
 ]
 
 
@@ -142,22 +144,36 @@ def request_eflops(
         generated: Generated token count of each sample.
 
     Returns:
-        Estimated eFLOPs (float). Monotone in every length argument.
+        Estimated eFLOPs (float). Monotone in every length argument. Equals
+        ``prefill_eflops`` plus ``sample_eflops`` of every sample.
     """
-    L, hq, hkv, d = spec.num_layers, spec.num_heads, spec.num_kv_heads, spec.head_dim
-    fresh = max(prompt_tokens - cached_tokens, 0)
-    # Prefill: positions cached..prompt-1, attention over all previous positions.
-    attn_prefill = 4 * L * hq * d * _sum_range(cached_tokens, prompt_tokens)
-    total = 2.0 * spec.params * fresh + attn_prefill
     batch = max(len(generated), 1)
+    total = prefill_eflops(spec, prompt_tokens=prompt_tokens, cached_tokens=cached_tokens)
+    for g in generated:
+        total += sample_eflops(spec, hw, prompt_tokens=prompt_tokens, generated=g, batch=batch)
+    return float(total)
+
+
+def prefill_eflops(spec: ModelSpec, *, prompt_tokens: int, cached_tokens: int) -> float:
+    """Prefill FLOPs of a prompt's uncached positions (attention over all earlier ones)."""
+    L, hq, d = spec.num_layers, spec.num_heads, spec.head_dim
+    fresh = max(prompt_tokens - cached_tokens, 0)
+    attn_prefill = 4 * L * hq * d * _sum_range(cached_tokens, prompt_tokens)
+    return float(2.0 * spec.params * fresh + attn_prefill)
+
+
+def sample_eflops(
+    spec: ModelSpec, hw: Hardware, *, prompt_tokens: int, generated: int, batch: int = 1
+) -> float:
+    """Decode eFLOPs of one sample of ``generated`` tokens after a ``prompt_tokens`` prompt:
+    compute, its own KV reads, and its share of the weight reads of a ``batch``-sample call."""
+    L, hq, hkv, d = spec.num_layers, spec.num_heads, spec.num_kv_heads, spec.head_dim
     weight_bytes = spec.params * spec.bytes_per_param
     kv_bytes_per_pos = 2 * L * hkv * d * spec.bytes_per_param
-    for g in generated:
-        positions = _attended(prompt_tokens, prompt_tokens + g, spec.sparse_decode)
-        compute = 2.0 * spec.params * g + 4 * L * hq * d * positions
-        memory = kv_bytes_per_pos * positions + weight_bytes * g / batch
-        total += compute + memory * hw.intensity
-    return float(total)
+    positions = _attended(prompt_tokens, prompt_tokens + generated, spec.sparse_decode)
+    compute = 2.0 * spec.params * generated + 4 * L * hq * d * positions
+    memory = kv_bytes_per_pos * positions + weight_bytes * generated / max(batch, 1)
+    return float(compute + memory * hw.intensity)
 
 
 def decode_kv_reads(t: int, sparse: BlockSparseDecode | None = None) -> int:

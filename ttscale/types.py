@@ -8,6 +8,7 @@ the CLI and the server).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -23,6 +24,7 @@ __all__ = [
     "GenerationRequest",
     "Problem",
     "Result",
+    "topk_confidence",
 ]
 
 DEFAULT_SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
@@ -83,10 +85,23 @@ class Completion:
     """Logprob of each generated token, when requested."""
     top_logprobs: tuple[dict[str, float], ...] | None = None
     """Per position: decoded token -> logprob for the top alternatives, when requested."""
+    confidence: tuple[float, ...] | None = None
+    """Per position: DeepConf token confidence, minus the mean logprob of the top-k
+    alternatives (k = the request's ``logprobs``; ``topk_confidence``), when requested.
+    High where the model was sure. Computed by the backend from the engine's raw top-k, so
+    alternatives that decode to the same text are not merged."""
 
     @property
     def num_tokens(self) -> int:
         return len(self.token_ids)
+
+
+def topk_confidence(top_logprobs: Iterable[float]) -> float:
+    """DeepConf token confidence of one position: ``-mean`` of its top-k logprobs
+    (Fu et al. 2025, "Deep Think with Confidence", eq. 2). With the top-k only (all an engine
+    returns), Kang et al.'s self-certainty reduces to this up to a constant."""
+    values = list(top_logprobs)
+    return -sum(values) / len(values) if values else 0.0
 
 
 @dataclass(frozen=True, slots=True)

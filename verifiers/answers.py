@@ -18,7 +18,7 @@ from typing import Any
 
 from ttscale.errors import GradingError
 
-__all__ = ["answers_equal", "extract_answer", "grade", "parse_answer"]
+__all__ = ["answers_equal", "extract_answer", "gold_answer", "grade", "parse_answer"]
 
 log = logging.getLogger(__name__)
 
@@ -175,11 +175,7 @@ def grade(prediction: str, gold: str) -> bool:
     Raises:
         GradingError: ``gold`` is empty or not a string.
     """
-    if not isinstance(gold, str) or not gold.strip():
-        raise GradingError(
-            f"gold answer {gold!r} is empty; every graded problem needs a reference answer"
-        )
-    gold_answer = _last_box(gold) or gold.strip()
+    gold_ans = gold_answer(gold)
     if not isinstance(prediction, str):
         return False
     pred = extract_answer(prediction)
@@ -188,4 +184,17 @@ def grade(prediction: str, gold: str) -> bool:
         if not bare or "\n" in bare:
             return False  # a solution with no final answer
         pred = bare
-    return answers_equal(gold_answer, pred)
+    return answers_equal(gold_ans, pred)
+
+
+def gold_answer(gold: str) -> str:
+    """The reference answer to compare against: its last box, or the text itself.
+
+    Raises:
+        GradingError: ``gold`` is empty or not a string.
+    """
+    if not isinstance(gold, str) or not gold.strip():
+        raise GradingError(
+            f"gold answer {gold!r} is empty; every graded problem needs a reference answer"
+        )
+    return _last_box(gold) or gold.strip()

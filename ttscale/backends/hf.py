@@ -24,7 +24,13 @@ from ttscale.backends._common import render_with_tokenizer, spec_from_dir
 from ttscale.errors import BackendUnavailable, ConfigError, ContextLengthError
 from ttscale.hardware import cpu_dtype, host_info
 from ttscale.models import resolve_model
-from ttscale.types import Completion, GenerationOutput, GenerationRequest, Problem
+from ttscale.types import (
+    Completion,
+    GenerationOutput,
+    GenerationRequest,
+    Problem,
+    topk_confidence,
+)
 
 if TYPE_CHECKING:
     from ttscale.kernels import TopKBlocks
@@ -237,19 +243,18 @@ class HFBackend:
             i, s = min((piece.find(s), s) for s in req.stop if s in piece)
             ids, finish = ids[:lo], "stop"
             text = piece[: i + len(s)] if req.include_stop else piece[:i]
-        logprobs = top = None
+        logprobs = top = conf = None
         if logp is not None:
             chosen = [float(logp[j, t]) for j, t in enumerate(ids)]
             logprobs = tuple(chosen)
             k = max(req.logprobs or 0, 1)
+            tops = [logp[j].topk(k) for j in range(len(ids))]
             top = tuple(
-                {
-                    self._tokenizer.decode([int(t)]): float(v)
-                    for v, t in zip(*logp[j].topk(k), strict=True)
-                }
-                for j in range(len(ids))
+                {self._tokenizer.decode([int(t)]): float(v) for v, t in zip(*tk, strict=True)}
+                for tk in tops
             )
-        return Completion(text, tuple(ids), finish, logprobs, top)  # type: ignore[arg-type]
+            conf = tuple(topk_confidence(tk[0].tolist()) for tk in tops)
+        return Completion(text, tuple(ids), finish, logprobs, top, confidence=conf)  # type: ignore[arg-type]
 
     def _prompt_logprobs(self, ids: tuple[int, ...]) -> tuple[float | None, ...]:
         torch = self._torch

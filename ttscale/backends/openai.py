@@ -16,7 +16,13 @@ from typing import Any
 
 from ttscale.backends._common import chat_messages
 from ttscale.errors import BackendError, BackendUnavailable, ContextLengthError
-from ttscale.types import Completion, GenerationOutput, GenerationRequest, Problem
+from ttscale.types import (
+    Completion,
+    GenerationOutput,
+    GenerationRequest,
+    Problem,
+    topk_confidence,
+)
 
 __all__ = ["OpenAIBackend"]
 
@@ -178,12 +184,14 @@ class OpenAIBackend:
             ids = getattr(ch, "token_ids", None)
             if ids is None:  # server without return_token_ids: tokenize the text
                 ids = self.encode(ch.text)
-            lp = top = None
+            lp = top = conf = None
             if ch.logprobs is not None and ch.logprobs.token_logprobs is not None:
                 lp = tuple(float(x) for x in ch.logprobs.token_logprobs)
                 top = tuple(dict(t or {}) for t in (ch.logprobs.top_logprobs or []))
+                # The completions API keys alternatives by text: the top-k as the server sent it.
+                conf = tuple(topk_confidence(t.values()) for t in top) if top else None
             finish = "length" if ch.finish_reason == "length" else "stop"
-            comps.append(Completion(ch.text, tuple(ids), finish, lp, top or None))  # type: ignore[arg-type]
+            comps.append(Completion(ch.text, tuple(ids), finish, lp, top or None, confidence=conf))  # type: ignore[arg-type]
         usage = resp.usage
         cached = 0
         details = getattr(usage, "prompt_tokens_details", None) if usage else None

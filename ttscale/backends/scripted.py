@@ -24,7 +24,13 @@ from typing import Any
 
 from ttscale.cost import ModelSpec
 from ttscale.errors import ConfigError, ContextLengthError
-from ttscale.types import Completion, GenerationOutput, GenerationRequest, Problem
+from ttscale.types import (
+    Completion,
+    GenerationOutput,
+    GenerationRequest,
+    Problem,
+    topk_confidence,
+)
 
 __all__ = ["ScriptedBackend", "toy_arithmetic"]
 
@@ -175,13 +181,14 @@ class ScriptedBackend:
         if len(token_ids) > req.max_tokens:
             token_ids = token_ids[: req.max_tokens]
             text, finish = self.decode(token_ids), "length"
-        logprobs = top = None
+        logprobs = top = conf = None
         if req.logprobs is not None:
             full = prompt + token_ids
             logprobs = tuple(self._logprob(full, len(prompt) + j) for j in range(len(token_ids)))
             # Only the sampled token is "top": a script has no alternatives to offer.
             top = tuple({self.decode([t]): lp} for t, lp in zip(token_ids, logprobs, strict=True))
-        return Completion(text, token_ids, finish, logprobs, top)  # type: ignore[arg-type]
+            conf = tuple(topk_confidence([lp]) for lp in logprobs)
+        return Completion(text, token_ids, finish, logprobs, top, confidence=conf)  # type: ignore[arg-type]
 
     def _hit(self, ids: tuple[int, ...]) -> int:
         """Longest previously seen block-aligned prefix (vLLM caches full blocks only)."""

@@ -21,7 +21,13 @@ from ttscale.engine_profile import choose_profile, default_variant, variant_supp
 from ttscale.errors import BackendError, BackendUnavailable, ConfigError
 from ttscale.hardware import host_info
 from ttscale.models import cache_dir, resolve_model
-from ttscale.types import Completion, GenerationOutput, GenerationRequest, Problem
+from ttscale.types import (
+    Completion,
+    GenerationOutput,
+    GenerationRequest,
+    Problem,
+    topk_confidence,
+)
 
 __all__ = ["VLLMBackend"]
 
@@ -154,7 +160,7 @@ class VLLMBackend:
                 )
                 self.seeding = "engine"
                 outs = self._run(requests)
-        return [_convert(o) for o in outs]
+        return [_convert(o, r.logprobs or 0) for o, r in zip(outs, requests, strict=True)]
 
     def _abort_unfinished(self) -> int:
         """Abort what a failed ``generate`` left in the engine; returns how many.
@@ -199,10 +205,10 @@ class VLLMBackend:
         return self._llm.generate(prompts, params, use_tqdm=False)
 
 
-def _convert(out: Any) -> GenerationOutput:
+def _convert(out: Any, top_k: int) -> GenerationOutput:
     completions = []
     for c in out.outputs:
-        logprobs = top = None
+        logprobs = top = conf = None
         if c.logprobs is not None:
             logprobs = tuple(
                 float(pos[tid].logprob) for tid, pos in zip(c.token_ids, c.logprobs, strict=True)
@@ -211,8 +217,17 @@ def _convert(out: Any) -> GenerationOutput:
                 {str(lp.decoded_token): float(lp.logprob) for lp in pos.values()}
                 for pos in c.logprobs
             )
+            # vLLM adds the sampled token when it is outside the top-k (rank > k): skip it.
+            conf = tuple(
+                topk_confidence(
+                    lp.logprob for lp in pos.values() if lp.rank is None or lp.rank <= top_k
+                )
+                for pos in c.logprobs
+            )
         finish = "length" if c.finish_reason == "length" else "stop"
-        completions.append(Completion(c.text, tuple(c.token_ids), finish, logprobs, top))
+        completions.append(
+            Completion(c.text, tuple(c.token_ids), finish, logprobs, top, confidence=conf)
+        )
     prompt_lp = None
     if out.prompt_logprobs is not None:
         prompt_lp = tuple(

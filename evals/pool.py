@@ -1,0 +1,405 @@
+"""``ttscale pool build``: draw K samples per problem once, into a sample pool.
+
+One engine call per problem (the prompt sent once with ``n=K``, so its KV is shared), many
+problems in flight through one ``CoalescingGenerator`` so the engine sees large batches.
+Each sample is graded against the reference with math-verify and stored with its token
+ids, per-token logprob and DeepConf confidence (from the engine's top-k logprobs) and its
+eFLOPs (``ttscale.pools.pool`` describes the format). A problem is written atomically
+when all its K samples are in, so a killed build loses at most the problems in flight and
+a rerun of the same command draws only what is missing, never a duplicate. The first
+SIGINT/SIGTERM drains (problems in flight finish and are written), as ``ttscale eval``.
+
+Samples of a problem are drawn with the per-request seed ``problem_seed(seed, id)``, so a
+pool does not depend on which problems shared a batch when the backend seeds per request
+(the manifest records the mode each problem was drawn under).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import sys
+import time
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ttscale.budget import Ledger
+from ttscale.cost import prefill_eflops, sample_eflops
+from ttscale.errors import ConfigError
+from ttscale.evals.datasets import (
+    EvalProblem,
+    Selection,
+    dataset_path,
+    dataset_sha256,
+    load_dataset,
+)
+from ttscale.evals.record import environment, portable
+from ttscale.evals.runner import Drain, coalesce
+from ttscale.evals.store import atomic_write_text
+from ttscale.pools.pool import (
+    FORMAT_VERSION,
+    MANIFEST,
+    Pool,
+    PoolProblem,
+    PoolSample,
+    Sampling,
+    pool_problem_ids,
+    read_manifest,
+    write_problem,
+)
+from ttscale.types import Completion, GenerationRequest, Problem
+from ttscale.verifiers.answers import answers_equal, extract_answer, gold_answer
+from ttscale.verifiers.voting import vote
+
+__all__ = [
+    "PoolOutcome",
+    "build_pool",
+    "char_offsets",
+    "pool_summary",
+    "problem_seed",
+    "to_pool_sample",
+]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class PoolOutcome:
+    """What ``build_pool`` did."""
+
+    out: Path
+    total: int
+    skipped: int
+    """Problems already drawn (resumed)."""
+    written: int
+
+
+def problem_seed(seed: int, problem_id: str) -> int:
+    """Per-request seed of ``problem_id``'s samples: distinct streams per problem."""
+    return (seed * 1_000_003 + zlib.crc32(problem_id.encode())) % (2**31 - 1)
+
+
+def char_offsets(
+    decode: Callable[[Sequence[int]], str], ids: Sequence[int], text: str
+) -> np.ndarray:
+    """``offsets[i]`` = length of the text of the first ``i + 1`` tokens, clipped to ``text``.
+
+    A token that ends mid-character adds nothing until the character completes, so a cut
+    sample never ends in a half character. Decodes every prefix (the only tokenizer-neutral
+    way; ~0.1 s for 1k tokens with a fast tokenizer), once, at build time.
+    """
+    out = np.empty(len(ids), dtype=np.int32)
+    prev = 0
+    for i in range(len(ids)):
+        piece = decode(ids[: i + 1])
+        n = len(piece)
+        if piece.endswith("\ufffd") and not text.startswith(piece):
+            n = prev  # an incomplete UTF-8 sequence so far
+        prev = max(prev, min(n, len(text)))
+        out[i] = prev
+    if len(ids):
+        out[-1] = len(text)
+    return out
+
+
+def to_pool_sample(
+    c: Completion,
+    gold: str | None,
+    *,
+    decode: Callable[[Sequence[int]], str],
+    eflops: float,
+) -> PoolSample:
+    """A drawn completion as a pool sample: answer extracted, graded, offsets computed."""
+    answer = extract_answer(c.text)
+    correct = None if gold is None else (answer is not None and answers_equal(gold, answer))
+    return PoolSample(
+        text=c.text,
+        token_ids=np.asarray(c.token_ids, dtype=np.int32),
+        offsets=char_offsets(decode, c.token_ids, c.text),
+        finish_reason=c.finish_reason,
+        answer=answer,
+        correct=correct,
+        eflops=eflops,
+        logprobs=None if c.logprobs is None else np.asarray(c.logprobs, dtype=np.float16),
+        confidence=None if c.confidence is None else np.asarray(c.confidence, dtype=np.float16),
+    )
+
+
+async def draw_problem(
+    p: EvalProblem, generator: Any, sampling: Sampling, hardware: Any
+) -> PoolProblem:
+    """Draw ``sampling.k`` samples of one problem in one engine call."""
+    prompt = generator.render(Problem(p.problem, sampling.system_prompt, id=p.id))
+    seed = problem_seed(sampling.seed, p.id)
+    req = GenerationRequest(
+        prompt,
+        n=sampling.k,
+        max_tokens=sampling.max_tokens,
+        temperature=sampling.temperature,
+        top_p=sampling.top_p,
+        seed=seed,
+        logprobs=sampling.logprobs,
+    )
+    t0 = time.perf_counter()
+    out = (await generator.generate([req]))[0]
+    seconds = time.perf_counter() - t0
+    spec = generator.model_spec
+    gold = gold_answer(p.answer) if p.answer else None
+    samples = [
+        to_pool_sample(
+            c,
+            gold,
+            decode=generator.decode,
+            eflops=0.0
+            if spec is None
+            else sample_eflops(
+                spec, hardware, prompt_tokens=len(prompt), generated=c.num_tokens, batch=req.n
+            ),
+        )
+        for c in out.completions
+    ]
+    pre = 0.0 if spec is None else prefill_eflops(spec, prompt_tokens=len(prompt), cached_tokens=0)
+    return PoolProblem(
+        id=p.id,
+        problem=p.problem,
+        gold=p.answer,
+        prompt_token_ids=tuple(prompt),
+        samples=samples,
+        level=p.level,
+        subject=p.subject,
+        seed=seed,
+        seeding=getattr(generator, "seeding", None),
+        prefill_eflops=pre,
+        seconds=seconds,
+    )
+
+
+class _Progress:
+    """tqdm bar: problems, samples/s and the pass@k / mean-accuracy of what is drawn."""
+
+    def __init__(self, total: int, initial: int, enabled: bool) -> None:
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(
+            total=total,
+            initial=initial,
+            disable=not enabled,
+            file=sys.stderr,
+            unit="problem",
+            dynamic_ncols=True,
+            desc="pool",
+        )
+        self.problems = self.solved = self.samples = self.right = self.tokens = 0
+        self.t0 = time.perf_counter()
+
+    def update(self, p: PoolProblem) -> None:
+        self.problems += 1
+        self.solved += any(p.correct)
+        self.samples += len(p.samples)
+        self.right += sum(p.correct)
+        self.tokens += sum(s.num_tokens for s in p.samples)
+        rate = self.tokens / max(time.perf_counter() - self.t0, 1e-9)
+        self.bar.set_postfix(
+            pass_k=f"{self.solved / self.problems:.3f}",
+            acc=f"{self.right / max(self.samples, 1):.3f}",
+            tok_s=f"{rate:.0f}",
+            refresh=False,
+        )
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _merge_manifest(out: Path, fresh: dict[str, Any], invocation: dict[str, Any]) -> dict[str, Any]:
+    """New or resumed manifest; refuses to mix samplings, models, datasets or prompts."""
+    if not (out / MANIFEST).exists():
+        return {**fresh, "invocations": [invocation]}
+    old = read_manifest(out)
+
+    def clash(what: str, a: Any, b: Any) -> ConfigError:
+        return ConfigError(
+            f"{out} holds a pool with {what} {a!r}, not {b!r}; samples would mix. Use a new "
+            f"--out directory (or the original settings to resume)"
+        )
+
+    if old["sampling"] != fresh["sampling"]:
+        raise clash("sampling", old["sampling"], fresh["sampling"])
+    if old["dataset"]["sha256"] != fresh["dataset"]["sha256"]:
+        raise clash("dataset", old["dataset"]["name"], fresh["dataset"]["name"])
+    for k in ("backend", "dtype"):
+        a, b = old["engine"].get(k), fresh["engine"].get(k)
+        if a != b:
+            raise clash(f"engine {k}", a, b)
+    a, b = old.get("model", {}).get("sha256"), fresh.get("model", {}).get("sha256")
+    if a != b:
+        raise clash("model sha256", a, b)
+    ids = list(dict.fromkeys([*old["dataset"]["problem_ids"], *fresh["dataset"]["problem_ids"]]))
+    old["dataset"]["problem_ids"] = ids
+    old["dataset"].setdefault("selections", [old["dataset"].pop("selection", None)])
+    old["dataset"]["selections"].append(fresh["dataset"]["selections"][0])
+    old["invocations"].append(invocation)
+    return old
+
+
+def build_pool(
+    dataset: str | Path,
+    *,
+    out: str | Path,
+    sampling: Sampling,
+    selection: Selection | None = None,
+    backend: Any = None,
+    backend_name: str = "vllm",
+    backend_options: Mapping[str, Any] | None = None,
+    concurrency: int = 8,
+    progress: bool = True,
+    argv: list[str] | None = None,
+) -> PoolOutcome:
+    """Draw (or resume drawing) a pool into ``out``.
+
+    Args:
+        dataset: Packaged name (``math500``...) or a JSONL path.
+        sampling: K, temperature, top-p, max tokens, seed, top-k logprobs, system prompt.
+        selection: Which problems (as ``ttscale eval``).
+        backend: A ``Generator``, or a zero-argument factory (called only if a problem is
+            left to draw; closed after); ``None`` builds ``backend_name``.
+        concurrency: Problems in flight (each ``K`` sequences) on the shared engine.
+
+    Raises:
+        ConfigError: Bad dataset or settings, or ``out`` holds a different pool.
+    """
+    if concurrency < 1:
+        raise ConfigError(f"concurrency={concurrency} must be >= 1")
+    if sampling.temperature == 0 and sampling.k != 1:
+        raise ConfigError(
+            f"temperature 0 is greedy: every sample is the same; use --k 1 (got --k {sampling.k})"
+        )
+    selection = selection or Selection()
+    problems = load_dataset(dataset, selection)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    done = pool_problem_ids(out)
+    todo = [p for p in problems if p.id not in done]
+    skipped = len(problems) - len(todo)
+    dataset_info = {
+        "name": str(dataset),
+        "path": portable(dataset_path(dataset)),
+        "sha256": dataset_sha256(dataset),
+        "selections": [dataclasses.asdict(selection)],
+        "problem_ids": [p.id for p in problems],
+    }
+    if (out / MANIFEST).exists():  # refuse a mismatched resume before loading an engine
+        old = read_manifest(out)
+        if old["sampling"] != sampling.model_dump():
+            raise ConfigError(
+                f"{out} holds a pool drawn with {old['sampling']}, not {sampling.model_dump()}; "
+                f"samples would mix. Use a new --out directory (or the original settings)"
+            )
+    if not todo:
+        log.info("%s: all %d problems already drawn", out, len(problems))
+        return PoolOutcome(out, len(problems), skipped, 0)
+
+    owned = not hasattr(backend, "generate")
+    if backend is None:
+        from ttscale.backends import make_backend
+
+        gen = make_backend(backend_name, **dict(backend_options or {}))
+    else:
+        gen = backend() if owned else backend
+    try:
+        profile = gen.profile()
+        env = environment(profile, argv)
+        hardware = Ledger().hardware
+        fresh = {
+            "format_version": FORMAT_VERSION,
+            "name": out.name,
+            "created": env["created"],
+            "sampling": sampling.model_dump(),
+            "dataset": dataset_info,
+            "engine": env["engine"],
+            "model": env["model"],
+            "model_spec": None if gen.model_spec is None else dataclasses.asdict(gen.model_spec),
+            "hardware": hardware.name,
+            "host": env["host"],
+            "python": env["python"],
+            "packages": env["packages"],
+            "git": env["git"],
+        }
+        invocation = {"command": env["command"], "started": env["created"], "git": env["git"]}
+        manifest = _merge_manifest(out, fresh, invocation)
+        atomic_write_text(out / MANIFEST, _dumps(manifest))
+        bar = _Progress(len(problems), skipped, progress)
+        shared = coalesce(gen)
+        written = 0
+
+        async def one(p: EvalProblem) -> None:
+            nonlocal written
+            drawn = await draw_problem(p, shared, sampling, hardware)
+            write_problem(out, drawn)
+            written += 1
+            bar.update(drawn)
+
+        async def main() -> None:
+            async with Drain(concurrency) as drain:
+                await asyncio.gather(*(drain.gated(partial(one, p)) for p in todo))
+
+        try:
+            asyncio.run(main())
+        finally:
+            bar.close()
+            manifest["invocations"][-1]["ended"] = time.strftime(
+                "%Y-%m-%dT%H:%M:%SZ", time.gmtime()
+            )
+            manifest["invocations"][-1]["problems_after"] = len(pool_problem_ids(out))
+            atomic_write_text(out / MANIFEST, _dumps(manifest))
+    finally:
+        if owned:
+            asyncio.run(gen.close())
+    return PoolOutcome(out, len(problems), skipped, written)
+
+
+def pool_summary(pool: Pool) -> dict[str, Any]:
+    """pass@k, mean sample accuracy, maj@k (math-verify classes), tokens and the share of
+    samples cut at the cap, overall and per level."""
+
+    def cell(level: Any, probs: list[PoolProblem]) -> dict[str, Any]:
+        samples = [s for p in probs for s in p.samples]
+        maj = [
+            p.gold is not None
+            and (v := vote([s.answer for s in p.samples])) is not None
+            and answers_equal(gold_answer(p.gold), v)
+            for p in probs
+        ]
+        n = max(len(probs), 1)
+        return {
+            "level": level,
+            "problems": len(probs),
+            "pass_at_k": sum(any(p.correct) for p in probs) / n,
+            "mean_accuracy": sum(bool(s.correct) for s in samples) / max(len(samples), 1),
+            "maj_at_k": sum(maj) / n,
+            "tokens_mean": float(np.mean([s.num_tokens for s in samples])) if samples else 0.0,
+            "truncated": sum(s.finish_reason == "length" for s in samples) / max(len(samples), 1),
+        }
+
+    probs = list(pool.problems.values())
+    levels = sorted({p.level for p in probs if p.level is not None})
+    by_level = [cell(lv, [p for p in probs if p.level == lv]) for lv in levels]
+    return {
+        "name": pool.name,
+        "problems": len(probs),
+        "sampling": pool.sampling.model_dump(),
+        "by_level": [*by_level, cell("all", probs)],
+    }
+
+
+def _dumps(data: Any) -> str:
+    import json
+
+    return json.dumps(data, indent=2, default=str)

@@ -1,0 +1,158 @@
+"""``ttscale pool build`` and ``ttscale pool show``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ttscale.errors import ConfigError
+
+pool_app = typer.Typer(
+    no_args_is_help=True,
+    help="Sample pools: draw K samples per problem once, replay them exactly in evals.",
+)
+
+
+@pool_app.command("build")
+def build(
+    out_dir: Annotated[Path, typer.Option("--out", help="Pool directory (resumable).")],
+    dataset: Annotated[
+        str, typer.Option(help="math500 | aime24 | amc23 | gsm8k | math_train200 | FILE.jsonl")
+    ] = "math500",
+    k: Annotated[int, typer.Option("--k", help="Samples per problem.")] = 16,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 0.7,
+    top_p: Annotated[float, typer.Option(help="Nucleus sampling mass.")] = 1.0,
+    max_tokens: Annotated[int, typer.Option(help="Cap on tokens per sample.")] = 1024,
+    seed: Annotated[int, typer.Option(help="Base seed (per-problem seeds derive from it).")] = 0,
+    logprobs: Annotated[
+        int, typer.Option(help="Top-k logprobs per token for the confidence scores (0: none).")
+    ] = 20,
+    backend: Annotated[str, typer.Option(help="vllm | hf | openai | scripted")] = "vllm",
+    model: Annotated[str | None, typer.Option(help="Embedded model name or HF dir.")] = None,
+    base_url: Annotated[str | None, typer.Option(help="Server URL for --backend openai.")] = None,
+    script: Annotated[Path | None, typer.Option(help="JSON script for --backend scripted.")] = None,
+    backend_option: Annotated[
+        list[str] | None,
+        typer.Option("--backend-option", "-B", help="Backend argument key=value (dtype=float32)."),
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option(help="First N problems (after filters/sample).")
+    ] = None,
+    levels: Annotated[list[str] | None, typer.Option(help="Levels, e.g. 1,2,3.")] = None,
+    subjects: Annotated[list[str] | None, typer.Option(help="Subjects, e.g. Algebra.")] = None,
+    ids: Annotated[list[str] | None, typer.Option(help="Problem ids.")] = None,
+    sample: Annotated[int | None, typer.Option(help="Draw N problems with --sample-seed.")] = None,
+    sample_seed: Annotated[int, typer.Option(help="Seed of --sample.")] = 0,
+    stratify: Annotated[bool, typer.Option(help="Draw --sample evenly across levels.")] = False,
+    concurrency: Annotated[int, typer.Option(help="Problems in flight (K sequences each).")] = 8,
+    no_system_prompt: Annotated[
+        bool, typer.Option("--no-system-prompt", help="Omit the default system prompt.")
+    ] = False,
+    progress: Annotated[bool, typer.Option(help="Progress bar on stderr.")] = True,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+) -> None:
+    """Draw K samples per problem of DATASET into --out (rerun the same command to resume)."""
+    from ttscale.cli import _backend_kwargs, _load_backend, _parse_options, _split
+    from ttscale.evals.datasets import Selection
+    from ttscale.evals.pool import build_pool
+    from ttscale.pools import Sampling, load_pool
+    from ttscale.types import DEFAULT_SYSTEM_PROMPT
+
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, stream=sys.stderr)
+    try:
+        sampling = Sampling(
+            k=k,
+            temperature=temperature,
+            top_p=top_p,
+            max_tokens=max_tokens,
+            seed=seed,
+            logprobs=logprobs or None,
+            system_prompt=None if no_system_prompt else DEFAULT_SYSTEM_PROMPT,
+        )
+    except ValueError as exc:
+        raise ConfigError(
+            f"invalid pool settings: {exc}; see `ttscale pool build --help`"
+        ) from None
+    try:
+        levels_i = tuple(int(x) for x in _split(levels))
+    except ValueError:
+        raise ConfigError(f"--levels must be integers, got {levels}") from None
+    selection = Selection(
+        limit=limit,
+        levels=levels_i,
+        subjects=tuple(_split(subjects)),
+        ids=tuple(_split(ids)),
+        sample=sample,
+        seed=sample_seed,
+        stratify=stratify,
+    )
+    extra = _parse_options(backend_option or [])
+    kwargs = {**_backend_kwargs(backend, model=model, base_url=base_url, script=script), **extra}
+    outcome = build_pool(
+        dataset,
+        out=out_dir,
+        sampling=sampling,
+        selection=selection,
+        backend=lambda: _load_backend(
+            backend, model=model, base_url=base_url, script=script, **extra
+        ),
+        backend_name=backend,
+        backend_options=kwargs,
+        concurrency=concurrency,
+        progress=progress,
+    )
+    from ttscale.cli import err
+
+    err.print(
+        f"{out_dir}: {outcome.written} problems drawn, {outcome.skipped} already there "
+        f"({outcome.total} selected)"
+    )
+    _print_summary(load_pool(out_dir), as_json=False)
+
+
+@pool_app.command("show")
+def show(
+    pool_dir: Annotated[Path, typer.Argument(help="A pool written by `ttscale pool build`.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Summarise a pool: sampling, pass@k, mean sample accuracy, majority vote, tokens."""
+    from ttscale.pools import load_pool
+
+    _print_summary(load_pool(pool_dir), as_json=as_json)
+
+
+def _print_summary(pool: object, *, as_json: bool) -> None:
+    from rich.table import Table
+
+    from ttscale.cli import out
+    from ttscale.evals.pool import pool_summary
+
+    summary = pool_summary(pool)  # type: ignore[arg-type]
+    if as_json:
+        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+        return
+    s = summary["sampling"]
+    table = Table(
+        title=(
+            f"{summary['name']}: {summary['problems']} problems x {s['k']} samples, "
+            f"T={s['temperature']:g}, top_p={s['top_p']:g}, max_tokens={s['max_tokens']}"
+        )
+    )
+    for col in ("level", "problems", "pass@k", "mean acc", "maj@k", "tokens", "cut at cap"):
+        table.add_column(col)
+    for row in summary["by_level"]:
+        table.add_row(
+            str(row["level"]),
+            str(row["problems"]),
+            f"{row['pass_at_k']:.3f}",
+            f"{row['mean_accuracy']:.3f}",
+            f"{row['maj_at_k']:.3f}",
+            f"{row['tokens_mean']:.0f}",
+            f"{row['truncated']:.3f}",
+        )
+    out.print(table)

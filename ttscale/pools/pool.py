@@ -1,0 +1,347 @@
+"""Sample pools on disk: K i.i.d. samples per problem, drawn once, replayed exactly.
+
+A pool is a directory::
+
+    manifest.json            what drew it: sampling, model, engine, host, versions, commit
+    problems/<key>.npz       one file per problem, written atomically when all K are drawn
+
+Each problem file holds the rendered prompt's token ids and, per sample: text, token ids,
+the text offset after each token (so a sample cut to ``m`` tokens has exactly the text the
+engine would have returned), finish reason, extracted answer, correctness against the
+reference (math-verify), per-token logprob and DeepConf confidence (float16), and the
+eFLOPs it cost. Stored as compressed numpy ``.npz`` (JSON metadata plus binary arrays):
+small enough to commit the pools behind a report, readable with numpy alone.
+
+Nothing here runs an engine: building a pool is ``ttscale.evals.pool`` (it needs datasets
+and grading); replaying one is ``ttscale.pools.replay``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ttscale.cost import ModelSpec
+from ttscale.errors import ConfigError
+from ttscale.types import FinishReason
+
+__all__ = [
+    "FORMAT_VERSION",
+    "MANIFEST",
+    "Pool",
+    "PoolProblem",
+    "PoolSample",
+    "Sampling",
+    "load_pool",
+    "pool_problem_ids",
+    "problem_file",
+    "write_problem",
+]
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+PROBLEMS = "problems"
+
+
+class Sampling(BaseModel):
+    """How every sample of a pool was drawn; a request must match it to be replayed."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    k: int = Field(gt=0)
+    """Samples per problem."""
+    temperature: float = Field(ge=0, allow_inf_nan=False)
+    top_p: float = Field(default=1.0, gt=0, le=1)
+    max_tokens: int = Field(gt=0)
+    """Cap each sample was drawn with; replay serves any cap up to this one."""
+    seed: int = 0
+    """Base seed; problem ``id`` was drawn with ``problem_seed(seed, id)``."""
+    logprobs: int | None = Field(default=20, ge=0)
+    """Top-k alternatives whose logprobs gave the per-token confidence (``None``: none)."""
+    system_prompt: str | None = None
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class PoolSample:
+    """One pooled sample. Arrays are numpy (int32 ids and offsets, float16 scores)."""
+
+    text: str
+    token_ids: np.ndarray
+    offsets: np.ndarray
+    """``text[:offsets[i]]`` is the text of the first ``i + 1`` tokens."""
+    finish_reason: FinishReason
+    answer: str | None
+    correct: bool | None
+    """Against the reference answer (math-verify); ``None`` if the problem has none."""
+    eflops: float
+    """Decode eFLOPs of this sample as priced when drawn (prefill is per problem)."""
+    logprobs: np.ndarray | None = None
+    confidence: np.ndarray | None = None
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.token_ids.shape[0])
+
+    def text_at(self, m: int) -> str:
+        """Text of the first ``m`` tokens."""
+        if m >= self.num_tokens:
+            return self.text
+        return self.text[: int(self.offsets[m - 1])] if m > 0 else ""
+
+
+@dataclass(slots=True)
+class PoolProblem:
+    """One problem's prompt and its K samples."""
+
+    id: str
+    problem: str
+    gold: str | None
+    prompt_token_ids: tuple[int, ...]
+    samples: list[PoolSample]
+    level: int | None = None
+    subject: str | None = None
+    seed: int | None = None
+    """Per-request seed the samples were drawn with."""
+    seeding: str | None = None
+    """``per_request`` or ``engine`` (the backend's mode when this problem was drawn)."""
+    prefill_eflops: float = 0.0
+    seconds: float = 0.0
+    """Wall time of the engine call that drew this problem's samples."""
+
+    @property
+    def correct(self) -> list[bool]:
+        return [bool(s.correct) for s in self.samples]
+
+
+@dataclass(slots=True)
+class Pool:
+    """A loaded pool: manifest plus problems by id (in the order they were selected)."""
+
+    path: Path
+    manifest: dict[str, Any]
+    problems: dict[str, PoolProblem] = field(default_factory=dict)
+
+    @property
+    def sampling(self) -> Sampling:
+        return Sampling(**self.manifest["sampling"])
+
+    @property
+    def name(self) -> str:
+        return str(self.manifest.get("name") or self.path.name)
+
+    @property
+    def model_spec(self) -> ModelSpec | None:
+        spec = self.manifest.get("model_spec")
+        return ModelSpec(**spec) if spec else None
+
+    @property
+    def block_size(self) -> int:
+        """KV block size of the engine that drew it (prefix-cache credit is in whole blocks)."""
+        return int(self.manifest.get("engine", {}).get("block_size") or 16)
+
+    def describe(self) -> str:
+        """One line naming what the pool can serve (used in every refusal)."""
+        s = self.sampling
+        ds = self.manifest.get("dataset", {}).get("name", "?")
+        return (
+            f"pool {self.name!r} holds {len(self.problems)} {ds} problems x {s.k} samples at "
+            f"temperature={s.temperature:g}, top_p={s.top_p:g}, max_tokens={s.max_tokens}, "
+            f"no stop strings"
+        )
+
+    def replay(self, order_seed: int | None = None) -> Any:
+        """A ``ReplayGenerator`` serving this pool in ``order_seed``'s order."""
+        from ttscale.pools.replay import ReplayGenerator
+
+        return ReplayGenerator(self, order_seed=order_seed)
+
+
+# -- encoding -------------------------------------------------------------------------------
+# One ``.npz`` (deflate) per problem: the metadata as UTF-8 JSON bytes, and per-token arrays
+# of all samples concatenated (``lengths`` splits them): int32 ids, uint16 per-token text
+# deltas, float16 logprobs and confidences. Binary arrays compress ~2x better than base64.
+
+
+def problem_file(pool_dir: Path, problem_id: str) -> Path:
+    """Where a problem's samples live (ids like ``test/algebra/1.json`` are hashed)."""
+    key = hashlib.sha256(problem_id.encode()).hexdigest()[:20]
+    return Path(pool_dir) / PROBLEMS / f"{key}.npz"
+
+
+def _concat(arrays: list[np.ndarray | None], dtype: str) -> np.ndarray | None:
+    if any(a is None for a in arrays):
+        return None
+    return (
+        np.concatenate([np.asarray(a, dtype=dtype) for a in arrays])
+        if arrays
+        else np.zeros(0, dtype)
+    )
+
+
+def write_problem(pool_dir: Path, problem: PoolProblem) -> Path:
+    """Write one problem atomically (temp file + rename): a kill never leaves half a file."""
+    path = problem_file(pool_dir, problem.id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "id": problem.id,
+        "problem": problem.problem,
+        "gold": problem.gold,
+        "level": problem.level,
+        "subject": problem.subject,
+        "prompt_token_ids": list(problem.prompt_token_ids),
+        "seed": problem.seed,
+        "seeding": problem.seeding,
+        "prefill_eflops": problem.prefill_eflops,
+        "seconds": round(problem.seconds, 3),
+        "samples": [
+            {
+                "text": s.text,
+                "finish_reason": s.finish_reason,
+                "answer": s.answer,
+                "correct": s.correct,
+                "eflops": s.eflops,
+            }
+            for s in problem.samples
+        ],
+    }
+    arrays: dict[str, np.ndarray] = {
+        "meta": np.frombuffer(json.dumps(meta, separators=(",", ":")).encode(), dtype=np.uint8),
+        "lengths": np.asarray([s.num_tokens for s in problem.samples], dtype="<i4"),
+        "token_ids": _concat([s.token_ids for s in problem.samples], "<i4"),  # type: ignore[dict-item]
+        "offset_deltas": _concat([np.diff(s.offsets, prepend=0) for s in problem.samples], "<u2"),  # type: ignore[dict-item]
+    }
+    for name in ("logprobs", "confidence"):
+        joined = _concat([getattr(s, name) for s in problem.samples], "<f2")
+        if joined is not None:
+            arrays[name] = joined
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
+    try:
+        os.fchmod(fd, 0o644)
+        with os.fdopen(fd, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _read_problem(path: Path) -> PoolProblem:
+    with np.load(path, allow_pickle=False) as z:
+        meta = json.loads(z["meta"].tobytes())
+        lengths = z["lengths"]
+        cuts = np.cumsum(lengths)[:-1]
+        ids = np.split(z["token_ids"], cuts)
+        offsets = [np.cumsum(d, dtype=np.int32) for d in np.split(z["offset_deltas"], cuts)]
+        lps = np.split(z["logprobs"], cuts) if "logprobs" in z.files else [None] * len(lengths)
+        conf = np.split(z["confidence"], cuts) if "confidence" in z.files else [None] * len(lengths)
+    samples = [
+        PoolSample(
+            text=m["text"],
+            token_ids=ids[i],
+            offsets=offsets[i],
+            finish_reason=m["finish_reason"],
+            answer=m["answer"],
+            correct=m["correct"],
+            eflops=float(m["eflops"]),
+            logprobs=lps[i],
+            confidence=conf[i],
+        )
+        for i, m in enumerate(meta["samples"])
+    ]
+    return PoolProblem(
+        id=meta["id"],
+        problem=meta["problem"],
+        gold=meta.get("gold"),
+        prompt_token_ids=tuple(int(t) for t in meta["prompt_token_ids"]),
+        samples=samples,
+        level=meta.get("level"),
+        subject=meta.get("subject"),
+        seed=meta.get("seed"),
+        seeding=meta.get("seeding"),
+        prefill_eflops=float(meta.get("prefill_eflops") or 0.0),
+        seconds=float(meta.get("seconds") or 0.0),
+    )
+
+
+def _iter_problem_files(pool_dir: Path) -> Iterator[Path]:
+    folder = Path(pool_dir) / PROBLEMS
+    if folder.is_dir():
+        yield from sorted(p for p in folder.glob("*.npz") if not p.name.startswith("."))
+
+
+def pool_problem_ids(pool_dir: Path) -> set[str]:
+    """Ids of the problems already drawn (what a resumed build skips)."""
+    return {_read_problem(p).id for p in _iter_problem_files(pool_dir)}
+
+
+def read_manifest(pool_dir: Path) -> dict[str, Any]:
+    """The manifest, validated enough to trust ``sampling``.
+
+    Raises:
+        ConfigError: Missing, unreadable, or from another format version; names the fix.
+    """
+    path = Path(pool_dir) / MANIFEST
+    if not path.is_file():
+        raise ConfigError(
+            f"{pool_dir} is not a sample pool (no {MANIFEST}); build one with "
+            f"`ttscale pool build --out {pool_dir} ...`"
+        )
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{path} is unreadable ({exc}); rebuild the pool") from None
+    if data.get("format_version") != FORMAT_VERSION:
+        raise ConfigError(
+            f"{path} has pool format {data.get('format_version')!r}; this ttscale reads "
+            f"version {FORMAT_VERSION}: rebuild the pool"
+        )
+    try:
+        Sampling(**data["sampling"])
+    except (KeyError, TypeError, ValidationError) as exc:
+        raise ConfigError(f"{path}: invalid sampling record ({exc}); rebuild the pool") from None
+    return data
+
+
+def load_pool(pool_dir: str | os.PathLike[str], ids: Sequence[str] | None = None) -> Pool:
+    """Load a pool directory (every problem, or only ``ids``).
+
+    Problems are ordered as the manifest's ``problem_ids`` (the selection order).
+
+    Raises:
+        ConfigError: Not a pool, unreadable, or ``ids`` names a problem it lacks.
+    """
+    path = Path(pool_dir)
+    manifest = read_manifest(path)
+    found: dict[str, PoolProblem] = {}
+    for f in _iter_problem_files(path):
+        try:
+            p = _read_problem(f)
+        except (OSError, ValueError, KeyError, EOFError) as exc:
+            raise ConfigError(
+                f"pool file {f} is unreadable ({exc}); delete it and resume the "
+                f"build to redraw that problem"
+            ) from None
+        found[p.id] = p
+    order = [i for i in manifest.get("dataset", {}).get("problem_ids", []) if i in found]
+    order += sorted(set(found) - set(order))
+    if ids is not None:
+        missing = [i for i in ids if i not in found]
+        if missing:
+            raise ConfigError(
+                f"pool {path} has no samples for {len(missing)} requested problem(s), e.g. "
+                f"{missing[0]!r}; resume `ttscale pool build` or select problems it holds"
+            )
+        order = list(ids)
+    return Pool(path, manifest, {i: found[i] for i in order})

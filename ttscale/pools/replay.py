@@ -1,0 +1,210 @@
+"""ReplayGenerator: a ``Generator`` that serves requests from a sample pool, exactly.
+
+For i.i.d. samples, drawing ``n`` fresh samples from the engine and taking ``n`` unused
+samples of a pool are the same random process, so any strategy that only asks for whole
+samples (best-of-N with every ``select`` and its adaptive stop, ``auto`` restricted to
+best-of-N, ``solve_batch``) runs unchanged and its results are exact samples of the live
+run. Per problem the pool's K samples are served in one random order fixed by
+``order_seed`` (the eval seed); each request takes the next unused ones. A sample longer
+than the request's ``max_tokens`` is cut to exactly that many tokens (finish reason
+``length``, text of those tokens): an exact sample of the capped process.
+
+The ledger charges what the engine would have: prompt tokens per request, generated
+tokens, and a block prefix cache (the prompt's full blocks count as cached once this
+generator has seen them), so eFLOPs are priced as if generated.
+
+A request the pool cannot serve exactly raises ``ConfigError`` naming what the pool holds:
+another prompt (step-wise searches extend prompts mid-solution), stop strings, another
+temperature or top-p, a longer ``max_tokens`` than drawn, prompt logprobs, or more samples
+than the pool has left for the problem. Greedy pools (temperature 0) serve their one
+sample to every request, as a deterministic engine would.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ttscale.errors import ConfigError
+from ttscale.pools.pool import Pool, PoolProblem, PoolSample
+from ttscale.types import Completion, GenerationOutput, GenerationRequest, Problem
+
+__all__ = ["STEPWISE_HINT", "ReplayGenerator"]
+
+STEPWISE_HINT = (
+    "replay serves whole samples only: best_of_n (any select, adaptive stop), auto with "
+    "best-of-N choices and solve_batch; step-wise searches (beam_search, dvts, "
+    "particle_filter, ets, pdr, sequential_refine) need a live backend"
+)
+_TOL = 1e-9
+
+
+class ReplayGenerator:
+    """Serve generation requests from ``pool``.
+
+    Args:
+        pool: A loaded pool (``ttscale.pools.load_pool``).
+        order_seed: Seeds the per-problem order of the samples; ``None`` serves them in the
+            order they were drawn (so replay reproduces the drawing call exactly).
+
+    One instance is one run's view of the pool: samples it has served are used up. Use
+    ``fork(seed)`` for the next run (it shares the loaded samples).
+    """
+
+    name = "replay"
+    seeding = "per_request"
+
+    def __init__(self, pool: Pool, *, order_seed: int | None = None) -> None:
+        self.pool = pool
+        self.order_seed = order_seed
+        self.model_spec = pool.model_spec
+        self._sampling = pool.sampling
+        self._by_prompt = {p.prompt_token_ids: p for p in pool.problems.values()}
+        self._by_text = {p.problem: p for p in pool.problems.values()}
+        self._used: dict[str, int] = {}
+        self._seen_blocks: set[bytes] = set()
+
+    def fork(self, order_seed: int | None) -> ReplayGenerator:
+        """A fresh run over the same pool (nothing used yet), in ``order_seed``'s order."""
+        return ReplayGenerator(self.pool, order_seed=order_seed)
+
+    # -- Generator protocol ------------------------------------------------------------------
+    def render(self, problem: Problem) -> tuple[int, ...]:
+        found = self._by_text.get(problem.prompt)
+        if found is None:
+            raise ConfigError(
+                f"{self.pool.describe()}; the problem {problem.prompt[:60]!r} is not one of "
+                f"them: select problems the pool holds, or build a pool for them"
+            )
+        if problem.system_prompt != self._sampling.system_prompt:
+            raise ConfigError(
+                f"{self.pool.describe()}, drawn with system prompt "
+                f"{self._sampling.system_prompt!r}; this run asks for "
+                f"{problem.system_prompt!r}"
+            )
+        return found.prompt_token_ids
+
+    def encode(self, text: str) -> tuple[int, ...]:
+        raise ConfigError(f"the replay backend cannot tokenize text; {STEPWISE_HINT}")
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        raise ConfigError(f"the replay backend cannot detokenize; {STEPWISE_HINT}")
+
+    def profile(self) -> dict[str, Any]:
+        engine = dict(self.pool.manifest.get("engine", {}))
+        return {
+            **engine,
+            "backend": "replay",
+            "pool": self.pool.name,
+            "pool_backend": engine.get("backend"),
+            "order_seed": self.order_seed,
+            "seeding": self.seeding,
+        }
+
+    async def close(self) -> None:
+        return None
+
+    async def generate(self, requests: list[GenerationRequest]) -> list[GenerationOutput]:
+        return [self._serve(r) for r in requests]
+
+    # -- serving -----------------------------------------------------------------------------
+    def remaining(self, problem_id: str) -> int:
+        """Samples of ``problem_id`` this run has not used yet."""
+        return len(self.pool.problems[problem_id].samples) - self._used.get(problem_id, 0)
+
+    def _serve(self, r: GenerationRequest) -> GenerationOutput:
+        problem = self._check(r)
+        samples = problem.samples
+        if self._sampling.temperature == 0:
+            picked = [samples[0]] * r.n  # greedy: one deterministic sample, served to all
+        else:
+            start = self._used.get(problem.id, 0)
+            if start + r.n > len(samples):
+                raise ConfigError(
+                    f"{self.pool.describe()}; problem {problem.id!r} has "
+                    f"{len(samples) - start} unused sample(s) left in this run and the request "
+                    f"asks for {r.n}: lower n or the budget, or build a pool with a larger --k"
+                )
+            order = self._order(problem)
+            picked = [samples[i] for i in order[start : start + r.n]]
+            self._used[problem.id] = start + r.n
+        completions = tuple(_cut(s, r.max_tokens, r.logprobs is not None) for s in picked)
+        return GenerationOutput(
+            completions,
+            prompt_tokens=len(r.prompt_token_ids),
+            cached_tokens=self._cache_hit(r.prompt_token_ids),
+        )
+
+    def _check(self, r: GenerationRequest) -> PoolProblem:
+        s = self._sampling
+        problem = self._by_prompt.get(tuple(r.prompt_token_ids))
+        if problem is None:
+            raise ConfigError(
+                f"{self.pool.describe()}; this request's prompt ({len(r.prompt_token_ids)} "
+                f"tokens) is not a pooled problem's prompt: {STEPWISE_HINT}"
+            )
+        why = None
+        if r.stop:
+            why = f"stop strings {list(r.stop)!r}"
+        elif abs(r.temperature - s.temperature) > _TOL:
+            why = f"temperature={r.temperature:g}"
+        elif s.temperature > 0 and abs(r.top_p - s.top_p) > _TOL:
+            why = f"top_p={r.top_p:g}"
+        elif r.max_tokens > s.max_tokens:
+            why = f"max_tokens={r.max_tokens} (longer than drawn)"
+        elif r.prompt_logprobs:
+            why = "prompt logprobs"
+        elif r.logprobs is not None and (s.logprobs is None or r.logprobs > s.logprobs):
+            why = f"logprobs={r.logprobs} (drawn with {s.logprobs})"
+        if why is not None:
+            raise ConfigError(
+                f"{self.pool.describe()}; the request asks for {why}, which it cannot serve "
+                f"exactly: run with the pool's settings or build a pool with these"
+            )
+        return problem
+
+    def _order(self, problem: PoolProblem) -> np.ndarray:
+        k = len(problem.samples)
+        if self.order_seed is None:
+            return np.arange(k)
+        digest = hashlib.sha256(f"{self.order_seed}|{problem.id}".encode()).digest()
+        return np.random.default_rng(int.from_bytes(digest[:8], "little")).permutation(k)
+
+    def _cache_hit(self, ids: Sequence[int]) -> int:
+        """Full prompt blocks this run has sent before (vLLM caches whole blocks only)."""
+        bs, hit = self.pool.block_size, 0
+        for end in range(bs, len(ids) // bs * bs + 1, bs):
+            key = hashlib.blake2b(np.asarray(ids[:end], dtype="<i8").tobytes(), digest_size=16)
+            digest = key.digest()
+            if digest in self._seen_blocks:
+                hit = end
+            else:
+                self._seen_blocks.add(digest)
+        return hit
+
+
+def _cut(s: PoolSample, max_tokens: int, with_logprobs: bool) -> Completion:
+    """The sample as a ``Completion``, cut to ``max_tokens`` tokens if longer."""
+    m = min(s.num_tokens, max_tokens)
+    finish = s.finish_reason if m == s.num_tokens else "length"
+    lp = (
+        tuple(float(x) for x in s.logprobs[:m])
+        if with_logprobs and s.logprobs is not None
+        else None
+    )
+    conf = (
+        tuple(float(x) for x in s.confidence[:m])
+        if with_logprobs and s.confidence is not None
+        else None
+    )
+    return Completion(
+        s.text_at(m),
+        tuple(int(t) for t in s.token_ids[:m]),
+        finish,  # type: ignore[arg-type]
+        lp,
+        None,
+        confidence=conf,
+    )
