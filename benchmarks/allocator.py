@@ -1,8 +1,9 @@
 """Compute-optimal allocation vs fixed strategies: accuracy-vs-eFLOPs curves on held-out MATH-500.
 
-Problems: a level-stratified MATH-500 slice (``ttscale.splits.evaluation_slice``), checked
-disjoint from the calibration split and from the problems the policy was fitted on. At each
-token budget B (3-4 of them) every method runs every problem under ``Budget(tokens=B)``.
+Problems: a level-stratified MATH-500 slice
+(``ttscale.strategies.allocation.splits.evaluation_slice``), checked disjoint from the calibration
+split and from the problems the policy was fitted on. At each token budget B (3-4 of them) every
+method runs every problem under ``Budget(tokens=B)``.
 All (method, B, problem) runs go concurrently (``--concurrency`` at a time) through one
 ``CoalescingGenerator``, so the engine sees large batches; each row is appended and fsynced
 the moment its run ends, so a kill loses only the runs in flight:
@@ -10,7 +11,7 @@ the moment its run ends, so a kill loses only the runs in flight:
 - ``auto``: ``strategy="auto"`` (probe -> bin -> policy -> strategy, early stop);
 - ``auto_batch``: ``solve_batch`` with one shared budget of n x B for the whole slice;
 - ``best_of_n``: uniform best-of-N, N = B // 512, majority vote, no early stop;
-- each fixed strategy of ``ttscale.calibrate_cmd.candidate_configs`` (PDR, sequential
+- each fixed strategy of ``ttscale.cli.calibrate.candidate_configs`` (PDR, sequential
   refinement; with a verifier also weighted best-of-N, beam search, DVTS, particle filter, ETS).
 
 Compute = mean eFLOPs per problem from the ledgers (what was actually spent; auto's early
@@ -43,15 +44,15 @@ from pathlib import Path
 from typing import Any
 
 from ttscale.backends.batching import CoalescingGenerator
-from ttscale.batch import run_batch
 from ttscale.budget import Budget
-from ttscale.calibrate_cmd import candidate_configs
+from ttscale.cli.calibrate import candidate_configs
 from ttscale.evals.runner import Drain, RunStopped
 from ttscale.evals.store import append_jsonl, read_jsonl
-from ttscale.hardware import host_info
-from ttscale.policy import load_policy
-from ttscale.splits import evaluation_slice
+from ttscale.host import host_info
 from ttscale.strategies import make_strategy
+from ttscale.strategies.allocation.batch import run_batch
+from ttscale.strategies.allocation.policy import load_policy
+from ttscale.strategies.allocation.splits import evaluation_slice
 from ttscale.types import Problem
 from ttscale.verifiers.answers import grade
 
@@ -253,9 +254,9 @@ async def amain(args: argparse.Namespace) -> None:
     pol = load_policy(args.policy)
     items = evaluation_slice(args.n, seed=args.seed, policy_problem_ids=pol.provenance.problem_ids)
     from ttscale.backends import make_backend
-    from ttscale.cli import _parse_options
+    from ttscale.cli.options import parse_options
 
-    backend_options = _parse_options(args.backend_option)
+    backend_options = parse_options(args.backend_option)
 
     if args.backend == "scripted":
         inner = make_backend("scripted", script=synthetic_script(items), **backend_options)

@@ -33,9 +33,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ttscale.cost import ModelSpec, request_eflops
-from ttscale.hardware import cpu_dtype, host_info
-from ttscale.hw_calibration import default_hardware
+from ttscale.cost import ModelSpec, default_hardware, request_eflops
+from ttscale.host import cpu_dtype, host_info
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -88,7 +87,7 @@ def load(tiny: bool, dtype: str) -> tuple[Any, ModelSpec]:
             cfg.to_dict(), bytes_per_param=4 if dtype == "float32" else 2
         )
         return model, spec
-    from ttscale.models import resolve_model
+    from ttscale.engine.models import resolve_model
 
     path = resolve_model(None)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype)).eval()

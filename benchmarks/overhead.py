@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from ttscale import Budget, Problem, solve
 from ttscale.backends import VLLMBackend
-from ttscale.hardware import host_info
+from ttscale.host import host_info
 from ttscale.strategies import BestOfN
 
 PROMPT = "What is the sum of the first 20 positive odd numbers?"

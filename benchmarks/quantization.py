@@ -11,7 +11,7 @@ agreement with the unquantized reference (the profile's unquantized dtype). A va
 engine refuses is reported as ``unsupported on this host: <engine's message>``.
 
 ``best`` is the fastest variant (n=16 tok/s) whose accuracy is within 1 point of the
-reference: the choice ``ttscale.engine_profile`` should make on this host. ``mem_ratio`` uses
+reference: the choice ``ttscale.engine.profile`` should make on this host. ``mem_ratio`` uses
 resident memory after load on CPU and checkpoint size on GPU. The quantized
 figures on the RESULT line are those of the fastest quantized variant that ran, so a slower
 quantized model shows up as ``speedup_vs_unquantized`` < 1. Last line::
@@ -77,7 +77,7 @@ def _failed(row: dict[str, Any], exc: Exception) -> dict[str, Any]:
 # -- child: one variant ----------------------------------------------------------------------
 def worker(args: argparse.Namespace) -> dict[str, Any]:
     from ttscale.backends import make_backend
-    from ttscale.doctor import speed_probe
+    from ttscale.cli.doctor import speed_probe
     from ttscale.types import GenerationRequest, Problem
     from ttscale.verifiers.answers import extract_answer, grade
 
@@ -132,8 +132,8 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
 # -- parent ------------------------------------------------------------------------------------
 def _prepare(variant: str, args: argparse.Namespace) -> tuple[str | None, dict[str, Any]]:
     """Model path for a variant (quantizing first when needed) and what that cost."""
-    from ttscale.models import resolve_model
-    from ttscale.quantize import QuantizeOptions, quantize
+    from ttscale.engine.models import resolve_model
+    from ttscale.engine.quantize import QuantizeOptions, quantize
 
     if variant in _DTYPES:
         return str(resolve_model(args.model)), {}
@@ -248,8 +248,8 @@ def main() -> None:
         print("ROW " + json.dumps(worker(args)), flush=True)
         return
 
-    from ttscale.engine_profile import choose_profile, variant_support
-    from ttscale.hardware import host_info
+    from ttscale.engine.profile import choose_profile, variant_support
+    from ttscale.host import host_info
 
     info = host_info()
     profile = choose_profile()

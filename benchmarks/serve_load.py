@@ -39,7 +39,7 @@ from typing import Any
 import httpx
 import openai
 
-from ttscale.hardware import host_info
+from ttscale.host import host_info
 
 QUESTION = "What is {a}*{b}?"
 

@@ -42,7 +42,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ttscale.hardware import host_info
+from ttscale.host import host_info
 from ttscale.kernels import TopKBlocks, block_summaries, block_topk_decode_attention
 
 RESULTS = Path(__file__).parent / "results" / "sparse_attention.json"

@@ -41,7 +41,7 @@ from typing import Any
 
 from ttscale import Budget, Problem
 from ttscale.evals.datasets import level_round_robin
-from ttscale.hardware import host_info
+from ttscale.host import host_info
 from ttscale.strategies import DVTS, PDR, BeamSearch, BestOfN, ParticleFilter, SequentialRefine
 from ttscale.verifiers.answers import answers_equal
 from ttscale.verifiers.voting import vote

@@ -47,7 +47,7 @@ from typing import Any
 from ttscale import Budget, Problem
 from ttscale.evals.datasets import level_round_robin
 from ttscale.evals.trace import kv_profile
-from ttscale.hardware import host_info
+from ttscale.host import host_info
 from ttscale.strategies import ETS, BeamSearch
 from ttscale.verifiers.answers import answers_equal
 

@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from ttscale.budget import Budget, Ledger
-from ttscale.hardware import host_info
+from ttscale.host import host_info
 from ttscale.protocols import Generator
 from ttscale.types import GenerationRequest, Problem
 from ttscale.verifiers import (

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ttscale.errors import ConfigError
-from ttscale.evals.runner import Drain, OnRow, WorkItem, coalesce, make_verifier, solve_item
+from ttscale.evals.work import Drain, OnRow, WorkItem, coalesce, make_verifier, solve_item
 
 __all__ = ["EvalWorker", "run_ray"]
 

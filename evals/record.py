@@ -20,7 +20,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from ttscale.hardware import host_info
+from ttscale.host import cache_dir, host_info
 
 __all__ = [
     "PACKAGES",
@@ -136,7 +136,6 @@ def portable(path: str | Path | None) -> str | None:
     ``~/...``; otherwise unchanged."""
     if path is None:
         return None
-    from ttscale.models import cache_dir
 
     p = Path(path).expanduser()
     if not p.is_absolute():
@@ -154,12 +153,12 @@ def user_command(argv: list[str] | None = None) -> str:
     """The command line as a user types it: ``ttscale eval ...``, not the absolute path of
     the interpreter or of ``cli.py``; path arguments made ``portable``."""
     args = list(argv if argv is not None else sys.argv)
-    if args and (Path(args[0]).name in ("ttscale", "cli.py", "__main__.py") or "-m" in args[:2]):
-        args = (
-            ["ttscale", *args[args.index("-m") + 2 :]]
-            if "-m" in args[:2]
-            else ["ttscale", *args[1:]]
-        )
+    if args and "-m" in args[:2] and args[args.index("-m") + 1 :][:1] == ["ttscale.cli"]:
+        args = ["ttscale", *args[args.index("-m") + 2 :]]
+    elif args and (
+        Path(args[0]).name == "ttscale" or Path(args[0]).parent.parts[-2:] == ("ttscale", "cli")
+    ):
+        args = ["ttscale", *args[1:]]  # the console script, or python -m ttscale.cli
     out = [args[0]] if args else []
     for a in args[1:]:
         out.append(portable(a) if a.startswith("/") else a)  # type: ignore[arg-type]

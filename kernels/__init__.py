@@ -11,7 +11,7 @@ One function, three implementations with the same semantics:
 
 - ``impl="reference"``: plain PyTorch (``reference.py``), the oracle of the tests;
 - ``impl="cpu"``: a C++/OpenMP kernel (``csrc/block_topk.cpp``), JIT-built once into
-  ``ttscale.models.cache_dir() / "kernels"``; needs a C++ compiler and ninja;
+  ``ttscale.host.cache_dir() / "kernels"``; needs a C++ compiler and ninja;
 - ``impl="triton"``: Triton kernels for GPUs (CPU only under ``TRITON_INTERPRET=1``).
 
 ``impl="auto"`` picks Triton on CUDA and the C++ kernel on CPU, falling back to the

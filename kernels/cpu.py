@@ -1,7 +1,7 @@
 """The CPU kernel: ``csrc/block_topk.cpp`` JIT-built with ``torch.utils.cpp_extension.load``.
 
 Built once per (source, flags, torch version, host ISA) under
-``ttscale.models.cache_dir() / "kernels"`` (``-O3 -march=native -fopenmp``; the ISA is part of
+``ttscale.host.cache_dir() / "kernels"`` (``-O3 -march=native -fopenmp``; the ISA is part of
 the cache key because ``-march=native`` binaries do not run on older CPUs of the same class).
 The first build takes about a minute; later processes load the cached library in well under
 a second. Needs a C++ compiler (``c++``/``$CXX``) and ``ninja``.
@@ -46,8 +46,7 @@ def load_extension() -> Any:
         BackendUnavailable: No compiler or ninja, or the build failed; the message names the
             fix. ``impl="auto"`` catches this, logs it once and uses the torch reference.
     """
-    from ttscale.hardware import host_info
-    from ttscale.models import cache_dir
+    from ttscale.host import cache_dir, host_info
 
     cxx = os.environ.get("CXX", "c++")
     if shutil.which(cxx) is None:

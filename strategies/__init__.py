@@ -7,13 +7,12 @@ validates options against them.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
-from ttscale.errors import ConfigError
-from ttscale.strategies.auto import Auto
+from ttscale.strategies.allocation.auto import Auto
 from ttscale.strategies.beam_search import DVTS, BeamSearch
 from ttscale.strategies.best_of_n import BestOfN
+from ttscale.strategies.catalog import BASE_STRATEGIES, build_strategy
 from ttscale.strategies.particle_filter import ParticleFilter
 from ttscale.strategies.pdr import PDR, SequentialRefine
 from ttscale.strategies.tree_search import ETS
@@ -31,16 +30,7 @@ __all__ = [
     "make_strategy",
 ]
 
-STRATEGIES: dict[str, type] = {
-    "best_of_n": BestOfN,
-    "beam_search": BeamSearch,
-    "dvts": DVTS,
-    "particle_filter": ParticleFilter,
-    "pdr": PDR,
-    "sequential_refine": SequentialRefine,
-    "ets": ETS,
-    "auto": Auto,
-}
+STRATEGIES: dict[str, type] = {**BASE_STRATEGIES, "auto": Auto}
 
 
 def make_strategy(name: str, **options: Any) -> Any:
@@ -49,16 +39,4 @@ def make_strategy(name: str, **options: Any) -> Any:
     Raises:
         ConfigError: Unknown strategy or option (listing what is accepted), or a bad value.
     """
-    cls = STRATEGIES.get(name)
-    if cls is None:
-        raise ConfigError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
-    fields = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(options) - fields)
-    if unknown:
-        raise ConfigError(
-            f"strategy {name!r} has no option {unknown[0]!r}; options: {', '.join(sorted(fields))}"
-        )
-    try:
-        return cls(**options)
-    except TypeError as exc:
-        raise ConfigError(f"strategy {name!r}: {exc}") from None
+    return build_strategy(name, options, STRATEGIES)

@@ -13,11 +13,14 @@ Hooper et al. 2025, "ETS: Efficient Tree Search for Inference-Time Scaling"
 - ``coverage``: semantic clusters with at least one kept leaf, as a fraction of all
   clusters (ETS divides ``lambda_s`` by the cluster count the same way).
 
-``select_leaves`` solves it exactly as a 0/1 ILP with PuLP's bundled CBC under a time cap
-(leaf variables x_i, node variables y_v >= x_i for every node v on leaf i's path, cluster
-variables c_k <= sum of x_i in cluster k, at least one leaf kept) and falls back to a greedy
-marginal-gain heuristic when PuLP is missing, the solver fails, or it stops without a proven
-optimum (an incumbent it found is used if it beats the greedy set).
+``select_leaves`` solves it exactly as a 0/1 ILP with PuLP's bundled CBC (leaf variables x_i, node
+variables y_v >= x_i for every node v on leaf i's path, cluster variables c_k <= sum of x_i in
+cluster k, at least one leaf kept) and falls back to a greedy marginal-gain heuristic when PuLP is
+missing, the solver fails, or it stops without a proven optimum (an incumbent it found is used if it
+beats the greedy set). CBC runs single-threaded under a branch-and-bound *node* limit, not a
+wall-clock one, so which method answers depends only on the problem, never on machine load (ETS
+problems of <= 64 leaves prove optimal in a few nodes); an optional time cap exists for callers who
+prefer latency to determinism.
 
 ``cluster_steps``: semantic clusters without a hub model. The ETS code embeds steps with a
 math sentence-transformer; no such weights can be downloaded here, and embeddings from the
@@ -115,7 +118,7 @@ class Selection:
     covered: int
     """Clusters with a kept leaf."""
     method: str
-    """``ilp`` (proven optimal), ``ilp_incumbent`` (time cap hit, incumbent beat greedy),
+    """``ilp`` (proven optimal), ``ilp_incumbent`` (a limit hit, incumbent beat greedy),
     ``greedy``, ``trivial`` (one candidate) or ``rebase`` (both lambdas 0: keep all)."""
     reason: str | None = None
     """Why the ILP was not used or not proven optimal."""
@@ -204,20 +207,28 @@ def select_greedy(problem: PruneProblem, *, reason: str | None = None) -> Select
     return _selection(problem, keep, "greedy", reason, t0)
 
 
-SolverFactory = Callable[[float], Any]
-"""``time_limit -> pulp solver``; the default is ``pulp.PULP_CBC_CMD`` (bundled CBC)."""
+NODE_LIMIT = 10_000
+"""Branch-and-bound nodes CBC may explore before the greedy fallback: a deterministic bound
+on the work (a time cap would let machine load decide the method)."""
+
+SolverFactory = Callable[[int, "float | None"], Any]
+"""``(node_limit, time_limit) -> pulp solver``; default ``pulp.PULP_CBC_CMD`` (bundled CBC)."""
 
 
-def _cbc(time_limit: float) -> Any:
+def _cbc(node_limit: int, time_limit: float | None) -> Any:
     import pulp
 
     with warnings.catch_warnings():  # PuLP 3.x warns that 4.0 unbundles CBC; we pin < 4
         warnings.simplefilter("ignore", DeprecationWarning)
-        return pulp.PULP_CBC_CMD(msg=False, timeLimit=time_limit, threads=1)
+        return pulp.PULP_CBC_CMD(msg=False, maxNodes=node_limit, timeLimit=time_limit, threads=1)
 
 
 def select_ilp(
-    problem: PruneProblem, *, time_limit: float = 2.0, solver: SolverFactory | None = None
+    problem: PruneProblem,
+    *,
+    node_limit: int = NODE_LIMIT,
+    time_limit: float | None = None,
+    solver: SolverFactory | None = None,
 ) -> tuple[list[int] | None, str | None]:
     """Solve the selection ILP. Returns ``(keep, None)`` for a proven optimum, or
     ``(incumbent or None, reason)`` when the solver stopped early or failed.
@@ -229,11 +240,15 @@ def select_ilp(
 
     with warnings.catch_warnings():  # PuLP 3.x: deprecation notes about its 4.0 API
         warnings.simplefilter("ignore", DeprecationWarning)
-        return _solve_ilp(pulp, problem, time_limit, solver or _cbc)
+        return _solve_ilp(pulp, problem, node_limit, time_limit, solver or _cbc)
 
 
 def _solve_ilp(
-    pulp: Any, problem: PruneProblem, time_limit: float, solver: SolverFactory
+    pulp: Any,
+    problem: PruneProblem,
+    node_limit: int,
+    time_limit: float | None,
+    solver: SolverFactory,
 ) -> tuple[list[int] | None, str | None]:
     n = len(problem.values)
     nodes = sorted({v for p in problem.paths for v in p}, key=repr)
@@ -257,22 +272,24 @@ def _solve_ilp(
         lp += c[m] <= pulp.lpSum(x[i] for i in range(n) if problem.clusters[i] == label)
     lp += pulp.lpSum(x) >= 1
     try:
-        lp.solve(solver(time_limit))
+        lp.solve(solver(node_limit, time_limit))
     except pulp.PulpSolverError as exc:
         return None, f"solver error: {exc}"
     chosen = [i for i in range(n) if (x[i].value() or 0) > 0.5]
     if lp.sol_status == pulp.LpSolutionOptimal:
         return chosen, None
     status = pulp.LpSolution.get(lp.sol_status, str(lp.sol_status))
+    limits = f"node limit {node_limit}" + (f", time cap {time_limit:g}s" if time_limit else "")
     if lp.sol_status == pulp.LpSolutionIntegerFeasible and chosen:
-        return chosen, f"no proven optimum within {time_limit:g}s ({status})"
-    return None, f"solver stopped without a solution ({status}, time cap {time_limit:g}s)"
+        return chosen, f"no proven optimum within the {limits} ({status})"
+    return None, f"solver stopped without a solution ({status}, {limits})"
 
 
 def select_leaves(
     problem: PruneProblem,
     *,
-    time_limit: float = 2.0,
+    node_limit: int = NODE_LIMIT,
+    time_limit: float | None = None,
     use_ilp: bool = True,
     solver: SolverFactory | None = None,
 ) -> Selection:
@@ -284,7 +301,9 @@ def select_leaves(
     if not use_ilp:
         return select_greedy(problem, reason="ilp disabled")
     try:
-        keep, reason = select_ilp(problem, time_limit=time_limit, solver=solver)
+        keep, reason = select_ilp(
+            problem, node_limit=node_limit, time_limit=time_limit, solver=solver
+        )
     except ImportError:
         keep, reason = None, "pulp is not installed (pip install 'ttscale[search]')"
     except Exception as exc:  # noqa: BLE001 - any solver crash falls back, and is reported

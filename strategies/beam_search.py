@@ -36,9 +36,9 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 from ttscale.budget import Budget, Ledger
-from ttscale.errors import BudgetError, ConfigError
+from ttscale.errors import BudgetError, ConfigError, VerifierRequired
 from ttscale.protocols import Generator, Verifier
-from ttscale.strategies._search import (
+from ttscale.strategies.search import (
     Node,
     check_positive,
     check_sampling,
@@ -113,14 +113,19 @@ class BeamSearch:
     def num_subtrees(self) -> int:
         return self.n // self.beam_width if self.subtrees is None else self.subtrees
 
+    def verifier_requirement(self) -> VerifierRequired | None:
+        """What running without a verifier would raise (checked before any engine work)."""
+        return VerifierRequired(
+            f"{self.name} ranks steps with a verifier",
+            python_fix="use best_of_n",
+            cli_fix="use --strategy best_of_n",
+        )
+
     async def run(
         self, problem: Problem, generator: Generator, verifier: Verifier | None, budget: Budget
     ) -> Result:
-        if verifier is None:
-            raise ConfigError(
-                f"{self.name} ranks steps with a verifier; pass verifier=... "
-                f"(e.g. load_verifier('llm_judge')) or use best_of_n"
-            )
+        if verifier is None and (need := self.verifier_requirement()) is not None:
+            raise need
         ledger = Ledger(budget)
         ledger.engine = generator.profile()
         delim = problem.step_delimiter

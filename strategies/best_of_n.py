@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ttscale.budget import Budget, Ledger
-from ttscale.errors import BudgetError, ConfigError
+from ttscale.errors import BudgetError, ConfigError, VerifierRequired
 from ttscale.protocols import Generator, Verifier
-from ttscale.strategies._search import SELECTS, check_positive, check_sampling, finish_ledger
+from ttscale.strategies.search import SELECTS, check_positive, check_sampling, finish_ledger
 from ttscale.types import Candidate, GenerationRequest, Problem, Result
 from ttscale.verifiers.answers import extract_answer
 from ttscale.verifiers.base import aggregate, check_scores
@@ -79,14 +79,23 @@ class BestOfN:
             raise ConfigError(f"confidence={self.confidence} must be in (0.5, 1]")
         check_sampling(self, ("auto", *SELECTS))
 
+    def verifier_requirement(self) -> VerifierRequired | None:
+        """What running without a verifier would raise (``select='auto'`` falls back to
+        majority, so only an explicit weighted/best selection needs one)."""
+        if self.select in ("auto", "majority"):
+            return None
+        return VerifierRequired(
+            f"select={self.select!r} needs a verifier",
+            python_fix="use select='majority'",
+            cli_fix="use -o select=majority",
+        )
+
     async def run(
         self, problem: Problem, generator: Generator, verifier: Verifier | None, budget: Budget
     ) -> Result:
         select = self.select if self.select != "auto" else ("weighted" if verifier else "majority")
-        if select in ("weighted", "best") and verifier is None:
-            raise ConfigError(
-                f"select={select!r} needs a verifier; pass verifier=... or use majority"
-            )
+        if verifier is None and (need := self.verifier_requirement()) is not None:
+            raise need
         ledger = Ledger(budget)
         ledger.engine = generator.profile()
         prompt = generator.render(problem)

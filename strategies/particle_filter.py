@@ -36,9 +36,9 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from ttscale.budget import Budget, Ledger
-from ttscale.errors import BudgetError, ConfigError
+from ttscale.errors import BudgetError, ConfigError, VerifierRequired
 from ttscale.protocols import Generator, Verifier
-from ttscale.strategies._search import (
+from ttscale.strategies.search import (
     RESAMPLERS,
     Node,
     check_positive,
@@ -107,14 +107,19 @@ class ParticleFilter:
         if self.verifier_reserve < 0:
             raise ConfigError(f"verifier_reserve={self.verifier_reserve} must be >= 0")
 
+    def verifier_requirement(self) -> VerifierRequired | None:
+        """What running without a verifier would raise (checked before any engine work)."""
+        return VerifierRequired(
+            "particle_filter weights particles with a verifier",
+            python_fix="use best_of_n",
+            cli_fix="use --strategy best_of_n",
+        )
+
     async def run(
         self, problem: Problem, generator: Generator, verifier: Verifier | None, budget: Budget
     ) -> Result:
-        if verifier is None:
-            raise ConfigError(
-                "particle_filter weights particles with a verifier; pass "
-                "verifier=... (e.g. load_verifier('llm_judge')) or use best_of_n"
-            )
+        if verifier is None and (need := self.verifier_requirement()) is not None:
+            raise need
         ledger = Ledger(budget)
         ledger.engine = generator.profile()
         rng = np.random.default_rng(self.seed)  # per run: the instance stays reentrant

@@ -31,9 +31,9 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 from ttscale.budget import Budget, Ledger
-from ttscale.errors import BudgetError, ConfigError
+from ttscale.errors import BudgetError, ConfigError, VerifierRequired
 from ttscale.protocols import Generator, Verifier
-from ttscale.strategies._search import (
+from ttscale.strategies.search import (
     SELECTS,
     absorb,
     build_workspace,
@@ -133,14 +133,23 @@ class PDR:
                 f"pass e.g. BestOfN(n=4)"
             )
 
+    def verifier_requirement(self) -> VerifierRequired | None:
+        """What running without a verifier would raise (``select='auto'`` falls back to
+        majority, so only an explicit weighted/best selection needs one)."""
+        if self.select in ("auto", "majority"):
+            return None
+        return VerifierRequired(
+            f"select={self.select!r} needs a verifier",
+            python_fix="use select='majority'",
+            cli_fix="use -o select=majority",
+        )
+
     async def run(
         self, problem: Problem, generator: Generator, verifier: Verifier | None, budget: Budget
     ) -> Result:
         select = self.select if self.select != "auto" else ("weighted" if verifier else "majority")
-        if select != "majority" and verifier is None:
-            raise ConfigError(
-                f"select={select!r} needs a verifier; pass verifier=... or use select='majority'"
-            )
+        if verifier is None and (need := self.verifier_requirement()) is not None:
+            raise need
         ledger = Ledger(budget)
         ledger.engine = generator.profile()
         rounds: list[list[Candidate]] = []

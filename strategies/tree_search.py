@@ -21,7 +21,7 @@ With ``width`` = W:
 4. Selection among the open children (``_prune.select_leaves``): the kept set maximises
    ``sum softmax(score/T) - lambda_kv * kv + lambda_div * coverage`` (normalised KV tokens
    held, with shared ancestors once, and clusters covered), exactly by ILP (PuLP/CBC,
-   ``ilp_time_limit``) with a greedy fallback.
+   ``ilp_node_limit``) with a greedy fallback.
 5. The remaining width is split over the kept leaves by REBASE's softmax allocation; a leaf
    that gets no sample is pruned too. ``lambda_kv = lambda_div = 0`` gives plain REBASE.
 6. Stop when the width is used up, nothing is open, after ``expansions`` steps, or when the
@@ -49,7 +49,7 @@ from typing import Any, ClassVar, Literal
 import networkx as nx
 
 from ttscale.budget import Budget, Ledger
-from ttscale.errors import BudgetError, ConfigError
+from ttscale.errors import BudgetError, ConfigError, VerifierRequired
 from ttscale.protocols import Generator, Verifier
 from ttscale.strategies._prune import (
     PruneProblem,
@@ -60,7 +60,7 @@ from ttscale.strategies._prune import (
     reward_values,
     select_leaves,
 )
-from ttscale.strategies._search import (
+from ttscale.strategies.search import (
     Node,
     check_positive,
     check_sampling,
@@ -118,8 +118,12 @@ class ETS:
     """Cosine distance (TF-IDF char n-grams) under which steps share a cluster."""
     ilp: bool = True
     """Solve the selection exactly (PuLP/CBC); ``False`` uses the greedy heuristic."""
-    ilp_time_limit: float = 2.0
-    """Seconds CBC may take per step before the greedy fallback is used."""
+    ilp_node_limit: int = 10_000
+    """Branch-and-bound nodes CBC may explore per step before the greedy fallback: a
+    deterministic bound, so machine load never changes which leaves are kept."""
+    ilp_time_limit: float | None = None
+    """Optional wall-clock cap per step (seconds); ``None`` (default) keeps runs
+    reproducible under any load."""
     step_tokens: int = 256
     max_tokens: int = 1024
     min_step_tokens: int = 32
@@ -144,21 +148,26 @@ class ETS:
             )
         if not 0 <= self.cluster_threshold <= 2:
             raise ConfigError(f"cluster_threshold={self.cluster_threshold} must be in [0, 2]")
-        if not self.ilp_time_limit > 0 or self.verifier_reserve < 0:
-            raise ConfigError(
-                f"ilp_time_limit={self.ilp_time_limit} must be > 0 and "
-                f"verifier_reserve={self.verifier_reserve} >= 0"
-            )
+        if self.ilp_time_limit is not None and not self.ilp_time_limit > 0:
+            raise ConfigError(f"ilp_time_limit={self.ilp_time_limit} must be > 0 (or None)")
+        if self.verifier_reserve < 0:
+            raise ConfigError(f"verifier_reserve={self.verifier_reserve} must be >= 0")
+        check_positive(self, "ilp_node_limit")
         check_sampling(self)
+
+    def verifier_requirement(self) -> VerifierRequired | None:
+        """What running without a verifier would raise (checked before any engine work)."""
+        return VerifierRequired(
+            "ets ranks steps with a verifier",
+            python_fix="use best_of_n",
+            cli_fix="use --strategy best_of_n",
+        )
 
     async def run(
         self, problem: Problem, generator: Generator, verifier: Verifier | None, budget: Budget
     ) -> Result:
-        if verifier is None:
-            raise ConfigError(
-                "ets ranks steps with a verifier; pass verifier=... "
-                "(e.g. load_verifier('llm_judge')) or use best_of_n"
-            )
+        if verifier is None and (need := self.verifier_requirement()) is not None:
+            raise need
         if self.lambda_div > 0:
             require_clustering()
         ledger = Ledger(budget)
@@ -379,7 +388,12 @@ class ETS:
                 seconds=time.perf_counter() - t0,
             )
         else:
-            sel = select_leaves(problem, time_limit=self.ilp_time_limit, use_ilp=self.ilp)
+            sel = select_leaves(
+                problem,
+                node_limit=self.ilp_node_limit,
+                time_limit=self.ilp_time_limit,
+                use_ilp=self.ilp,
+            )
         kept = [open_[i] for i in sel.keep]
         counts = rebase_allocate([c.score for c in kept], width, self.softmax_temperature)
         return sel, {c.id: k for c, k in zip(kept, counts, strict=True)}

@@ -11,11 +11,16 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from ttscale import Budget, BudgetError, ConfigError, solve
-from ttscale.allocator import Probe, allocate, difficulty_score, token_equivalent
 from ttscale.api import solve_batch
 from ttscale.backends import ScriptedBackend
-from ttscale.policy import VERIFIER_STRATEGIES, prior_policy
 from ttscale.strategies import STRATEGIES, make_strategy
+from ttscale.strategies.allocation.allocator import (
+    Probe,
+    allocate,
+    difficulty_score,
+    token_equivalent,
+)
+from ttscale.strategies.allocation.policy import VERIFIER_STRATEGIES, prior_policy
 from ttscale.types import Candidate, Result
 from ttscale.verifiers import ScriptedVerifier
 

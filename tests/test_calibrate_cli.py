@@ -14,10 +14,10 @@ import time
 import pytest
 
 from ttscale.backends import make_backend
-from ttscale.calibrate_cmd import measure_rows
+from ttscale.cli.calibrate import measure_rows
 from ttscale.errors import ConfigError
-from ttscale.policy import load_policy
-from ttscale.splits import load_split
+from ttscale.strategies.allocation.policy import load_policy
+from ttscale.strategies.allocation.splits import load_split
 
 
 def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess[str]:

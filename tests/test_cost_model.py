@@ -10,15 +10,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ttscale import Ledger
-from ttscale.cost import HARDWARE, Hardware, ModelSpec, request_eflops
-from ttscale.errors import ConfigError
-from ttscale.hw_calibration import (
+from ttscale.cost import (
+    HARDWARE,
+    Hardware,
+    ModelSpec,
     calibrated_path,
     default_hardware,
+    host_preset,
     load_preset,
-    measure_hardware,
-    save_preset,
+    request_eflops,
 )
+from ttscale.engine.calibration import measure_hardware, save_preset
+from ttscale.errors import ConfigError
 
 # 1 layer, hidden 4, 2 query heads, 1 KV head, head_dim 2, MLP 8, vocab 10, 2 bytes/el.
 TOY = ModelSpec(
@@ -122,7 +125,7 @@ def test_preset_round_trip_and_errors(tmp_path):
 def test_calibrated_preset_used_only_on_its_host(tmp_path, monkeypatch):
     monkeypatch.setenv("TTSCALE_CACHE", str(tmp_path))
     monkeypatch.delenv("TTSCALE_HARDWARE", raising=False)
-    assert default_hardware().name == "cpu-avx2-2c"  # nothing measured yet
+    assert default_hardware() is host_preset()  # nothing measured yet: chosen by ISA
     preset = measure_hardware(seconds=0.02, matmul_n=64, copy_mib=4)
     assert preset["peak_flops"] > 0 and preset["mem_bandwidth"] > 0
     assert preset["host"]["isa"] and preset["dtype"] in ("float32", "bfloat16")
@@ -132,9 +135,20 @@ def test_calibrated_preset_used_only_on_its_host(tmp_path, monkeypatch):
     assert Ledger().to_dict()["hardware"] == preset["name"]  # recorded in every ledger
     other = dict(preset, host={**preset["host"], "cpu_model": "another CPU"}, name="other")
     calibrated_path().write_text(json.dumps(other))
-    assert default_hardware().name == "cpu-avx2-2c"
+    assert default_hardware() is host_preset()
     monkeypatch.setenv("TTSCALE_HARDWARE", "h100")
     assert default_hardware() is HARDWARE["h100"]
     monkeypatch.setenv("TTSCALE_HARDWARE", "nope")
     with pytest.raises(ConfigError, match="neither a preset"):
         default_hardware()
+
+
+def test_uncalibrated_preset_follows_the_isa():
+    from ttscale.host import HostInfo
+
+    amx = HostInfo("Xeon", frozenset({"avx2", "avx512f", "avx512_bf16", "amx_bf16"}), 2)
+    avx2 = HostInfo("EPYC", frozenset({"avx2", "fma"}), 2)
+    assert host_preset(amx).name == "cpu-amx-2c"
+    assert host_preset(avx2).name == "cpu-avx2-2c"
+    # the AMX host moves bytes cheaper relative to its compute than datasheet AVX2 guesses
+    assert host_preset(amx).peak_flops > host_preset(avx2).peak_flops

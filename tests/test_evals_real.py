@@ -7,10 +7,10 @@ import json
 
 import pytest
 
+from ttscale.engine.models import DEFAULT_MODEL, EMBEDDED_MODELS
 from ttscale.evals.datasets import Selection
 from ttscale.evals.runner import parse_strategies, run_eval
 from ttscale.evals.store import read_rows
-from ttscale.models import DEFAULT_MODEL, EMBEDDED_MODELS
 
 
 @pytest.mark.real_model

@@ -9,7 +9,7 @@ import json
 import pytest
 
 from ttscale import ModelError
-from ttscale.models import EmbeddedModel, _ensure_converted, resolve_model
+from ttscale.engine.models import EmbeddedModel, _ensure_converted, resolve_model
 
 
 def fake_model(tmp_path, monkeypatch, payloads, sha="0" * 64):

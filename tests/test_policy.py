@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from ttscale.errors import ConfigError
-from ttscale.policy import (
+from ttscale.strategies.allocation.policy import (
     DifficultyBins,
     Policy,
     default_policy_path,
@@ -18,7 +18,7 @@ from ttscale.policy import (
     load_policy,
     prior_policy,
 )
-from ttscale.splits import (
+from ttscale.strategies.allocation.splits import (
     CALIBRATION_SPLIT,
     assert_disjoint,
     evaluation_slice,

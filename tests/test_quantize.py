@@ -21,16 +21,15 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("compressed_tensors")
 
-from ttscale.errors import ConfigError, ModelError  # noqa: E402
-from ttscale.hardware import HostInfo  # noqa: E402
-from ttscale.models import resolve_model  # noqa: E402
-from ttscale.quantize import (  # noqa: E402
-    QuantizeOptions,
+from ttscale.engine.models import (  # noqa: E402
     list_variants,
-    quantize,
+    resolve_model,
     source_sha256,
     variant_dir,
 )
+from ttscale.engine.quantize import QuantizeOptions, quantize  # noqa: E402
+from ttscale.errors import ConfigError, ModelError  # noqa: E402
+from ttscale.host import HostInfo  # noqa: E402
 
 WORDS = "add the sum of two and three is five then times seven minus one equals".split()
 TEMPLATE = (
@@ -102,8 +101,8 @@ def cache(tmp_path, monkeypatch):
 
 @pytest.fixture
 def on_avx2(monkeypatch):
-    monkeypatch.setattr("ttscale.engine_profile.host_info", lambda: AVX2)
-    monkeypatch.setattr("ttscale.engine_profile.cuda_info", lambda: None)
+    monkeypatch.setattr("ttscale.engine.profile.host_info", lambda: AVX2)
+    monkeypatch.setattr("ttscale.engine.profile.cuda_info", lambda: None)
 
 
 def _ids(seed: int, n: int = 24) -> torch.Tensor:
@@ -276,7 +275,7 @@ def test_vllm_serves_w8a8_and_reports_w4a16(tiny, cache):
     from transformers import AutoModelForCausalLM
 
     from ttscale.backends import VLLMBackend
-    from ttscale.engine_profile import variant_support, weights_of
+    from ttscale.engine.profile import variant_support, weights_of
     from ttscale.types import GenerationRequest
 
     w8 = quantize(tiny, "w8a8")

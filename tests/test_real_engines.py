@@ -14,7 +14,7 @@ import asyncio
 import pytest
 
 from ttscale import GenerationRequest, Problem, solve
-from ttscale.hardware import cpu_dtype
+from ttscale.host import cpu_dtype
 
 pytestmark = pytest.mark.real_model
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from ttscale import Budget
 from ttscale.backends import ScriptedBackend
 from ttscale.budget import Ledger
-from ttscale.strategies._search import (
+from ttscale.strategies.search import (
     Node,
     absorb,
     build_workspace,

@@ -158,26 +158,26 @@ class _Solver:
 
 def test_greedy_fallback_on_solver_timeout_without_solution():
     problem = PruneProblem(**PAIR, lambda_kv=0.5, lambda_div=0.0)
-    timed_out = lambda limit: _Solver(pulp.LpSolutionNoSolutionFound)  # noqa: E731
-    keep, reason = select_ilp(problem, time_limit=0.01, solver=timed_out)
-    assert keep is None and "time cap" in reason
-    sel = select_leaves(problem, time_limit=0.01, solver=timed_out)
-    assert sel.method == "greedy" and sel.keep == (2,) and "time cap" in sel.reason
+    timed_out = lambda nodes, secs: _Solver(pulp.LpSolutionNoSolutionFound)  # noqa: E731
+    keep, reason = select_ilp(problem, node_limit=5, solver=timed_out)
+    assert keep is None and "node limit 5" in reason
+    sel = select_leaves(problem, node_limit=5, time_limit=0.01, solver=timed_out)
+    assert sel.method == "greedy" and sel.keep == (2,) and "time cap 0.01s" in sel.reason
 
 
 def test_timeout_incumbent_used_only_if_it_beats_greedy():
     problem = PruneProblem(**PAIR, lambda_kv=0.5, lambda_div=0.0)
-    good = lambda limit: _Solver(pulp.LpSolutionIntegerFeasible, keep=(0, 1, 2))  # noqa: E731
+    good = lambda nodes, secs: _Solver(pulp.LpSolutionIntegerFeasible, keep=(0, 1, 2))  # noqa: E731
     sel = select_leaves(problem, solver=good)
     assert sel.method == "ilp_incumbent" and sel.keep == (0, 1, 2)
-    bad = lambda limit: _Solver(pulp.LpSolutionIntegerFeasible, keep=(0,))  # noqa: E731
+    bad = lambda nodes, secs: _Solver(pulp.LpSolutionIntegerFeasible, keep=(0,))  # noqa: E731
     sel = select_leaves(problem, solver=bad)
     assert sel.method == "greedy" and sel.keep == (2,)
 
 
-def test_real_cbc_time_cap_is_respected():
-    # A bigger random instance with the smallest cap CBC accepts: it either proves the
-    # optimum or the greedy fallback answers; either way a valid, non-empty selection.
+def test_real_cbc_node_limit_is_respected():
+    # A bigger instance under a tiny node limit: CBC either proves the optimum or the greedy
+    # fallback answers; either way a valid, non-empty selection.
     n = 60
     problem = PruneProblem(
         values=reward_values([(i * 37 % 11) / 10 for i in range(n)], 0.2),
@@ -191,7 +191,7 @@ def test_real_cbc_time_cap_is_respected():
         lambda_kv=1.0,
         lambda_div=1.5,
     )
-    sel = select_leaves(problem, time_limit=1.0)
+    sel = select_leaves(problem, node_limit=2)
     assert sel.keep and sel.method in ("ilp", "ilp_incumbent", "greedy")
     assert sel.objective >= select_greedy(problem).objective - 1e-9
 
@@ -203,7 +203,7 @@ def test_solver_crash_and_missing_pulp_fall_back(monkeypatch):
         def actualSolve(self, lp, **kwargs):  # noqa: N802
             raise RuntimeError("cbc binary segfaulted")
 
-    sel = select_leaves(problem, solver=lambda limit: Crash())
+    sel = select_leaves(problem, solver=lambda nodes, secs: Crash())
     assert sel.method == "greedy" and "segfaulted" in sel.reason
     monkeypatch.setitem(sys.modules, "pulp", None)
     sel = select_leaves(problem)
@@ -293,6 +293,7 @@ def test_registered_and_solve_works():
         dict(cluster_threshold=3),
         dict(agg="max"),
         dict(ilp_time_limit=0),
+        dict(ilp_node_limit=0),
     ],
 )
 def test_config_errors(bad):
@@ -376,7 +377,7 @@ def test_greedy_mode_and_solver_failure_still_answer(monkeypatch):
     assert res.answer is not None and set(res.extras["solver"]) <= {"greedy", "trivial"}
     monkeypatch.setattr(
         "ttscale.strategies._prune._cbc",
-        lambda limit: (_ for _ in ()).throw(pulp.PulpSolverError("no cbc")),
+        lambda nodes, secs: (_ for _ in ()).throw(pulp.PulpSolverError("no cbc")),
     )
     res = run(
         ETS(width=6, step_tokens=64, max_tokens=256), ScriptedBackend(script={"chain": chain()})

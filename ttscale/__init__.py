@@ -9,7 +9,14 @@ search, refinement) running on a local engine, and returns the answer with an ho
     '84'
 """
 
-from ttscale.api import asolve, asolve_batch, solve, solve_batch
+from ttscale.api import (
+    asolve,
+    asolve_batch,
+    close_default_engines,
+    default_engine,
+    solve,
+    solve_batch,
+)
 from ttscale.budget import Budget, Ledger
 from ttscale.errors import (
     BackendError,
@@ -60,6 +67,8 @@ __all__ = [
     "__version__",
     "asolve",
     "asolve_batch",
+    "close_default_engines",
+    "default_engine",
     "solve",
     "solve_batch",
 ]

@@ -1,8 +1,15 @@
-"""The front door: ``solve(prompt, budget=...)`` and its async twin ``asolve``."""
+"""The front door: ``solve(prompt, budget=...)`` and its async twin ``asolve``.
+
+Without a backend, calls share one process-wide engine per backend name (``default_engine``):
+the first call loads it (10-30 s on CPU), later calls reuse it, and it is released at exit or
+by ``close_default_engines()``.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import atexit
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -11,9 +18,62 @@ from ttscale.errors import ConfigError, describe
 from ttscale.protocols import Generator, Verifier
 from ttscale.types import DEFAULT_SYSTEM_PROMPT, Problem, Result
 
-__all__ = ["asolve", "asolve_batch", "solve", "solve_batch"]
+__all__ = [
+    "asolve",
+    "asolve_batch",
+    "close_default_engines",
+    "default_engine",
+    "solve",
+    "solve_batch",
+]
 
 BudgetLike = Budget | str | int | Mapping[str, Any] | None
+
+SHARED_ENGINES = ("auto", "vllm", "hf")
+"""Backend names whose engines ``solve`` loads once per process and reuses."""
+_ENGINES: dict[str, Generator] = {}
+_ENGINES_LOCK = threading.Lock()
+
+
+def default_engine(name: str = "auto") -> Generator:
+    """The process-wide engine for backend ``name`` (one of ``SHARED_ENGINES``), loaded on
+    first use. ``solve``/``asolve``/``solve_batch`` use it when given no backend (``"auto"``:
+    the embedded model on vLLM, transformers where vLLM is absent) or one of these names."""
+    from ttscale.backends import make_backend
+
+    if name not in SHARED_ENGINES:
+        raise ConfigError(f"no shared engine for backend {name!r}; use one of {SHARED_ENGINES}")
+    with _ENGINES_LOCK:
+        if name not in _ENGINES:
+            _ENGINES[name] = make_backend(name)
+        return _ENGINES[name]
+
+
+def close_default_engines() -> None:
+    """Release the engines ``default_engine`` loaded (also run at interpreter exit). A later
+    ``solve`` without a backend loads a fresh one."""
+    with _ENGINES_LOCK:
+        engines = list(_ENGINES.values())
+        _ENGINES.clear()
+    for gen in engines:
+        try:
+            asyncio.run(gen.close())
+        except RuntimeError:  # called inside a running loop: nothing async to await there
+            pass
+
+
+atexit.register(close_default_engines)
+
+
+def _resolve_backend(backend: Generator | str | None) -> tuple[Generator, bool]:
+    """``(generator, owned)``: ``owned`` engines are closed by the caller after the call."""
+    from ttscale.backends import make_backend
+
+    if backend is None or (isinstance(backend, str) and backend in SHARED_ENGINES):
+        return default_engine(backend or "auto"), False
+    if isinstance(backend, str):
+        return make_backend(backend), True
+    return backend, False
 
 
 async def asolve(
@@ -27,15 +87,13 @@ async def asolve(
     **options: Any,
 ) -> Result:
     """Async ``solve``; see there. Use this from inside a running event loop."""
-    from ttscale.backends import make_backend
     from ttscale.strategies import make_strategy
 
     if not isinstance(prompt, str) or not prompt.strip():
         raise ConfigError(f"prompt must be a non-empty string, got {describe(prompt)}")
     parsed = Budget.parse(budget)
     runner = make_strategy(strategy, **options)
-    owned = backend is None or isinstance(backend, str)
-    gen = make_backend(backend or "auto") if owned else backend  # type: ignore[arg-type]
+    gen, owned = _resolve_backend(backend)
     try:
         return await runner.run(Problem(prompt, system_prompt), gen, verifier, parsed)
     finally:
@@ -61,9 +119,10 @@ def solve(
             an int (tokens), a dict, or a ``Budget``.
         strategy: A name in ``ttscale.strategies.STRATEGIES``.
         backend: A ``Generator`` instance (reused, not closed), a backend name, or ``None``
-            for the embedded model on vLLM (transformers where vLLM is absent), loaded for
-            this call and released after. Reuse an instance for many calls: loading costs
-            ~20-30 s on CPU.
+            for the embedded model on vLLM (transformers where vLLM is absent). ``None``,
+            ``"auto"``, ``"vllm"`` and ``"hf"`` use one engine per process, loaded by the first
+            call (~20-30 s on CPU) and reused (``default_engine``; ``close_default_engines()``
+            releases it); other names build a backend for this call only.
         verifier: Optional step/outcome scorer; enables weighted selection.
         system_prompt: System message; ``None`` omits it.
         **options: Strategy hyper-parameters (e.g. ``n=16, max_tokens=512``).
@@ -107,15 +166,13 @@ async def asolve_batch(
     **options: Any,
 ) -> list[Result]:
     """Async ``solve_batch``; see there."""
-    from ttscale.backends import make_backend
     from ttscale.backends.batching import CoalescingGenerator
-    from ttscale.batch import run_batch
+    from ttscale.strategies.allocation.batch import run_batch
 
     if isinstance(prompts, str) or not isinstance(prompts, Sequence):
         raise ConfigError(f"prompts must be a list of strings, got {describe(prompts)}")
     parsed = Budget.parse(budget)
-    owned = backend is None or isinstance(backend, str)
-    gen = make_backend(backend or "auto") if owned else backend  # type: ignore[arg-type]
+    gen, owned = _resolve_backend(backend)
     shared = gen if isinstance(gen, CoalescingGenerator) else CoalescingGenerator(gen)
     try:
         return await run_batch(
@@ -137,12 +194,12 @@ def solve_batch(
 ) -> list[Result]:
     """Answer many prompts under ONE shared budget with ``strategy="auto"``.
 
-    Every prompt is probed, then what the probes left is split by expected accuracy gain per
-    eFLOP (``ttscale.allocator``): easy prompts stop after the probe, hopeless ones are capped,
-    the rest get the policy's strategy at the level their share buys. All engine calls go
+    Every prompt is probed, then what the probes left is split by expected accuracy gain per eFLOP
+    (``ttscale.strategies.allocation``): easy prompts stop after the probe, hopeless ones are
+    capped, the rest get the policy's strategy at the level their share buys. All engine calls go
     through one ``CoalescingGenerator`` around ``backend``, so concurrent prompts share engine
-    batches. Summed over the results' ledgers, tokens, rollouts and eFLOPs never exceed the
-    shared caps; ``seconds`` is one deadline for the whole batch.
+    batches. Summed over the results' ledgers, tokens, rollouts and eFLOPs never exceed the shared
+    caps; ``seconds`` is one deadline for the whole batch.
 
     Args:
         prompts: The questions.

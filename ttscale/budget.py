@@ -25,9 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ttscale.cost import Hardware, request_eflops
+from ttscale.cost import Hardware, default_hardware, request_eflops
 from ttscale.errors import BudgetError, ConfigError, describe
-from ttscale.hw_calibration import default_hardware
 
 if TYPE_CHECKING:
     from ttscale.protocols import Generator
@@ -152,9 +151,9 @@ class Ledger:
 
     budget: Budget = field(default_factory=Budget)
     hardware: Hardware = field(default_factory=lambda: default_hardware())
-    """Prices memory traffic in eFLOPs (see ``ttscale.cost``); by default this host's
-    calibrated preset when ``ttscale calibrate --hardware`` has measured it, else
-    ``cpu-avx2-2c`` (``ttscale.hw_calibration.default_hardware``)."""
+    """Prices memory traffic in eFLOPs (see ``ttscale.cost``); by default this host's preset
+    (``ttscale.cost.default_hardware``: measured by ``ttscale calibrate --hardware``, else
+    chosen by the CPU's ISA)."""
     prompt_tokens: int = 0
     cached_tokens: int = 0
     """Prompt tokens the engine served from its prefix cache."""

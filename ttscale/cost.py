@@ -20,7 +20,15 @@ token's QK and AV to score). See ``decode_kv_reads``.
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ttscale.errors import ConfigError
+from ttscale.host import HostInfo, cache_dir, host_info
 
 __all__ = [
     "HARDWARE",
@@ -28,11 +36,18 @@ __all__ = [
     "Hardware",
     "ModelSpec",
     "block_sparse_decode_eflops",
+    "calibrated_path",
     "decode_kv_reads",
+    "default_hardware",
+    "host_key",
+    "host_preset",
+    "load_preset",
     "prefill_eflops",
     "request_eflops",
     "sample_eflops",
 ]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +138,99 @@ HARDWARE: dict[str, Hardware] = {
     # 2-vCPU AVX2 cloud host, fp32: 2 cores x 2 FMA units x 8 lanes x 2 FLOP x ~2.5 GHz,
     # ~10 GB/s effective per 2 vCPUs. A rough preset until `ttscale calibrate` measures it.
     "cpu-avx2-2c": Hardware("cpu-avx2-2c", 160e9, 10e9),
+    # 2-vCPU AVX-512 host with AMX, serving bf16: bf16 matmul and sum bandwidth measured
+    # with `ttscale calibrate --hardware` on an Intel Xeon (AMX) host of this machine class
+    # (benchmarks/results/hw_calibration_amx.json).
+    "cpu-amx-2c": Hardware("cpu-amx-2c", 1.69e12, 38.2e9),
 }
+"""Named presets. CPU hosts get one by ISA (``host_preset``) unless calibrated."""
+
+
+def host_preset(info: HostInfo | None = None) -> Hardware:
+    """The preset for this CPU's ISA: ``cpu-amx-2c`` on AMX hosts (the engine serves bf16
+    there), else ``cpu-avx2-2c``. Other ISAs (AVX-512 without AMX) have no measured preset
+    and get ``cpu-avx2-2c``; ``ttscale calibrate --hardware`` measures the host instead."""
+    info = info or host_info()
+    return HARDWARE["cpu-amx-2c" if "amx_bf16" in info.flags else "cpu-avx2-2c"]
+
+
+def calibrated_path() -> Path:
+    """Where ``ttscale calibrate --hardware`` stores this host's measured preset."""
+    return cache_dir() / "hardware" / "calibrated.json"
+
+
+def host_key() -> dict[str, Any]:
+    """What identifies a host for a measured preset (CPU model, ISA, cores)."""
+    info = host_info()
+    return {"cpu_model": info.cpu_model, "isa": info.isa, "cores": info.cores}
+
+
+def load_preset(path: Path) -> Hardware:
+    """Read a preset JSON (name, peak_flops, mem_bandwidth).
+
+    Raises:
+        ConfigError: Unreadable file or missing/non-positive fields, naming the fix.
+    """
+    try:
+        data = json.loads(Path(path).read_text())
+        hw = Hardware(str(data["name"]), float(data["peak_flops"]), float(data["mem_bandwidth"]))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(
+            f"hardware preset {path} is unusable ({exc!r}); rerun `ttscale calibrate --hardware` "
+            f"or delete the file"
+        ) from None
+    if not (hw.peak_flops > 0 and hw.mem_bandwidth > 0):
+        raise ConfigError(f"hardware preset {path} has non-positive figures; rerun calibration")
+    return hw
+
+
+def default_hardware() -> Hardware:
+    """The preset ledgers use when none is given; its name is on every ledger.
+
+    Order: ``$TTSCALE_HARDWARE`` (a preset name in ``HARDWARE`` or a JSON path), else this
+    host's preset measured by ``ttscale calibrate --hardware`` (only on the host it was
+    measured on), else the preset for this host's ISA (``host_preset``).
+    """
+    env = os.environ.get("TTSCALE_HARDWARE")
+    if env:
+        if env in HARDWARE:
+            return HARDWARE[env]
+        if Path(env).is_file():
+            return load_preset(Path(env))
+        raise ConfigError(
+            f"TTSCALE_HARDWARE={env!r} is neither a preset ({', '.join(HARDWARE)}) nor a file"
+        )
+    path = calibrated_path()
+    try:
+        st = path.stat()
+        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+    except OSError:
+        return host_preset()
+    cached = _CACHE.get(str(path))
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    hw = _from_cache_file(path)
+    _CACHE[str(path)] = (stamp, hw)
+    return hw
+
+
+_CACHE: dict[str, tuple[tuple[int, int, int], Hardware]] = {}
+
+
+def _from_cache_file(path: Path) -> Hardware:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        log.warning("ignoring unreadable hardware preset %s", path)
+        return host_preset()
+    if data.get("host") == host_key():
+        try:
+            return load_preset(path)
+        except ConfigError as exc:
+            log.warning("%s", exc)
+    else:
+        log.info("hardware preset %s was measured on another host; not used", path)
+    return host_preset()
 
 
 def request_eflops(

@@ -4,6 +4,7 @@ Hierarchy::
 
     TTScaleError                 root; catch this to handle anything ttscale raises
     ├── ConfigError (ValueError) a parameter, budget or prompt is malformed
+    │   └── VerifierRequired     the strategy or selection needs a verifier; none was given
     ├── BudgetError              the budget cannot pay for even the first step
     ├── ModelError               a model path or embedded model is missing or corrupt
     ├── BackendError             the engine failed
@@ -35,6 +36,7 @@ __all__ = [
     "RETRYABLE_ERRORS",
     "TTScaleError",
     "VerifierError",
+    "VerifierRequired",
 ]
 
 
@@ -52,6 +54,25 @@ class TTScaleError(Exception):
 
 class ConfigError(TTScaleError, ValueError):
     """A user-supplied value (prompt, budget, strategy option, backend name) is invalid."""
+
+
+class VerifierRequired(ConfigError):
+    """A strategy or selection mode ranks candidates with a verifier and none was given.
+
+    The message names the Python fix; ``cli_message()`` names the command-line flags.
+    """
+
+    def __init__(self, what: str, *, python_fix: str, cli_fix: str) -> None:
+        super().__init__(
+            f"{what}; pass verifier=... (e.g. load_verifier('llm_judge')) or {python_fix}"
+        )
+        self.what, self.cli_fix = what, cli_fix
+
+    def cli_message(self) -> str:
+        return (
+            f"{self.what}; add --verifier llm_judge (the policy model judges) or "
+            f"--verifier PRM_DIR, or {self.cli_fix}"
+        )
 
 
 class BudgetError(TTScaleError):

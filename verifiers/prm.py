@@ -175,7 +175,7 @@ class TransformersPRM:
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         if dtype == "auto":
-            from ttscale.hardware import cpu_dtype
+            from ttscale.host import cpu_dtype
 
             dtype = "bfloat16" if device.startswith("cuda") else cpu_dtype()
         tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
@@ -638,9 +638,9 @@ class VLLMQwenPRM(QwenPRM):
             BackendUnavailable: vLLM (or transformers) is missing or fails to import.
             BackendError: vLLM fails to build the engine (its message is included).
         """
-        from ttscale.backends.vllm import _cuda_available, _import_vllm, set_engine_env
+        from ttscale.backends.vllm import cuda_available, import_vllm, set_engine_env
         from ttscale.errors import BackendError
-        from ttscale.hardware import cpu_dtype
+        from ttscale.host import cpu_dtype
 
         _, transformers = _import_torch()
         folder = Path(path)
@@ -657,7 +657,7 @@ class VLLMQwenPRM(QwenPRM):
                 f"['Qwen2ForProcessRewardModel']) only: load this one with "
                 f"QwenPRM.from_pretrained(path) (transformers)"
             )
-        on_gpu = _cuda_available()
+        on_gpu = cuda_available()
         if device not in ("auto", "cuda" if on_gpu else "cpu"):
             raise ConfigError(
                 f"device={device!r}: vLLM runs on the device its build targets "
@@ -667,7 +667,7 @@ class VLLMQwenPRM(QwenPRM):
         cls._check_tokenizer(tokenizer, separator=separator)  # fail before the engine starts
         separator_id = _single_token(tokenizer, separator, "step separator")
         set_engine_env(on_gpu=on_gpu, kv_cache_gib=kv_cache_gib)
-        LLM = _import_vllm()
+        LLM = import_vllm()
         if not on_gpu:
             _check_cpu_head_size(folder)  # before a minute of engine start-up
         from vllm.config import PoolerConfig

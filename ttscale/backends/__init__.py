@@ -28,12 +28,13 @@ __all__ = [
     "toy_arithmetic",
 ]
 
-BACKENDS = ("auto", "vllm", "hf", "openai", "scripted")
+BACKENDS = ("auto", "vllm", "hf", "openai", "scripted", "replay")
 
 
 def make_backend(name: str, **options: Any) -> Generator:
     """Build a backend by name: ``vllm`` (embedded default), ``hf``, ``openai``, ``scripted``,
-    or ``auto``: vLLM when it imports, else transformers (logged), as on hosts without vLLM.
+    ``replay`` (a sample pool, ``pool=DIR``), or ``auto``: vLLM when it imports, else
+    transformers (logged), as on hosts without vLLM.
 
     Args:
         name: One of ``BACKENDS``.
@@ -64,7 +65,23 @@ def make_backend(name: str, **options: Any) -> Generator:
         return OpenAIBackend(**options)
     if name == "scripted":
         return ScriptedBackend(**options)
+    if name == "replay":
+        return _replay(**options)
     raise ConfigError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+
+
+def _replay(pool: Any = None, order_seed: int | None = None) -> Generator:
+    """``make_backend("replay", pool=DIR_or_Pool, order_seed=...)``: serve a sample pool."""
+    from ttscale.pools import Pool, ReplayGenerator, load_pool
+
+    if pool is None:
+        raise ConfigError(
+            "the replay backend needs a sample pool: pool=DIR (CLI: --backend replay --pool DIR; "
+            "build one with `ttscale pool build`)"
+        )
+    return ReplayGenerator(
+        pool if isinstance(pool, Pool) else load_pool(pool), order_seed=order_seed
+    )
 
 
 def __getattr__(name: str) -> Any:

@@ -21,9 +21,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ttscale.backends._common import render_with_tokenizer, spec_from_dir
+from ttscale.engine.models import resolve_model
 from ttscale.errors import BackendUnavailable, ConfigError, ContextLengthError
-from ttscale.hardware import cpu_dtype, host_info
-from ttscale.models import resolve_model
+from ttscale.host import cpu_dtype, host_info
 from ttscale.types import (
     Completion,
     GenerationOutput,
@@ -67,7 +67,6 @@ class HFBackend:
         device: str = "auto",
         sparse_attention: TopKBlocks | None = None,
     ) -> None:
-        path = resolve_model(model)
         try:
             import torch
             from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -80,7 +79,8 @@ class HFBackend:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         if dtype == "auto":
             dtype = "bfloat16" if device == "cuda" else cpu_dtype()
-        from ttscale.engine_profile import choose_profile
+        path = resolve_model(model, dtype=dtype)  # embedded weights stored in this dtype
+        from ttscale.engine.profile import choose_profile
 
         self.engine_profile = choose_profile(dtype=dtype, cuda=None if device == "cpu" else False)
         self.device, self.dtype, self.model_path = device, dtype, path

@@ -17,10 +17,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from ttscale.backends._common import check_requests, render_with_tokenizer, spec_from_dir
-from ttscale.engine_profile import choose_profile, default_variant, variant_support, weights_of
+from ttscale.engine.models import resolve_model
+from ttscale.engine.profile import choose_profile, default_variant, variant_support, weights_of
 from ttscale.errors import BackendError, BackendUnavailable, ConfigError
-from ttscale.hardware import host_info
-from ttscale.models import cache_dir, resolve_model
+from ttscale.host import cache_dir, host_info
 from ttscale.types import (
     Completion,
     GenerationOutput,
@@ -29,7 +29,7 @@ from ttscale.types import (
     topk_confidence,
 )
 
-__all__ = ["VLLMBackend"]
+__all__ = ["VLLMBackend", "cuda_available", "import_vllm", "set_engine_env"]
 
 log = logging.getLogger(__name__)
 
@@ -77,14 +77,17 @@ class VLLMBackend:
     ) -> None:
         if seeding not in ("per_request", "engine"):
             raise ConfigError(f"seeding={seeding!r}: use 'per_request' or 'engine'")
-        on_gpu = _cuda_available()
+        on_gpu = cuda_available()
         set_engine_env(on_gpu=on_gpu, kv_cache_gib=kv_cache_gib)
-        LLM = _import_vllm()  # before resolving the model: `auto` needs to know vLLM is absent
+        LLM = import_vllm()  # before resolving the model: `auto` needs to know vLLM is absent
         # dtype and weight format from the host's profile table (or the user's override).
         self.engine_profile = choose_profile(dtype=dtype)
-        path = resolve_model(model if model is not None else default_variant(self.engine_profile))
-        _check_weights_run_here(path)
         dtype = self.engine_profile.dtype
+        # Embedded weights are stored in the served dtype: no per-tensor cast (or warning).
+        path = resolve_model(
+            model if model is not None else default_variant(self.engine_profile), dtype=dtype
+        )
+        _check_weights_run_here(path)
         self.dtype = dtype
         self.model_path = path
         self.model_spec = spec_from_dir(path, dtype)
@@ -160,7 +163,8 @@ class VLLMBackend:
                 )
                 self.seeding = "engine"
                 outs = self._run(requests)
-        return [_convert(o, r.logprobs or 0) for o, r in zip(outs, requests, strict=True)]
+        # LLM.generate returns outputs in prompt order.
+        return [_convert(o, requests[i].logprobs or 0) for i, o in enumerate(outs)]
 
     def _abort_unfinished(self) -> int:
         """Abort what a failed ``generate`` left in the engine; returns how many.
@@ -268,7 +272,7 @@ def set_engine_env(*, on_gpu: bool, kv_cache_gib: float) -> None:
     os.environ.setdefault("VLLM_CACHE_ROOT", str(cache_dir() / "vllm"))
 
 
-def _cuda_available() -> bool:
+def cuda_available() -> bool:
     try:
         import torch
     except ImportError:
@@ -276,7 +280,7 @@ def _cuda_available() -> bool:
     return bool(torch.cuda.is_available())
 
 
-def _import_vllm() -> Any:
+def import_vllm() -> Any:
     try:
         from vllm import LLM
     except ImportError as exc:

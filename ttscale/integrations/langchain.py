@@ -40,7 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ttscale.api import asolve
 from ttscale.budget import Budget
 from ttscale.errors import ConfigError, describe
-from ttscale.integrations import problem_from_chat, representative, summarize
+from ttscale.integrations.chat import problem_from_chat, representative, summarize
 from ttscale.protocols import Generator
 from ttscale.strategies import make_strategy
 from ttscale.types import DEFAULT_SYSTEM_PROMPT, Result

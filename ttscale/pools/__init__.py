@@ -1,7 +1,7 @@
 """Sample pools: draw K samples per problem once, then evaluate sampling-based strategies by
 replaying subsets of them exactly (the method of Snell et al. 2024 and Large Language
 Monkeys). ``ttscale pool build`` draws one (``ttscale.evals.pool``); ``load_pool`` reads it;
-``Pool.replay(seed)`` / ``ReplayGenerator`` serve it as a ``Generator``."""
+``ReplayGenerator(pool, order_seed=...)`` serves it as a ``Generator``."""
 
 from ttscale.pools.pool import (
     Pool,

@@ -158,12 +158,6 @@ class Pool:
             f"no stop strings"
         )
 
-    def replay(self, order_seed: int | None = None) -> Any:
-        """A ``ReplayGenerator`` serving this pool in ``order_seed``'s order."""
-        from ttscale.pools.replay import ReplayGenerator
-
-        return ReplayGenerator(self, order_seed=order_seed)
-
 
 # -- encoding -------------------------------------------------------------------------------
 # One ``.npz`` (deflate) per problem: the metadata as UTF-8 JSON bytes, and per-token arrays

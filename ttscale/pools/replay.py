@@ -160,9 +160,14 @@ class ReplayGenerator:
         elif r.logprobs is not None and (s.logprobs is None or r.logprobs > s.logprobs):
             why = f"logprobs={r.logprobs} (drawn with {s.logprobs})"
         if why is not None:
+            fix = (
+                STEPWISE_HINT
+                if r.stop
+                else "run with the pool's settings or build a pool with these"
+            )
             raise ConfigError(
                 f"{self.pool.describe()}; the request asks for {why}, which it cannot serve "
-                f"exactly: run with the pool's settings or build a pool with these"
+                f"exactly: {fix}"
             )
         return problem
 

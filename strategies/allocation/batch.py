@@ -4,7 +4,7 @@ Three phases, each one concurrent batch through a single ``CoalescingGenerator``
 prompts' engine calls merge into shared engine batches):
 
 1. probe every prompt (``Auto.probe``) under an equal slice of the shared caps;
-2. ``ttscale.allocator.allocate`` splits what the probes left by expected accuracy gain per
+2. ``allocator.allocate`` splits what the probes left by expected accuracy gain per
    eFLOP: saturated prompts stop, hopeless ones are capped, the rest climb policy levels;
 3. each prompt continues (``Auto.finish``) under its probe spend + its share.
 
@@ -21,7 +21,10 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from ttscale.allocator import (
+from ttscale.budget import UNITS, Budget, Ledger
+from ttscale.errors import BudgetError, ConfigError
+from ttscale.protocols import Generator, Verifier
+from ttscale.strategies.allocation.allocator import (
     MIN_PROBE_TOKENS,
     TYPICAL_SAMPLE_TOKENS,
     allocate,
@@ -29,9 +32,7 @@ from ttscale.allocator import (
     share_budget,
     token_equivalent,
 )
-from ttscale.budget import UNITS, Budget, Ledger
-from ttscale.errors import BudgetError, ConfigError
-from ttscale.protocols import Generator, Verifier
+from ttscale.strategies.allocation.auto import Auto
 from ttscale.types import Problem, Result
 
 __all__ = ["run_batch"]
@@ -56,8 +57,6 @@ async def run_batch(
     Raises:
         BudgetError: The shared budget cannot pay one probe sample per prompt.
     """
-    from ttscale.strategies.auto import Auto
-
     if not prompts:
         return []
     for p in prompts:

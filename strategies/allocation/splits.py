@@ -1,6 +1,6 @@
 """Calibration vs evaluation splits for the allocator, kept disjoint by a check in code.
 
-The policy (``ttscale.policy``) is fitted on ``math_train200`` (200 MATH *train* problems,
+The policy (``allocation.policy``) is fitted on ``math_train200`` (200 MATH *train* problems,
 40 per level) and evaluated on a held-out, level-stratified part of MATH-500 (MATH *test*).
 ``assert_disjoint`` compares ids and whitespace-normalised problem texts and raises
 ``ConfigError`` on any overlap; ``evaluation_slice`` calls it against the calibration split

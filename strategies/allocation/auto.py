@@ -1,7 +1,7 @@
 """``strategy="auto"``: probe -> difficulty bin -> policy -> strategy, with early stopping.
 
-1. **Probe** (``ttscale.allocator.run_probe``): ``k`` short samples in one engine call,
-   optionally verifier-scored, charged to this run's ledger; they become candidates.
+1. **Probe** (``allocator.run_probe``): ``k`` short samples in one engine call, optionally
+   verifier-scored, charged to this run's ledger; they become candidates.
 2. **Saturation**: if the probe's vote is already decided (Beta rule confidence >=
    ``saturation``, or with a verifier a leader of >= 2 votes scored >= ``verifier_saturation``
    on average), stop: the rest of the budget stays unused (``Result.extras
@@ -23,12 +23,17 @@ import logging
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from ttscale.allocator import Probe, eflops_per_token, run_probe, token_equivalent
 from ttscale.budget import UNITS, Budget, Ledger
 from ttscale.errors import BudgetError, ConfigError
-from ttscale.policy import Choice, Policy, load_policy
 from ttscale.protocols import Generator, Verifier
-from ttscale.strategies._search import absorb, select_answer
+from ttscale.strategies.allocation.allocator import (
+    Probe,
+    eflops_per_token,
+    run_probe,
+    token_equivalent,
+)
+from ttscale.strategies.allocation.policy import Choice, Policy, load_policy
+from ttscale.strategies.search import absorb, select_answer
 from ttscale.types import Candidate, Problem, Result
 from ttscale.verifiers.voting import group_answers, leader_confidence
 

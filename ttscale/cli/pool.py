@@ -10,6 +10,29 @@ from typing import Annotated
 
 import typer
 
+from ttscale.cli.options import (
+    Backend,
+    BackendOptions,
+    BaseUrl,
+    Dataset,
+    Ids,
+    Levels,
+    Limit,
+    Model,
+    Progress,
+    Sample,
+    SampleSeed,
+    Script,
+    Stratify,
+    Subjects,
+    Verbose,
+    backend_kwargs,
+    err,
+    load_backend,
+    out,
+    parse_options,
+    selection,
+)
 from ttscale.errors import ConfigError
 
 pool_app = typer.Typer(
@@ -21,9 +44,7 @@ pool_app = typer.Typer(
 @pool_app.command("build")
 def build(
     out_dir: Annotated[Path, typer.Option("--out", help="Pool directory (resumable).")],
-    dataset: Annotated[
-        str, typer.Option(help="math500 | aime24 | amc23 | gsm8k | math_train200 | FILE.jsonl")
-    ] = "math500",
+    dataset: Dataset = "math500",
     k: Annotated[int, typer.Option("--k", help="Samples per problem.")] = 16,
     temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 0.7,
     top_p: Annotated[float, typer.Option(help="Nucleus sampling mass.")] = 1.0,
@@ -32,33 +53,26 @@ def build(
     logprobs: Annotated[
         int, typer.Option(help="Top-k logprobs per token for the confidence scores (0: none).")
     ] = 20,
-    backend: Annotated[str, typer.Option(help="vllm | hf | openai | scripted")] = "vllm",
-    model: Annotated[str | None, typer.Option(help="Embedded model name or HF dir.")] = None,
-    base_url: Annotated[str | None, typer.Option(help="Server URL for --backend openai.")] = None,
-    script: Annotated[Path | None, typer.Option(help="JSON script for --backend scripted.")] = None,
-    backend_option: Annotated[
-        list[str] | None,
-        typer.Option("--backend-option", "-B", help="Backend argument key=value (dtype=float32)."),
-    ] = None,
-    limit: Annotated[
-        int | None, typer.Option(help="First N problems (after filters/sample).")
-    ] = None,
-    levels: Annotated[list[str] | None, typer.Option(help="Levels, e.g. 1,2,3.")] = None,
-    subjects: Annotated[list[str] | None, typer.Option(help="Subjects, e.g. Algebra.")] = None,
-    ids: Annotated[list[str] | None, typer.Option(help="Problem ids.")] = None,
-    sample: Annotated[int | None, typer.Option(help="Draw N problems with --sample-seed.")] = None,
-    sample_seed: Annotated[int, typer.Option(help="Seed of --sample.")] = 0,
-    stratify: Annotated[bool, typer.Option(help="Draw --sample evenly across levels.")] = False,
+    backend: Backend = "vllm",
+    model: Model = None,
+    base_url: BaseUrl = None,
+    script: Script = None,
+    backend_option: BackendOptions = None,
+    limit: Limit = None,
+    levels: Levels = None,
+    subjects: Subjects = None,
+    ids: Ids = None,
+    sample: Sample = None,
+    sample_seed: SampleSeed = 0,
+    stratify: Stratify = False,
     concurrency: Annotated[int, typer.Option(help="Problems in flight (K sequences each).")] = 8,
     no_system_prompt: Annotated[
         bool, typer.Option("--no-system-prompt", help="Omit the default system prompt.")
     ] = False,
-    progress: Annotated[bool, typer.Option(help="Progress bar on stderr.")] = True,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+    progress: Progress = True,
+    verbose: Verbose = False,
 ) -> None:
     """Draw K samples per problem of DATASET into --out (rerun the same command to resume)."""
-    from ttscale.cli import _backend_kwargs, _load_backend, _parse_options, _split
-    from ttscale.evals.datasets import Selection
     from ttscale.evals.pool import build_pool
     from ttscale.pools import Sampling, load_pool
     from ttscale.types import DEFAULT_SYSTEM_PROMPT
@@ -78,39 +92,32 @@ def build(
         raise ConfigError(
             f"invalid pool settings: {exc}; see `ttscale pool build --help`"
         ) from None
-    try:
-        levels_i = tuple(int(x) for x in _split(levels))
-    except ValueError:
-        raise ConfigError(f"--levels must be integers, got {levels}") from None
-    selection = Selection(
+    chosen = selection(
         limit=limit,
-        levels=levels_i,
-        subjects=tuple(_split(subjects)),
-        ids=tuple(_split(ids)),
+        levels=levels,
+        subjects=subjects,
+        ids=ids,
         sample=sample,
-        seed=sample_seed,
+        sample_seed=sample_seed,
         stratify=stratify,
     )
-    extra = _parse_options(backend_option or [])
-    kwargs = {**_backend_kwargs(backend, model=model, base_url=base_url, script=script), **extra}
+    extra = parse_options(backend_option or [])
+    kwargs = {**backend_kwargs(backend, model=model, base_url=base_url, script=script), **extra}
     outcome = build_pool(
         dataset,
         out=out_dir,
         sampling=sampling,
-        selection=selection,
-        backend=lambda: _load_backend(
-            backend, model=model, base_url=base_url, script=script, **extra
-        ),
+        selection=chosen,
+        backend=lambda: load_backend(backend, kwargs),
         backend_name=backend,
         backend_options=kwargs,
         concurrency=concurrency,
         progress=progress,
     )
-    from ttscale.cli import err
-
     err.print(
         f"{out_dir}: {outcome.written} problems drawn, {outcome.skipped} already there "
-        f"({outcome.total} selected)"
+        f"({outcome.total} selected)",
+        soft_wrap=True,
     )
     _print_summary(load_pool(out_dir), as_json=False)
 
@@ -129,7 +136,6 @@ def show(
 def _print_summary(pool: object, *, as_json: bool) -> None:
     from rich.table import Table
 
-    from ttscale.cli import out
     from ttscale.evals.pool import pool_summary
 
     summary = pool_summary(pool)  # type: ignore[arg-type]

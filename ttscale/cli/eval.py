@@ -1,0 +1,162 @@
+"""``ttscale eval``: run (or resume) a grid of problems x strategies x budgets x seeds."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from ttscale.cli.options import (
+    Backend,
+    BackendOptions,
+    BaseUrl,
+    Dataset,
+    Ids,
+    Levels,
+    Limit,
+    Model,
+    PoolDir,
+    Progress,
+    Sample,
+    SampleSeed,
+    Script,
+    Stratify,
+    Subjects,
+    Verbose,
+    backend_kwargs,
+    check_verifier,
+    err,
+    load_backend,
+    out,
+    parse_options,
+    selection,
+    split_list,
+)
+
+
+def eval_cmd(
+    out_dir: Annotated[Path, typer.Option("--out", help="Run directory (resumable).")],
+    dataset: Dataset = None,
+    strategy: Annotated[
+        list[str] | None,
+        typer.Option(help="Strategies, comma-separated; label:name, e.g. greedy:best_of_n."),
+    ] = None,
+    budget: Annotated[
+        list[str] | None,
+        typer.Option(help="Budgets, e.g. tokens=2000,tokens=8000 (';' separates multi-cap ones)."),
+    ] = None,
+    seeds: Annotated[int, typer.Option(help="Seeds 0..N-1 per (problem, strategy, budget).")] = 1,
+    backend: Backend = "vllm",
+    pool: PoolDir = None,
+    model: Model = None,
+    base_url: BaseUrl = None,
+    script: Script = None,
+    option: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--option", "-o", help="key=value for every strategy, label.key=value for one."
+        ),
+    ] = None,
+    backend_option: BackendOptions = None,
+    verifier: Annotated[
+        str | None, typer.Option(help="Verifier name (llm_judge) or PRM dir.")
+    ] = None,
+    verifier_option: Annotated[
+        list[str] | None,
+        typer.Option("--verifier-option", "-V", help="Verifier argument key=value (mode=step)."),
+    ] = None,
+    limit: Limit = None,
+    levels: Levels = None,
+    subjects: Subjects = None,
+    ids: Ids = None,
+    sample: Sample = None,
+    sample_seed: SampleSeed = 0,
+    stratify: Stratify = False,
+    executor: Annotated[str, typer.Option(help="local | ray")] = "local",
+    concurrency: Annotated[int, typer.Option(help="Rows in flight per event loop.")] = 16,
+    workers: Annotated[int, typer.Option(help="Ray workers (each its own backend).")] = 2,
+    ray_address: Annotated[
+        str | None, typer.Option(help="Ray cluster (auto, ray://head:10001); none = local.")
+    ] = None,
+    gpus_per_worker: Annotated[float, typer.Option(help="GPUs per Ray worker.")] = 0.0,
+    progress: Progress = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    verbose: Verbose = False,
+) -> None:
+    """Run (or resume) a grid of problems x strategies x budgets x seeds into --out."""
+    from ttscale.evals.metrics import summarize
+    from ttscale.evals.runner import parse_budgets, parse_strategies, replay_selection, run_eval
+    from ttscale.evals.store import read_rows
+
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, stream=sys.stderr)
+    configs = parse_strategies(split_list(strategy) or ["best_of_n"], parse_options(option or []))
+    for c in configs:  # before loading the engine
+        check_verifier(c.name, c.options, verifier if c.use_verifier else None)
+    budgets = parse_budgets(budget or ["rollouts=8"])
+    chosen = selection(
+        limit=limit,
+        levels=levels,
+        subjects=subjects,
+        ids=ids,
+        sample=sample,
+        sample_seed=sample_seed,
+        stratify=stratify,
+    )
+    extra = parse_options(backend_option or [])
+    kwargs = {
+        **backend_kwargs(backend, model=model, base_url=base_url, script=script, pool=pool),
+        **extra,
+    }
+    if backend == "replay":  # the pool's own dataset and problems unless told otherwise
+        dataset, chosen = replay_selection(Path(kwargs["pool"]), dataset, chosen)
+    outcome = run_eval(
+        dataset or "math500",
+        configs,
+        budgets,
+        out=out_dir,
+        seeds=seeds,
+        selection=chosen,
+        backend=lambda: load_backend(backend, kwargs),
+        backend_name=backend,
+        backend_options=kwargs,
+        verifier=verifier,
+        verifier_options=parse_options(verifier_option or []),
+        executor=executor,
+        concurrency=concurrency,
+        workers=workers,
+        ray_address=ray_address,
+        gpus_per_worker=gpus_per_worker,
+        progress=progress,
+    )
+    wanted = {(c.label, str(b)) for c in configs for b in budgets}
+    rows = [r for r in read_rows(out_dir) if (r["strategy"], r["budget"]) in wanted]
+    cells = summarize(rows)
+    if as_json:
+        data = {
+            "out": str(out_dir),
+            "rows": outcome.total,
+            "resumed": outcome.skipped,
+            "written": outcome.written,
+            "cells": [c.as_dict() for c in cells],
+        }
+        sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+        return
+    table = Table(title=f"{out_dir} ({outcome.written} new rows, {outcome.skipped} resumed)")
+    for col in ("strategy", "budget", "problems", "accuracy [95% CI]", "tokens", "eFLOPs"):
+        table.add_column(col)
+    for c in cells:
+        table.add_row(
+            c.strategy,
+            c.budget,
+            str(c.problems),
+            f"{c.accuracy:.3f} [{c.ci[0]:.3f}, {c.ci[1]:.3f}]",
+            f"{c.tokens_mean:.0f}",
+            f"{c.eflops_mean:.3g}",
+        )
+    out.print(table)
+    err.print(f"report: ttscale report {out_dir}")

@@ -1,0 +1,79 @@
+"""``ttscale solve``: answer one prompt under a budget."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Annotated
+
+import typer
+
+from ttscale.cli.options import (
+    Backend,
+    BaseUrl,
+    Model,
+    Script,
+    Verbose,
+    backend_kwargs,
+    check_verifier,
+    err,
+    load_backend,
+    parse_options,
+    print_result,
+)
+from ttscale.errors import ConfigError
+
+
+def solve(
+    prompt: Annotated[str, typer.Argument(help="The question to answer.")],
+    strategy: Annotated[str, typer.Option(help="Registered strategy name.")] = "best_of_n",
+    budget: Annotated[
+        str,
+        typer.Option(
+            help="Caps, e.g. tokens=4000,seconds=60 (units: tokens, rollouts, flops, seconds)."
+        ),
+    ] = "rollouts=8",
+    backend: Backend = "vllm",
+    model: Model = None,
+    base_url: BaseUrl = None,
+    script: Script = None,
+    option: Annotated[
+        list[str] | None,
+        typer.Option("--option", "-o", help="Strategy option key=value (repeatable)."),
+    ] = None,
+    verifier: Annotated[
+        str | None,
+        typer.Option(help="Verifier name (llm_judge: the policy model judges) or a PRM dir."),
+    ] = None,
+    verifier_option: Annotated[
+        list[str] | None,
+        typer.Option("--verifier-option", "-V", help="Verifier argument key=value (mode=step)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the full Result as JSON.")] = False,
+    verbose: Verbose = False,
+) -> None:
+    """Answer PROMPT by spending BUDGET on STRATEGY."""
+    from ttscale.api import solve as run_solve
+    from ttscale.budget import Budget
+    from ttscale.evals.runner import make_verifier
+
+    if verbose:
+        logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
+    options = parse_options(option or [])
+    parsed = Budget.parse(budget)  # validate before loading anything heavy
+    if not prompt.strip():
+        raise ConfigError("prompt is empty; pass the question as the first argument")
+    verifier_options = parse_options(verifier_option or [])
+    check_verifier(strategy, options, verifier)  # before loading the engine
+    gen = load_backend(
+        backend, backend_kwargs(backend, model=model, base_url=base_url, script=script)
+    )
+    scorer = make_verifier(verifier, gen, verifier_options)
+    with err.status(f"solving with {strategy} under {parsed}...", spinner="dots"):
+        result = run_solve(
+            prompt, parsed, strategy=strategy, backend=gen, verifier=scorer, **options
+        )
+    if as_json:
+        sys.stdout.write(result.to_json(indent=2) + "\n")
+        return
+    print_result(result)
