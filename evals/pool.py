@@ -21,8 +21,7 @@ import dataclasses
 import logging
 import sys
 import time
-import zlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -30,8 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from ttscale.budget import Ledger
-from ttscale.cost import prefill_eflops, sample_eflops
+from ttscale.cost import default_hardware
 from ttscale.errors import ConfigError
 from ttscale.evals.datasets import (
     EvalProblem,
@@ -40,32 +38,24 @@ from ttscale.evals.datasets import (
     dataset_sha256,
     load_dataset,
 )
+from ttscale.evals.draw import draw_problem
 from ttscale.evals.record import environment, portable
-from ttscale.evals.runner import Drain, coalesce
 from ttscale.evals.store import atomic_write_text
+from ttscale.evals.work import Drain, coalesce
 from ttscale.pools.pool import (
     FORMAT_VERSION,
     MANIFEST,
     Pool,
     PoolProblem,
-    PoolSample,
     Sampling,
     pool_problem_ids,
     read_manifest,
     write_problem,
 )
-from ttscale.types import Completion, GenerationRequest, Problem
-from ttscale.verifiers.answers import answers_equal, extract_answer, gold_answer
+from ttscale.verifiers.answers import answers_equal, gold_answer
 from ttscale.verifiers.voting import vote
 
-__all__ = [
-    "PoolOutcome",
-    "build_pool",
-    "char_offsets",
-    "pool_summary",
-    "problem_seed",
-    "to_pool_sample",
-]
+__all__ = ["PoolOutcome", "build_pool", "pool_summary"]
 
 log = logging.getLogger(__name__)
 
@@ -79,106 +69,6 @@ class PoolOutcome:
     skipped: int
     """Problems already drawn (resumed)."""
     written: int
-
-
-def problem_seed(seed: int, problem_id: str) -> int:
-    """Per-request seed of ``problem_id``'s samples: distinct streams per problem."""
-    return (seed * 1_000_003 + zlib.crc32(problem_id.encode())) % (2**31 - 1)
-
-
-def char_offsets(
-    decode: Callable[[Sequence[int]], str], ids: Sequence[int], text: str
-) -> np.ndarray:
-    """``offsets[i]`` = length of the text of the first ``i + 1`` tokens, clipped to ``text``.
-
-    A token that ends mid-character adds nothing until the character completes, so a cut
-    sample never ends in a half character. Decodes every prefix (the only tokenizer-neutral
-    way; ~0.1 s for 1k tokens with a fast tokenizer), once, at build time.
-    """
-    out = np.empty(len(ids), dtype=np.int32)
-    prev = 0
-    for i in range(len(ids)):
-        piece = decode(ids[: i + 1])
-        n = len(piece)
-        if piece.endswith("\ufffd") and not text.startswith(piece):
-            n = prev  # an incomplete UTF-8 sequence so far
-        prev = max(prev, min(n, len(text)))
-        out[i] = prev
-    if len(ids):
-        out[-1] = len(text)
-    return out
-
-
-def to_pool_sample(
-    c: Completion,
-    gold: str | None,
-    *,
-    decode: Callable[[Sequence[int]], str],
-    eflops: float,
-) -> PoolSample:
-    """A drawn completion as a pool sample: answer extracted, graded, offsets computed."""
-    answer = extract_answer(c.text)
-    correct = None if gold is None else (answer is not None and answers_equal(gold, answer))
-    return PoolSample(
-        text=c.text,
-        token_ids=np.asarray(c.token_ids, dtype=np.int32),
-        offsets=char_offsets(decode, c.token_ids, c.text),
-        finish_reason=c.finish_reason,
-        answer=answer,
-        correct=correct,
-        eflops=eflops,
-        logprobs=None if c.logprobs is None else np.asarray(c.logprobs, dtype=np.float16),
-        confidence=None if c.confidence is None else np.asarray(c.confidence, dtype=np.float16),
-    )
-
-
-async def draw_problem(
-    p: EvalProblem, generator: Any, sampling: Sampling, hardware: Any
-) -> PoolProblem:
-    """Draw ``sampling.k`` samples of one problem in one engine call."""
-    prompt = generator.render(Problem(p.problem, sampling.system_prompt, id=p.id))
-    seed = problem_seed(sampling.seed, p.id)
-    req = GenerationRequest(
-        prompt,
-        n=sampling.k,
-        max_tokens=sampling.max_tokens,
-        temperature=sampling.temperature,
-        top_p=sampling.top_p,
-        seed=seed,
-        logprobs=sampling.logprobs,
-    )
-    t0 = time.perf_counter()
-    out = (await generator.generate([req]))[0]
-    seconds = time.perf_counter() - t0
-    spec = generator.model_spec
-    gold = gold_answer(p.answer) if p.answer else None
-    samples = [
-        to_pool_sample(
-            c,
-            gold,
-            decode=generator.decode,
-            eflops=0.0
-            if spec is None
-            else sample_eflops(
-                spec, hardware, prompt_tokens=len(prompt), generated=c.num_tokens, batch=req.n
-            ),
-        )
-        for c in out.completions
-    ]
-    pre = 0.0 if spec is None else prefill_eflops(spec, prompt_tokens=len(prompt), cached_tokens=0)
-    return PoolProblem(
-        id=p.id,
-        problem=p.problem,
-        gold=p.answer,
-        prompt_token_ids=tuple(prompt),
-        samples=samples,
-        level=p.level,
-        subject=p.subject,
-        seed=seed,
-        seeding=getattr(generator, "seeding", None),
-        prefill_eflops=pre,
-        seconds=seconds,
-    )
 
 
 class _Progress:
@@ -261,6 +151,11 @@ def build_pool(
     concurrency: int = 8,
     progress: bool = True,
     argv: list[str] | None = None,
+    executor: str = "local",
+    workers: int = 2,
+    ray_address: str | None = None,
+    ray_init: Mapping[str, Any] | None = None,
+    gpus_per_worker: float = 0.0,
 ) -> PoolOutcome:
     """Draw (or resume drawing) a pool into ``out``.
 
@@ -270,13 +165,19 @@ def build_pool(
         selection: Which problems (as ``ttscale eval``).
         backend: A ``Generator``, or a zero-argument factory (called only if a problem is
             left to draw; closed after); ``None`` builds ``backend_name``.
-        concurrency: Problems in flight (each ``K`` sequences) on the shared engine.
+        concurrency: Problems in flight (each ``K`` sequences) on the shared engine (per
+            Ray worker with ``executor="ray"``).
+        executor: ``local`` (one engine here) or ``ray`` (``workers`` actors, each its own
+            backend built from ``backend_name``/``backend_options``; a GPU user points them
+            at GPUs with ``gpus_per_worker`` or at a shared ``--backend openai`` server).
 
     Raises:
         ConfigError: Bad dataset or settings, or ``out`` holds a different pool.
     """
     if concurrency < 1:
         raise ConfigError(f"concurrency={concurrency} must be >= 1")
+    if executor not in ("local", "ray"):
+        raise ConfigError(f"unknown executor {executor!r}; choose local or ray")
     if sampling.temperature == 0 and sampling.k != 1:
         raise ConfigError(
             f"temperature 0 is greedy: every sample is the same; use --k 1 (got --k {sampling.k})"
@@ -306,6 +207,95 @@ def build_pool(
         log.info("%s: all %d problems already drawn", out, len(problems))
         return PoolOutcome(out, len(problems), skipped, 0)
 
+    state: dict[str, Any] = {"written": 0}
+    bar: _Progress | None = None
+
+    def start(profile: dict[str, Any], spec: Any, hardware_name: str) -> None:
+        nonlocal bar
+        env = environment({k: v for k, v in profile.items() if k != "model_spec"}, argv)
+        fresh = {
+            "format_version": FORMAT_VERSION,
+            "name": out.name,
+            "created": env["created"],
+            "sampling": sampling.model_dump(),
+            "dataset": dataset_info,
+            "engine": {k: v for k, v in env["engine"].items() if k != "hardware"},
+            "model": env["model"],
+            "model_spec": spec,
+            "hardware": hardware_name,
+            "host": env["host"],
+            "python": env["python"],
+            "packages": env["packages"],
+            "git": env["git"],
+        }
+        invocation = {
+            "command": env["command"],
+            "started": env["created"],
+            "git": env["git"],
+            "executor": executor,
+        }
+        state["manifest"] = _merge_manifest(out, fresh, invocation)
+        atomic_write_text(out / MANIFEST, _dumps(state["manifest"]))
+        bar = _Progress(len(problems), skipped, progress)
+
+    def on_problem(drawn: PoolProblem) -> None:
+        write_problem(out, drawn)
+        state["written"] += 1
+        if bar is not None:
+            bar.update(drawn)
+
+    try:
+        if executor == "ray":
+            from ttscale.evals.ray_executor import run_ray_pool
+
+            run_ray_pool(
+                todo,
+                sampling,
+                on_problem,
+                lambda prof: start(prof, prof.get("model_spec"), prof.get("hardware", "?")),
+                backend_name=backend_name,
+                backend_options=dict(backend_options or {}),
+                workers=workers,
+                concurrency=concurrency,
+                address=ray_address,
+                init=dict(ray_init or {}),
+                gpus_per_worker=gpus_per_worker,
+            )
+        else:
+            _draw_local(
+                todo,
+                sampling,
+                on_problem,
+                start,
+                backend,
+                backend_name,
+                backend_options,
+                concurrency,
+            )
+    finally:
+        if bar is not None:
+            bar.close()
+        if "manifest" in state:
+            manifest = state["manifest"]
+            manifest["invocations"][-1]["ended"] = time.strftime(
+                "%Y-%m-%dT%H:%M:%SZ", time.gmtime()
+            )
+            manifest["invocations"][-1]["problems_after"] = len(pool_problem_ids(out))
+            atomic_write_text(out / MANIFEST, _dumps(manifest))
+    return PoolOutcome(out, len(problems), skipped, state["written"])
+
+
+def _draw_local(
+    todo: list[EvalProblem],
+    sampling: Sampling,
+    on_problem: Any,
+    start: Any,
+    backend: Any,
+    backend_name: str,
+    backend_options: Mapping[str, Any] | None,
+    concurrency: int,
+) -> None:
+    """Draw ``todo`` on one engine in this process, ``concurrency`` problems at a time."""
     owned = not hasattr(backend, "generate")
     if backend is None:
         from ttscale.backends import make_backend
@@ -314,55 +304,22 @@ def build_pool(
     else:
         gen = backend() if owned else backend
     try:
-        profile = gen.profile()
-        env = environment(profile, argv)
-        hardware = Ledger().hardware
-        fresh = {
-            "format_version": FORMAT_VERSION,
-            "name": out.name,
-            "created": env["created"],
-            "sampling": sampling.model_dump(),
-            "dataset": dataset_info,
-            "engine": env["engine"],
-            "model": env["model"],
-            "model_spec": None if gen.model_spec is None else dataclasses.asdict(gen.model_spec),
-            "hardware": hardware.name,
-            "host": env["host"],
-            "python": env["python"],
-            "packages": env["packages"],
-            "git": env["git"],
-        }
-        invocation = {"command": env["command"], "started": env["created"], "git": env["git"]}
-        manifest = _merge_manifest(out, fresh, invocation)
-        atomic_write_text(out / MANIFEST, _dumps(manifest))
-        bar = _Progress(len(problems), skipped, progress)
+        hardware = default_hardware()
+        spec = None if gen.model_spec is None else dataclasses.asdict(gen.model_spec)
+        start(gen.profile(), spec, hardware.name)
         shared = coalesce(gen)
-        written = 0
 
         async def one(p: EvalProblem) -> None:
-            nonlocal written
-            drawn = await draw_problem(p, shared, sampling, hardware)
-            write_problem(out, drawn)
-            written += 1
-            bar.update(drawn)
+            on_problem(await draw_problem(p, shared, sampling, hardware))
 
         async def main() -> None:
             async with Drain(concurrency) as drain:
                 await asyncio.gather(*(drain.gated(partial(one, p)) for p in todo))
 
-        try:
-            asyncio.run(main())
-        finally:
-            bar.close()
-            manifest["invocations"][-1]["ended"] = time.strftime(
-                "%Y-%m-%dT%H:%M:%SZ", time.gmtime()
-            )
-            manifest["invocations"][-1]["problems_after"] = len(pool_problem_ids(out))
-            atomic_write_text(out / MANIFEST, _dumps(manifest))
+        asyncio.run(main())
     finally:
         if owned:
             asyncio.run(gen.close())
-    return PoolOutcome(out, len(problems), skipped, written)
 
 
 def pool_summary(pool: Pool) -> dict[str, Any]:

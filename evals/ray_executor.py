@@ -15,14 +15,16 @@ joins an existing one (every node needs ttscale installed; see README "Evals").
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from ttscale.errors import ConfigError
+from ttscale.evals.draw import draw_problem
 from ttscale.evals.work import Drain, OnRow, WorkItem, coalesce, make_verifier, solve_item
 
-__all__ = ["EvalWorker", "run_ray"]
+__all__ = ["EvalWorker", "PoolWorker", "run_ray", "run_ray_pool"]
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +68,37 @@ class EvalWorker:
         await self.backend.close()
 
 
+class PoolWorker:
+    """One Ray actor of ``ttscale pool build --executor ray``: a backend (coalescing) that
+    draws the K samples of the problems it is handed."""
+
+    def __init__(self, backend_name: str, backend_options: dict[str, Any]) -> None:
+        from ttscale.backends import make_backend
+        from ttscale.cost import default_hardware
+
+        logging.getLogger("math_verify").setLevel(logging.ERROR)
+        self.backend = make_backend(backend_name, **backend_options)
+        self.shared = coalesce(self.backend)
+        self.hardware = default_hardware()
+
+    async def profile(self) -> dict[str, Any]:
+        import socket
+
+        spec = self.backend.model_spec
+        return {
+            **self.backend.profile(),
+            "ray_node": socket.gethostname(),
+            "model_spec": None if spec is None else dataclasses.asdict(spec),
+            "hardware": self.hardware.name,
+        }
+
+    async def draw(self, problem: Any, sampling: Any) -> Any:
+        return await draw_problem(problem, self.shared, sampling, self.hardware)
+
+    async def close(self) -> None:
+        await self.backend.close()
+
+
 def _import_ray() -> Any:
     try:
         import ray
@@ -94,6 +127,70 @@ def run_ray(
     cpus_per_worker: float = 1.0,
 ) -> None:
     """Solve ``todo`` on ``workers`` Ray actors; ``start(profile)`` once they are up."""
+    _run_actors(
+        EvalWorker,
+        (backend_name, backend_options, verifier, verifier_options, system_prompt),
+        todo,
+        lambda actor, item: actor.solve.remote(item),
+        lambda item, result: on_row(item, *result),
+        start,
+        workers=workers,
+        concurrency=concurrency,
+        address=address,
+        init=init,
+        gpus_per_worker=gpus_per_worker,
+        cpus_per_worker=cpus_per_worker,
+    )
+
+
+def run_ray_pool(
+    todo: Sequence[Any],
+    sampling: Any,
+    on_problem: Callable[[Any], None],
+    start: Callable[[dict[str, Any]], None],
+    *,
+    backend_name: str,
+    backend_options: dict[str, Any],
+    workers: int,
+    concurrency: int,
+    address: str | None = None,
+    init: dict[str, Any] | None = None,
+    gpus_per_worker: float = 0.0,
+    cpus_per_worker: float = 1.0,
+) -> None:
+    """Draw the pool samples of ``todo`` problems on ``workers`` Ray actors; the driver
+    writes each problem (``on_problem``) as it lands, as with ``run_ray``."""
+    _run_actors(
+        PoolWorker,
+        (backend_name, backend_options),
+        todo,
+        lambda actor, problem: actor.draw.remote(problem, sampling),
+        lambda _problem, drawn: on_problem(drawn),
+        start,
+        workers=workers,
+        concurrency=concurrency,
+        address=address,
+        init=init,
+        gpus_per_worker=gpus_per_worker,
+        cpus_per_worker=cpus_per_worker,
+    )
+
+
+def _run_actors(
+    worker: type,
+    args: tuple[Any, ...],
+    todo: Sequence[Any],
+    submit: Callable[[Any, Any], Any],
+    on_done: Callable[[Any, Any], None],
+    start: Callable[[dict[str, Any]], None],
+    *,
+    workers: int,
+    concurrency: int,
+    address: str | None,
+    init: dict[str, Any] | None,
+    gpus_per_worker: float,
+    cpus_per_worker: float,
+) -> None:
     if workers < 1 or concurrency < 1:
         raise ConfigError(f"workers={workers} and concurrency={concurrency} must be >= 1")
     ray = _import_ray()
@@ -101,19 +198,16 @@ def run_ray(
     if started:
         opts = {"include_dashboard": False, "logging_level": logging.WARNING, **(init or {})}
         ray.init(address=address, **opts)
-    remote = ray.remote(EvalWorker).options(
+    remote = ray.remote(worker).options(
         num_cpus=cpus_per_worker, num_gpus=gpus_per_worker, max_concurrency=concurrency
     )
-    actors = [
-        remote.remote(backend_name, backend_options, verifier, verifier_options, system_prompt)
-        for _ in range(workers)
-    ]
+    actors = [remote.remote(*args) for _ in range(workers)]
     try:
         profiles = ray.get([a.profile.remote() for a in actors])
         profile = {**profiles[0], "ray_workers": len(actors)}
         profile.pop("pid", None)
         start(profile)
-        _drive(ray, actors, todo, on_row, cap=workers * concurrency)
+        _drive(ray, actors, todo, submit, on_done, cap=workers * concurrency)
     finally:
         for a in actors:
             try:
@@ -125,12 +219,19 @@ def run_ray(
             ray.shutdown()
 
 
-def _drive(ray: Any, actors: list[Any], todo: Sequence[WorkItem], on_row: OnRow, cap: int) -> None:
-    """Keep ``cap`` rows in flight over the actors, least-loaded first, writing each as it
-    lands. A first SIGINT/SIGTERM to the driver stops new submissions and waits for the rows
+def _drive(
+    ray: Any,
+    actors: list[Any],
+    todo: Sequence[Any],
+    submit: Callable[[Any, Any], Any],
+    on_done: Callable[[Any, Any], None],
+    cap: int,
+) -> None:
+    """Keep ``cap`` items in flight over the actors, least-loaded first, writing each as it
+    lands. A first SIGINT/SIGTERM to the driver stops new submissions and waits for the items
     in flight (``Drain``; ``RunStopped`` at the end); a second stops at once."""
     load = [0] * len(actors)
-    in_flight: dict[Any, tuple[WorkItem, int]] = {}
+    in_flight: dict[Any, tuple[Any, int]] = {}
     queue = iter(todo)
 
     with Drain() as drain:
@@ -141,7 +242,7 @@ def _drive(ray: Any, actors: list[Any], todo: Sequence[WorkItem], on_row: OnRow,
                 if item is None:
                     break
                 w = min(range(len(actors)), key=load.__getitem__)
-                in_flight[actors[w].solve.remote(item)] = (item, w)
+                in_flight[submit(actors[w], item)] = (item, w)
                 load[w] += 1
             drain.in_flight = len(in_flight)
 
@@ -152,6 +253,5 @@ def _drive(ray: Any, actors: list[Any], todo: Sequence[WorkItem], on_row: OnRow,
             for ref in done:
                 item, w = in_flight.pop(ref)
                 load[w] -= 1
-                row, trace = ray.get(ref)  # re-raises the worker's error (same class)
-                on_row(item, row, trace)
+                on_done(item, ray.get(ref))  # re-raises the worker's error (same class)
             fill()

@@ -128,3 +128,42 @@ def test_ray_driver_drains_on_sigterm_then_resumes(tmp_path):
     rows = read_rows(out)
     assert rows_path.read_bytes().startswith(written)
     assert len(rows) == len({r["key"] for r in rows}) == total
+
+
+def test_ray_pool_build_matches_local(tmp_path):
+    """``ttscale pool build --executor ray``: every problem drawn once over two workers, with
+    the same samples as a local build (per-request seeds), and the manifest says so."""
+    from ttscale.evals.pool import build_pool
+    from ttscale.pools import Sampling, load_pool
+
+    data = tmp_path / "arith.jsonl"
+    data.write_text(
+        "".join(
+            json.dumps({"id": f"a{i}", "problem": f"What is {a}*{b}?", "answer": str(a * b)}) + "\n"
+            for i, (a, b) in enumerate(PAIRS)
+        )
+    )
+    sampling = Sampling(k=4, temperature=0.7, max_tokens=256)
+    build_pool(
+        data, out=tmp_path / "local", sampling=sampling, backend=ScriptedBackend(), progress=False
+    )
+    outcome = build_pool(
+        data,
+        out=tmp_path / "ray",
+        sampling=sampling,
+        backend_name="scripted",
+        executor="ray",
+        workers=2,
+        concurrency=2,
+        ray_init={"num_cpus": 2, "object_store_memory": 100 * 1024**2},
+        progress=False,
+    )
+    assert (outcome.total, outcome.written) == (len(PAIRS), len(PAIRS))
+    assert not ray.is_initialized()
+    local, remote = load_pool(tmp_path / "local"), load_pool(tmp_path / "ray")
+    assert list(remote.problems) == list(local.problems)
+    for pid, p in local.problems.items():
+        assert [s.text for s in remote.problems[pid].samples] == [s.text for s in p.samples]
+    assert remote.manifest["engine"]["ray_workers"] == 2
+    assert remote.manifest["invocations"][-1]["executor"] == "ray"
+    assert remote.manifest["model_spec"] == local.manifest["model_spec"]

@@ -19,7 +19,8 @@ from ttscale import solve
 from ttscale.backends import ScriptedBackend, make_backend
 from ttscale.errors import ConfigError
 from ttscale.evals.datasets import Selection
-from ttscale.evals.pool import build_pool, char_offsets, pool_summary, problem_seed
+from ttscale.evals.draw import char_offsets, problem_seed
+from ttscale.evals.pool import build_pool, pool_summary
 from ttscale.pools import ReplayGenerator, Sampling, load_pool
 from ttscale.pools.pool import problem_file
 from ttscale.types import DEFAULT_SYSTEM_PROMPT, GenerationRequest

@@ -63,6 +63,12 @@ Sample = Annotated[int | None, typer.Option(help="Draw N problems with --sample-
 SampleSeed = Annotated[int, typer.Option(help="Seed of --sample.")]
 Stratify = Annotated[bool, typer.Option(help="Draw --sample evenly across levels.")]
 Progress = Annotated[bool, typer.Option(help="Progress bar on stderr.")]
+Executor = Annotated[str, typer.Option(help="local | ray")]
+Workers = Annotated[int, typer.Option(help="Ray workers (each its own backend).")]
+RayAddress = Annotated[
+    str | None, typer.Option(help="Ray cluster (auto, ray://head:10001); none = local.")
+]
+GpusPerWorker = Annotated[float, typer.Option(help="GPUs per Ray worker.")]
 Verbose = Annotated[
     bool, typer.Option("--verbose", "-v", help="Debug logging, engine messages included.")
 ]

@@ -15,17 +15,21 @@ from ttscale.cli.options import (
     BackendOptions,
     BaseUrl,
     Dataset,
+    Executor,
+    GpusPerWorker,
     Ids,
     Levels,
     Limit,
     Model,
     Progress,
+    RayAddress,
     Sample,
     SampleSeed,
     Script,
     Stratify,
     Subjects,
     Verbose,
+    Workers,
     backend_kwargs,
     err,
     load_backend,
@@ -65,7 +69,13 @@ def build(
     sample: Sample = None,
     sample_seed: SampleSeed = 0,
     stratify: Stratify = False,
-    concurrency: Annotated[int, typer.Option(help="Problems in flight (K sequences each).")] = 8,
+    concurrency: Annotated[
+        int, typer.Option(help="Problems in flight (K sequences each; per Ray worker).")
+    ] = 8,
+    executor: Executor = "local",
+    workers: Workers = 2,
+    ray_address: RayAddress = None,
+    gpus_per_worker: GpusPerWorker = 0.0,
     no_system_prompt: Annotated[
         bool, typer.Option("--no-system-prompt", help="Omit the default system prompt.")
     ] = False,
@@ -113,6 +123,10 @@ def build(
         backend_options=kwargs,
         concurrency=concurrency,
         progress=progress,
+        executor=executor,
+        workers=workers,
+        ray_address=ray_address,
+        gpus_per_worker=gpus_per_worker,
     )
     err.print(
         f"{out_dir}: {outcome.written} problems drawn, {outcome.skipped} already there "
