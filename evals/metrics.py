@@ -1,9 +1,11 @@
 """Eval metrics with uncertainty: accuracy + bootstrap CI, maj@k, pass@k, weighted vote,
 compute per problem, per-level breakdown, and a paired bootstrap test between two runs.
 
-The unit of resampling is the **problem**: with several seeds, a problem's score is the
-mean over its seeds, and the bootstrap resamples problems (seeds of one problem are not
-independent draws). Row fields used: ``problem_id``, ``strategy``, ``budget``, ``level``,
+The unit of resampling is the **problem**: a problem's score is the mean over its seeds.
+With one seed per problem the CI is the percentile bootstrap over problems; with several
+(e.g. replay orders of a sample pool) it is a two-level bootstrap that resamples problems and
+then seeds within each resampled problem, so the interval carries both the problem and the
+order variance. Row fields used: ``problem_id``, ``strategy``, ``budget``, ``level``,
 ``correct``, ``candidates`` (``answer``, ``correct``, ``score``) and ``ledger``
 (``generated_tokens``, ``eflops``, ``wall_seconds``).
 """
@@ -24,6 +26,7 @@ __all__ = [
     "ConfigSummary",
     "Comparison",
     "bootstrap_ci",
+    "hierarchical_bootstrap_ci",
     "budget_order",
     "paired_bootstrap",
     "pareto_front",
@@ -68,6 +71,44 @@ def bootstrap_ci(
         rng=np.random.default_rng(seed),
     )
     return (float(res.confidence_interval.low), float(res.confidence_interval.high))
+
+
+def hierarchical_bootstrap_ci(
+    groups: Sequence[Sequence[float]],
+    *,
+    confidence: float = 0.95,
+    n_resamples: int = 4_000,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile CI of the mean of per-group means, resampling groups (problems) and then
+    members (seeds) within each drawn group; deterministic by seed.
+
+    Reduces to ``bootstrap_ci`` over group means when every group has one member.
+    """
+    groups = [g for g in groups if len(g)]
+    sizes = np.asarray([len(g) for g in groups])
+    if sizes.size == 0:
+        return (math.nan, math.nan)
+    if np.all(sizes == 1):
+        return bootstrap_ci([g[0] for g in groups], confidence=confidence, seed=seed)
+    width = int(sizes.max())
+    table = np.zeros((len(groups), width))
+    for i, g in enumerate(groups):
+        table[i, : len(g)] = g
+    if np.all(table[sizes[:, None] > np.arange(width)] == table[0, 0]):
+        return (float(table[0, 0]), float(table[0, 0]))
+    rng = np.random.default_rng(seed)
+    means = np.empty(n_resamples)
+    cols = np.arange(width)
+    for lo in range(0, n_resamples, 250):  # chunks keep memory at ~250 x P x S
+        b = min(250, n_resamples - lo)
+        pick = rng.integers(0, len(groups), size=(b, len(groups)))
+        n = sizes[pick]  # members of each drawn group
+        member = np.floor(rng.random((b, len(groups), width)) * n[..., None]).astype(int)
+        vals = table[pick[..., None], member] * (cols < n[..., None])
+        means[lo : lo + b] = (vals.sum(axis=2) / n).mean(axis=1)
+    alpha = (1 - confidence) / 2
+    return (float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha)))
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -168,10 +209,20 @@ def _mean(d: Mapping[str, float]) -> float | None:
     return sum(d.values()) / len(d) if d else None
 
 
+def _per_problem_lists(rows: Iterable[Row], value: Any) -> list[list[float]]:
+    acc: dict[str, list[float]] = defaultdict(list)
+    for r in rows:
+        v = value(r)
+        if v is not None:
+            acc[r["problem_id"]].append(float(v))
+    return list(acc.values())
+
+
 def summarize_cell(
     rows: Sequence[Row], *, strategy: str, budget: str, level: int | None = None, seed: int = 0
 ) -> ConfigSummary:
     acc = per_problem(rows, lambda r: bool(r["correct"]))
+    by_seed = _per_problem_lists(rows, lambda r: bool(r["correct"]))
     tokens = per_problem(rows, lambda r: r["ledger"]["generated_tokens"])
     eflops = per_problem(rows, lambda r: r["ledger"]["eflops"])
     wall = per_problem(rows, lambda r: r["ledger"]["wall_seconds"])
@@ -195,7 +246,7 @@ def summarize_cell(
         rows=len(rows),
         seeds=len({r["seed"] for r in rows}),
         accuracy=_mean(acc) or 0.0,
-        ci=bootstrap_ci(list(acc.values()), seed=seed),
+        ci=hierarchical_bootstrap_ci(by_seed, seed=seed),
         maj=_mean(per_problem(rows, majority_correct)),
         weighted=_mean(per_problem(rows, weighted_correct)),
         pass1=_mean(per_problem(rows, lambda r: row_pass_at_k(r, 1))),

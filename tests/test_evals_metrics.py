@@ -188,3 +188,20 @@ def test_compare_pairs_on_problem_ids():
 def test_pareto_front():
     pts = [(100, 0.3), (200, 0.5), (150, 0.2), (300, 0.5), (400, 0.6), (50, 0.1)]
     assert pareto_front(pts) == [5, 0, 1, 4]
+
+
+def test_hierarchical_bootstrap_carries_order_variance():
+    from ttscale.evals.metrics import bootstrap_ci, hierarchical_bootstrap_ci
+
+    rng = np.random.default_rng(3)
+    single = [[float(x)] for x in rng.random(60) < 0.4]
+    assert hierarchical_bootstrap_ci(single) == bootstrap_ci([g[0] for g in single])
+    assert hierarchical_bootstrap_ci([[1.0, 1.0], [1.0]]) == (1.0, 1.0)
+    assert all(math.isnan(x) for x in hierarchical_bootstrap_ci([]))
+    # every problem a coin flip per order: problem means all ~0.5, but few orders each
+    flips = [[float(x) for x in rng.random(3) < 0.5] for _ in range(80)]
+    lo, hi = hierarchical_bootstrap_ci(flips, seed=1)
+    mlo, mhi = bootstrap_ci([float(np.mean(g)) for g in flips], seed=1)
+    assert lo < np.mean(flips) < hi
+    assert (hi - lo) >= 0.9 * (mhi - mlo)  # never tighter than the problem-only interval
+    assert hierarchical_bootstrap_ci(flips, seed=1) == (lo, hi)  # deterministic

@@ -1,0 +1,212 @@
+"""The MCP server: ``SolveService``'s tools on the official SDK's ``MCPServer``, served over
+stdio (desktop clients start it as a subprocess) or streamable HTTP (``/mcp``, with an
+optional bearer key and an open ``/health``).
+
+Tools: ``solve`` (progress notifications while it searches; cancellation stops the search),
+``solve_batch`` (one shared budget) and ``strategies``. A refused or failed call is a tool
+error (``isError``) whose text names the fix; the server keeps serving.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any
+
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import CallToolResult, TextContent, ToolAnnotations
+from pydantic import Field
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from ttscale import __version__
+from ttscale.mcp.schemas import BatchOutput, SolveOutput, StrategiesOutput
+from ttscale.mcp.service import SolveService, ToolFailure
+
+__all__ = ["BearerAuth", "build_server", "http_app", "stdout_to_stderr"]
+
+INSTRUCTIONS = (
+    "ttscale answers questions (math, reasoning) by spending a compute budget on a test-time "
+    "scaling strategy over a local model: many samples, a vote, an honest ledger. Call "
+    "`solve` with the question; raise the budget (e.g. 'rollouts=16') for harder questions. "
+    "`strategies` lists strategies, their options and this server's caps."
+)
+
+# -- tool arguments (module level: the SDK resolves these annotations into the input schema) --
+Question = Annotated[
+    str, Field(min_length=1, max_length=100_000, description="The question to answer.")
+]
+BudgetArg = Annotated[
+    str | int | dict[str, float] | None,
+    Field(
+        description=(
+            "Compute budget: 'rollouts=8', 'tokens=4000,seconds=60' (units: tokens, rollouts, "
+            "flops, seconds), an int (tokens) or an object. Omit for the server's default; "
+            "asking for more than the server's caps is refused."
+        )
+    ),
+]
+StrategyArg = Annotated[
+    str | None,
+    Field(description="Strategy name (see the strategies tool); omit for the default."),
+]
+OptionsArg = Annotated[
+    dict[str, Any] | None,
+    Field(description="Strategy options, e.g. {\"n\": 16, \"max_tokens\": 512}."),
+]
+Questions = Annotated[
+    list[Annotated[str, Field(min_length=1, max_length=100_000)]],
+    Field(min_length=1, max_length=256, description="The questions, answered in order."),
+]
+SharedBudget = Annotated[
+    str | int | dict[str, float],
+    Field(description="ONE budget shared by all questions, e.g. 'rollouts=64'."),
+]
+
+
+def build_server(service: SolveService) -> MCPServer:
+    """The ``MCPServer`` with the three tools and ``/health`` (HTTP only) bound to ``service``."""
+    server: MCPServer = MCPServer(
+        "ttscale",
+        title="ttscale: test-time compute scaling",
+        instructions=INSTRUCTIONS,
+        version=__version__,
+    )
+
+    @server.tool(
+        name="solve",
+        description=(
+            "Answer a question by spending a compute budget on a test-time scaling strategy "
+            "(default: best-of-N with majority vote). Returns the answer, the vote table, the "
+            "ledger (tokens, rollouts, eFLOPs, seconds) and the chosen solution. Reports "
+            "progress (samples, tokens, current leader) while it searches."
+        ),
+        annotations=ToolAnnotations(read_only_hint=True, open_world_hint=False),
+    )
+    async def solve(
+        ctx: Context,
+        question: Question,
+        budget: BudgetArg = None,
+        strategy: StrategyArg = None,
+        options: OptionsArg = None,
+    ) -> Annotated[CallToolResult, SolveOutput]:
+        try:
+            out = await service.solve(question, budget, strategy, options, ctx.report_progress)
+        except ToolFailure as exc:
+            raise ToolError(str(exc)) from None
+        return _result(out.text(), out.model_dump(mode="json"))
+
+    @server.tool(
+        name="solve_batch",
+        description=(
+            "Answer several questions under ONE shared budget: each is probed, then the budget "
+            "goes where it buys the most accuracy (easy questions stop early). Returns one "
+            "answer, vote table, ledger and solution per question, plus the totals."
+        ),
+        annotations=ToolAnnotations(read_only_hint=True, open_world_hint=False),
+    )
+    async def solve_batch(
+        ctx: Context, questions: Questions, budget: SharedBudget
+    ) -> Annotated[CallToolResult, BatchOutput]:
+        try:
+            out = await service.solve_batch(questions, budget, ctx.report_progress)
+        except ToolFailure as exc:
+            raise ToolError(str(exc)) from None
+        return _result(out.text(), out.model_dump(mode="json"))
+
+    @server.tool(
+        name="strategies",
+        description=(
+            "List the strategies with their options and defaults, and this server's default "
+            "budget and per-call caps."
+        ),
+        annotations=ToolAnnotations(read_only_hint=True, idempotent_hint=True),
+    )
+    async def strategies() -> Annotated[CallToolResult, StrategiesOutput]:
+        out = service.strategies()
+        return _result(out.text(), out.model_dump(mode="json"))
+
+    @server.custom_route("/health", methods=["GET"])
+    async def health(_: Request) -> Response:
+        c = service.counters
+        return JSONResponse(
+            {
+                "status": "ok",
+                "backend": service.backend_name,
+                "running": c.running,
+                "completed": c.completed,
+                "failed": c.failed,
+                "cancelled": c.cancelled,
+                "max_concurrency": service.config.max_concurrency,
+            }
+        )
+
+    return server
+
+
+def _result(text: str, structured: dict[str, Any]) -> CallToolResult:
+    return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=structured)
+
+
+# -- HTTP --------------------------------------------------------------------------------------
+class BearerAuth:
+    """ASGI middleware: ``Authorization: Bearer <key>`` on every path but ``/health``.
+
+    A wrong or missing key gets a 401 naming the fix, before the MCP transport sees the
+    request. Lifespan events pass through (the SDK's session manager starts there).
+    """
+
+    def __init__(self, app: Any, api_key: str) -> None:
+        if not api_key:
+            raise ValueError("api_key is empty; pass a key or no BearerAuth at all")
+        self.app, self._key = app, api_key.encode()
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope.get("path") != "/health":
+            headers = dict(scope.get("headers") or [])
+            scheme, _, token = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(
+                token.strip().encode("latin-1"), self._key
+            ):
+                response = JSONResponse(
+                    {
+                        "error": "missing or wrong API key; send 'Authorization: Bearer <key>' "
+                        "(the key given to `ttscale mcp --api-key`)"
+                    },
+                    status_code=401,
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def http_app(server: MCPServer, *, api_key: str | None = None, host: str = "127.0.0.1") -> Any:
+    """The streamable-HTTP ASGI app (MCP endpoint ``/mcp``), behind ``BearerAuth`` when
+    ``api_key`` is set. On a loopback ``host`` the SDK also turns on DNS-rebinding
+    protection (``Host``/``Origin`` must be local)."""
+    app = server.streamable_http_app(host=host)
+    return BearerAuth(app, api_key) if api_key else app
+
+
+# -- stdio -------------------------------------------------------------------------------------
+@contextmanager
+def stdout_to_stderr() -> Iterator[None]:
+    """Send anything written to stdout (fd 1) to stderr while the block runs.
+
+    Over stdio, stdout carries the protocol: an engine that prints while it loads (before
+    the SDK's transport takes fd 1 over) would corrupt the first messages.
+    """
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
