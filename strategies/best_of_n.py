@@ -6,7 +6,13 @@ final answer, and selects:
 
 - ``majority``: self-consistency (Wang et al. 2023), the most frequent answer class;
 - ``weighted``: the answer class with the largest summed verifier score (Li et al. 2023);
-- ``best``: the single highest-scoring candidate (classic best-of-N with a verifier).
+- ``best``: the single highest-scoring candidate (classic best-of-N with a verifier);
+- ``filtered``: DeepConf's offline selection (Fu et al. 2025): keep the ``keep`` fraction of
+  candidates with the highest scores, then a score-weighted vote among them.
+
+A verifier that scores whole candidates (``CandidateVerifier``, e.g. the confidence
+verifiers) gets them with their per-token confidences: each round then asks the engine for
+the verifier's ``logprobs`` top-k logprobs.
 
 Answers are grouped by math-verify equivalence. With ``adaptive=True`` sampling stops once
 the leader is decided: P(leader share > runner-up share) >= ``confidence`` under a Beta
@@ -25,12 +31,12 @@ from typing import Any, Literal
 
 from ttscale.budget import Budget, Ledger
 from ttscale.errors import BudgetError, ConfigError, VerifierRequired
-from ttscale.protocols import Generator, Verifier
+from ttscale.protocols import CandidateVerifier, Generator, Verifier
 from ttscale.strategies.search import SELECTS, check_positive, check_sampling, finish_ledger
 from ttscale.types import Candidate, GenerationRequest, Problem, Result
 from ttscale.verifiers.answers import extract_answer
 from ttscale.verifiers.base import aggregate, check_scores
-from ttscale.verifiers.voting import group_answers, leader_confidence
+from ttscale.verifiers.voting import filter_top, group_answers, leader_confidence
 
 __all__ = ["BestOfN"]
 
@@ -59,8 +65,11 @@ class BestOfN:
     """Stop early once the vote is decided (Beta stopping rule)."""
     confidence: float = 0.95
     """Stopping threshold on P(leader > runner-up)."""
-    select: Literal["auto", "majority", "weighted", "best"] = "auto"
+    select: Literal["auto", "majority", "weighted", "best", "filtered"] = "auto"
     """``auto``: ``weighted`` with a verifier, ``majority`` without."""
+    keep: float = 0.9
+    """``filtered``: fraction of candidates kept by score before the weighted vote (DeepConf's
+    eta: 0.9 keeps all but the least confident tenth, 0.1 only the most confident)."""
     agg: str = "last"
     """How a verifier's step scores become one candidate score."""
     min_sample_tokens: int = 128
@@ -77,13 +86,15 @@ class BestOfN:
             )
         if not 0.5 < self.confidence <= 1.0:
             raise ConfigError(f"confidence={self.confidence} must be in (0.5, 1]")
-        check_sampling(self, ("auto", *SELECTS))
+        check_sampling(self, ("auto", *SELECTS, "filtered"))
+        if not 0 < self.keep <= 1:
+            raise ConfigError(f"keep={self.keep} must be in (0, 1] (the fraction kept)")
 
     def verifier_requirement(self) -> VerifierRequired | None:
         """What running without a verifier would raise (``select='auto'`` falls back to
         majority, so only an explicit weighted/best selection needs one)."""
         if self.select in ("auto", "majority"):
-            return None
+            return None  # auto without a verifier is majority
         return VerifierRequired(
             f"select={self.select!r} needs a verifier",
             python_fix="use select='majority'",
@@ -99,12 +110,15 @@ class BestOfN:
         ledger = Ledger(budget)
         ledger.engine = generator.profile()
         prompt = generator.render(problem)
+        logprobs = getattr(verifier, "logprobs", None) if verifier is not None else None
         cands: list[Candidate] = []
         trace: list[dict[str, Any]] = []
         stop_reason, confidence = "n_reached", 0.0
         rnd = 0
         while len(cands) < self.n:
-            req = self._size_round(ledger, generator, prompt, self.n - len(cands), rnd)
+            req = self._size_round(
+                ledger, generator, prompt, self.n - len(cands), rnd, logprobs=logprobs
+            )
             if req is None:
                 if not cands:
                     raise BudgetError(
@@ -116,7 +130,13 @@ class BestOfN:
                 break
             out = (await ledger.generate(generator, [req]))[0]
             new = [
-                Candidate(c.text, extract_answer(c.text), c.num_tokens, c.finish_reason)
+                Candidate(
+                    c.text,
+                    extract_answer(c.text),
+                    c.num_tokens,
+                    c.finish_reason,
+                    token_confidence=c.confidence,
+                )
                 for c in out.completions
             ]
             if verifier is not None:
@@ -161,7 +181,14 @@ class BestOfN:
         )
 
     def _size_round(
-        self, ledger: Ledger, gen: Generator, prompt: tuple[int, ...], left: int, rnd: int
+        self,
+        ledger: Ledger,
+        gen: Generator,
+        prompt: tuple[int, ...],
+        left: int,
+        rnd: int,
+        *,
+        logprobs: int | None = None,
     ) -> GenerationRequest | None:
         """Largest affordable round: most samples (<= round_size), then the largest per-sample
         cap in [min_sample_tokens, max_tokens]. Cost is monotone in both, so the cap is found
@@ -177,6 +204,7 @@ class BestOfN:
                 temperature=self.temperature,
                 top_p=self.top_p,
                 seed=self.seed + rnd,
+                logprobs=logprobs,
             )
 
         tokens_left = ledger.remaining("tokens")
@@ -196,6 +224,13 @@ class BestOfN:
     async def _score(
         self, problem: Problem, verifier: Verifier, new: list[Candidate], ledger: Ledger
     ) -> None:
+        if isinstance(verifier, CandidateVerifier):
+            values = await verifier.score_candidates([problem] * len(new), new, ledger=ledger)
+            ledger.record_verifier()
+            rows = check_scores(verifier.name, [[v] for v in values], [[c.text] for c in new])
+            for cand, row in zip(new, rows, strict=True):
+                cand.step_scores, cand.score = row, row[0]
+            return
         steps = [[s for s in c.text.split(problem.step_delimiter) if s.strip()] for c in new]
         raw = await verifier.score([problem] * len(new), steps, ledger=ledger)
         ledger.record_verifier()
@@ -203,10 +238,13 @@ class BestOfN:
             cand.step_scores = row
             cand.score = aggregate(row, self.agg)
 
-    @staticmethod
-    def _select(select: str, cands: list[Candidate]) -> tuple[str | None, list[dict[str, Any]]]:
+    def _select(
+        self, select: str, cands: list[Candidate]
+    ) -> tuple[str | None, list[dict[str, Any]]]:
         answers = [c.answer for c in cands]
         scores = None if select == "majority" else [c.score or 0.0 for c in cands]
+        if select == "filtered":
+            answers, scores = filter_top(answers, scores or [], self.keep)
         groups = group_answers(answers, scores)
         table = [{"answer": g.answer, "votes": g.votes, "weight": g.weight} for g in groups]
         if select == "best":

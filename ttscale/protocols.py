@@ -11,9 +11,9 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from ttscale.budget import Budget, Ledger
 from ttscale.cost import ModelSpec
-from ttscale.types import GenerationOutput, GenerationRequest, Problem, Result
+from ttscale.types import Candidate, GenerationOutput, GenerationRequest, Problem, Result
 
-__all__ = ["Generator", "Seeding", "Strategy", "Verifier"]
+__all__ = ["CandidateVerifier", "Generator", "Seeding", "Strategy", "Verifier"]
 
 Seeding = Literal["per_request", "engine"]
 """``per_request``: a request's ``seed`` fixes its samples regardless of batch layout.
@@ -76,6 +76,26 @@ class Verifier(Protocol):
         *,
         ledger: Ledger | None = None,
     ) -> list[list[float]]: ...
+
+
+@runtime_checkable
+class CandidateVerifier(Protocol):
+    """An outcome verifier that scores whole candidates, not step texts: it may read what a
+    candidate carries beyond its text (``Candidate.token_confidence``). Strategies that
+    score whole samples (best-of-N) call ``score_candidates`` when a verifier has it, and ask
+    the engine for ``logprobs`` top-k logprobs per token so candidates carry confidences.
+    It returns one finite score per candidate; engine work goes on ``ledger``."""
+
+    name: str
+    logprobs: int | None
+
+    async def score_candidates(
+        self,
+        problems: Sequence[Problem],
+        candidates: Sequence[Candidate],
+        *,
+        ledger: Ledger | None = None,
+    ) -> list[float]: ...
 
 
 @runtime_checkable

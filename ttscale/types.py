@@ -128,6 +128,9 @@ class Candidate:
     score: float | None = None
     """Aggregated verifier score, if a verifier was used."""
     step_scores: list[float] | None = None
+    token_confidence: tuple[float, ...] | None = field(default=None, repr=False)
+    """Per-token DeepConf confidence (``Completion.confidence``), when the strategy asked
+    for logprobs (a ``CandidateVerifier`` needs them). Left out of ``Result.to_dict``."""
 
 
 @dataclass(slots=True)
@@ -154,7 +157,10 @@ class Result:
         return {
             "answer": self.answer,
             "strategy": self.strategy,
-            "candidates": [asdict(c) for c in self.candidates],
+            "candidates": [
+                {k: v for k, v in asdict(c).items() if k != "token_confidence"}
+                for c in self.candidates
+            ],
             "trace": self.trace,
             "ledger": self.ledger.to_dict(),
             "extras": self.extras,

@@ -4,6 +4,8 @@ Built-in names:
 
 =====================  ====================================================================
 ``llm_judge``          ``LLMJudge`` on ``generator=`` (default: the embedded model via vLLM)
+``confidence``         ``ConfidenceVerifier(stat=..., window=..., tail=...)``: DeepConf
+                       statistics of the samples' own token confidences, no engine call
 ``implicit_prm``       ``ImplicitPRM(policy=..., reference=...)`` (both generators required)
 ``qwen_prm``           ``QwenPRM.from_pretrained(path)`` (Qwen2.5-Math-PRM layout)
 ``math_shepherd_prm``  ``MathShepherdPRM.from_pretrained(path)``
@@ -44,6 +46,12 @@ def _llm_judge(*, generator: Any = None, **options: Any) -> Verifier:
         log.info("llm_judge: no generator given; loading the embedded model with vLLM")
         generator = make_backend("vllm")
     return LLMJudge(generator, **options)
+
+
+def _confidence(**options: Any) -> Verifier:
+    from ttscale.verifiers.confidence import ConfidenceVerifier
+
+    return ConfidenceVerifier(**options)
 
 
 def _implicit_prm(*, policy: Any = None, reference: Any = None, **options: Any) -> Verifier:
@@ -88,6 +96,7 @@ def _prm(style: str, default_engine: str = "transformers") -> VerifierFactory:
 
 VERIFIERS: dict[str, VerifierFactory] = {
     "llm_judge": _llm_judge,
+    "confidence": _confidence,
     "implicit_prm": _implicit_prm,
     "qwen_prm": _prm("qwen"),
     "math_shepherd_prm": _prm("math_shepherd"),

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from ttscale.verifiers.answers import answers_equal
 
-__all__ = ["VoteGroup", "group_answers", "leader_confidence", "vote"]
+__all__ = ["VoteGroup", "filter_top", "group_answers", "leader_confidence", "vote"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +75,22 @@ def vote(answers: Sequence[str | None], scores: Sequence[float] | None = None) -
     """Winning answer of a majority (``scores=None``) or score-weighted vote."""
     groups = group_answers(answers, scores)
     return groups[0].answer if groups else None
+
+
+def filter_top(
+    answers: Sequence[str | None], scores: Sequence[float], keep: float
+) -> tuple[list[str | None], list[float]]:
+    """DeepConf's offline filter: the answers and scores of the ``ceil(keep * n)``
+    highest-scoring candidates (at least one), others replaced by ``None`` (no vote) so
+    indices still name candidates. Ties keep the earlier candidate."""
+    if len(scores) != len(answers):
+        raise ValueError(f"got {len(scores)} scores for {len(answers)} answers")
+    n = len(answers)
+    kept = set(sorted(range(n), key=lambda i: (-scores[i], i))[: max(1, math.ceil(keep * n))])
+    return (
+        [a if i in kept else None for i, a in enumerate(answers)],
+        [float(s) if i in kept else 0.0 for i, s in enumerate(scores)],
+    )
 
 
 def leader_confidence(leader_votes: int, runner_up_votes: int) -> float:

@@ -13,6 +13,7 @@ import sys
 import typer
 
 from ttscale.cli import calibrate, doctor, eval, models, pool, quantize, report, serve, solve, trace
+from ttscale.cli import mcp as mcp_command
 from ttscale.cli.options import err, preload_env
 from ttscale.errors import TTScaleError
 
@@ -34,6 +35,7 @@ app.add_typer(pool.pool_app, name="pool")
 app.command("calibrate")(calibrate.calibrate)
 app.command("quantize")(quantize.quantize)
 app.command("doctor")(doctor.doctor)
+app.command("mcp")(mcp_command.mcp)
 
 
 def main(argv: list[str] | None = None) -> None:

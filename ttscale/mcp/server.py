@@ -56,7 +56,7 @@ StrategyArg = Annotated[
 ]
 OptionsArg = Annotated[
     dict[str, Any] | None,
-    Field(description="Strategy options, e.g. {\"n\": 16, \"max_tokens\": 512}."),
+    Field(description='Strategy options, e.g. {"n": 16, "max_tokens": 512}.'),
 ]
 Questions = Annotated[
     list[Annotated[str, Field(min_length=1, max_length=100_000)]],
@@ -149,7 +149,9 @@ def build_server(service: SolveService) -> MCPServer:
 
 
 def _result(text: str, structured: dict[str, Any]) -> CallToolResult:
-    return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=structured)
+    return CallToolResult(
+        content=[TextContent(type="text", text=text)], structured_content=structured
+    )
 
 
 # -- HTTP --------------------------------------------------------------------------------------
