@@ -409,6 +409,7 @@ def run_eval(
     gpus_per_worker: float = 0.0,
     progress: bool = True,
     argv: list[str] | None = None,
+    traces: bool = True,
 ) -> RunOutcome:
     """Run (or resume) an eval grid into ``out``.
 
@@ -427,6 +428,8 @@ def run_eval(
         concurrency: Rows in flight per event loop (the local one or each Ray worker).
         workers, ray_address, ray_init, gpus_per_worker: Ray settings (see README).
         argv: Command line for ``run.json`` (default ``sys.argv``).
+        traces: Write each row's full trace (candidate texts, search steps) to ``traces/``.
+            Replay grids of many thousand rows can skip them: the pool reproduces them.
 
     Raises:
         ConfigError: Bad dataset/options, or ``out`` holds a different run.
@@ -467,7 +470,7 @@ def run_eval(
         bar: _Progress | None = None
 
         def on_row(item: WorkItem, row: dict[str, Any], trace: dict[str, Any]) -> None:
-            store.append(row, trace)
+            store.append(row, trace if traces else None)
             if bar is not None:
                 bar.update(row)
 

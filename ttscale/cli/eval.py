@@ -87,6 +87,9 @@ def eval_cmd(
     ray_address: RayAddress = None,
     gpus_per_worker: GpusPerWorker = 0.0,
     progress: Progress = True,
+    traces: Annotated[
+        bool, typer.Option(help="Write each row's full trace (off for big replay grids).")
+    ] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     verbose: Verbose = False,
 ) -> None:
@@ -134,6 +137,7 @@ def eval_cmd(
         ray_address=ray_address,
         gpus_per_worker=gpus_per_worker,
         progress=progress,
+        traces=traces,
     )
     wanted = {(c.label, str(b)) for c in configs for b in budgets}
     rows = [r for r in read_rows(out_dir) if (r["strategy"], r["budget"]) in wanted]

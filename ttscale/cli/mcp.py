@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import sys
-from contextlib import nullcontext
 from typing import Annotated
 
 import typer
@@ -15,11 +14,11 @@ from ttscale.cli.options import (
     BackendOptions,
     BaseUrl,
     Model,
+    PoolDir,
     Script,
     Verbose,
     backend_kwargs,
     err,
-    load_backend,
     parse_options,
 )
 from ttscale.errors import ConfigError
@@ -37,6 +36,7 @@ def mcp(
     model: Model = None,
     base_url: BaseUrl = None,
     script: Script = None,
+    pool: PoolDir = None,
     backend_option: BackendOptions = None,
     api_key: Annotated[
         str | None,
@@ -76,19 +76,23 @@ def mcp(
         )
     except ValueError as exc:
         raise ConfigError(f"invalid setting: {exc}") from None
-    from ttscale.mcp import SolveService, build_server, http_app, stdout_to_stderr
+    from ttscale.backends import BACKENDS, make_backend
+    from ttscale.mcp import SolveService, build_server, http_app
 
+    if backend not in BACKENDS:
+        raise ConfigError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     kwargs = {
-        **backend_kwargs(backend, model=model, base_url=base_url, script=script),
+        **backend_kwargs(backend, model=model, base_url=base_url, script=script, pool=pool),
         **parse_options(backend_option or []),
     }
-    with nullcontext() if http else stdout_to_stderr():
-        gen = load_backend(backend, kwargs)
+    # The engine loads in the background: the client's handshake and tool list do not wait
+    # for it (vLLM takes ~30 s on CPU); the first solve does, and a load failure is reported
+    # to every call as a tool error naming the cause.
+    service = SolveService.deferred(lambda: make_backend(backend, **kwargs), config)
+    server = build_server(service)
     try:
-        service = SolveService(gen, config)
-        server = build_server(service)
         if not http:
-            err.print(f"ttscale MCP server on stdio ({backend}); the client ends it")
+            err.print(f"ttscale MCP server on stdio ({backend} loading); the client ends it")
             server.run("stdio")
             return
         from ttscale.server.runner import import_uvicorn
@@ -104,4 +108,4 @@ def mcp(
     finally:
         import asyncio
 
-        asyncio.run(gen.close())
+        asyncio.run(service.close())  # the server's lifespan closed it already, normally

@@ -24,7 +24,7 @@ except ImportError as _exc:  # pragma: no cover - depends on the environment
     ) from None
 
 from ttscale.mcp.schemas import BatchOutput, SolveOutput, StrategiesOutput
-from ttscale.mcp.server import BearerAuth, build_server, http_app, stdout_to_stderr
+from ttscale.mcp.server import BearerAuth, build_server, http_app
 from ttscale.mcp.service import SolveService, ToolFailure
 
 __all__ = [
@@ -36,5 +36,4 @@ __all__ = [
     "ToolFailure",
     "build_server",
     "http_app",
-    "stdout_to_stderr",
 ]

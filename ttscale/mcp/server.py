@@ -10,10 +10,8 @@ error (``isError``) whose text names the fix; the server keeps serving.
 from __future__ import annotations
 
 import hmac
-import os
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from mcp.server.mcpserver import Context, MCPServer
@@ -27,7 +25,7 @@ from ttscale import __version__
 from ttscale.mcp.schemas import BatchOutput, SolveOutput, StrategiesOutput
 from ttscale.mcp.service import SolveService, ToolFailure
 
-__all__ = ["BearerAuth", "build_server", "http_app", "stdout_to_stderr"]
+__all__ = ["BearerAuth", "build_server", "http_app"]
 
 INSTRUCTIONS = (
     "ttscale answers questions (math, reasoning) by spending a compute budget on a test-time "
@@ -69,12 +67,27 @@ SharedBudget = Annotated[
 
 
 def build_server(service: SolveService) -> MCPServer:
-    """The ``MCPServer`` with the three tools and ``/health`` (HTTP only) bound to ``service``."""
+    """The ``MCPServer`` with the three tools and ``/health`` (HTTP only) bound to ``service``.
+
+    The server's lifespan starts a deferred engine loading and closes an engine the service
+    owns."""
+
+    @asynccontextmanager
+    async def lifespan(_: MCPServer) -> AsyncIterator[dict[str, Any]]:
+        # Entered once the transport is up (over stdio: after the SDK has moved fd 1 off the
+        # wire, so an engine printing while it loads cannot corrupt the protocol).
+        service.start()
+        try:
+            yield {}
+        finally:
+            await service.close()
+
     server: MCPServer = MCPServer(
         "ttscale",
         title="ttscale: test-time compute scaling",
         instructions=INSTRUCTIONS,
         version=__version__,
+        lifespan=lifespan,
     )
 
     @server.tool(
@@ -136,6 +149,7 @@ def build_server(service: SolveService) -> MCPServer:
         return JSONResponse(
             {
                 "status": "ok",
+                "engine": service.engine_state,
                 "backend": service.backend_name,
                 "running": c.running,
                 "completed": c.completed,
@@ -193,22 +207,3 @@ def http_app(server: MCPServer, *, api_key: str | None = None, host: str = "127.
     protection (``Host``/``Origin`` must be local)."""
     app = server.streamable_http_app(host=host)
     return BearerAuth(app, api_key) if api_key else app
-
-
-# -- stdio -------------------------------------------------------------------------------------
-@contextmanager
-def stdout_to_stderr() -> Iterator[None]:
-    """Send anything written to stdout (fd 1) to stderr while the block runs.
-
-    Over stdio, stdout carries the protocol: an engine that prints while it loads (before
-    the SDK's transport takes fd 1 over) would corrupt the first messages.
-    """
-    sys.stdout.flush()
-    saved = os.dup(1)
-    try:
-        os.dup2(2, 1)
-        yield
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)

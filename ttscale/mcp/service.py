@@ -3,7 +3,9 @@
 A call is planned exactly as ``ttscale serve`` plans a chat request (``plan_request``: the
 same strategy and option checks, the same operator caps via ``cap_budget``, the same error
 messages), then run on the one engine of the process, shared by concurrent calls through a
-``CoalescingGenerator``. While it runs, the strategy's engine calls are observed with
+``CoalescingGenerator``. The engine may load in the background (``SolveService.deferred``)
+so that a client's handshake and tool listing do not wait ~30 s for vLLM; a call that
+arrives first waits for it. While it runs, the strategy's engine calls are observed with
 ``ttscale.server.stream.Observed`` (the mechanism behind ``serve``'s streamed progress) and
 reported through the caller's progress callback. Cancelling the call cancels the search: no
 engine call is started for it afterwards.
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -74,7 +77,7 @@ class SolveService:
     Args:
         generator: The engine (owned by the caller, who closes it). It is wrapped in a
             ``CoalescingGenerator`` unless it is one already, so concurrent calls share
-            engine batches.
+            engine batches. ``SolveService.deferred`` loads one in the background instead.
         config: Operator settings, the same model ``ttscale serve`` uses: caps
             (``max_budget``), defaults, ``max_concurrency`` (calls solved at once; more
             wait) and ``timeout_s`` (per call, waiting included). ``max_queue`` and
@@ -84,7 +87,7 @@ class SolveService:
         ConfigError: ``default_budget`` does not fit ``max_budget``.
     """
 
-    def __init__(self, generator: Generator, config: ServerConfig) -> None:
+    def __init__(self, generator: Generator | None, config: ServerConfig) -> None:
         try:
             cap_budget(config.default_budget, config.max_budget)
         except APIError as exc:
@@ -92,17 +95,99 @@ class SolveService:
                 f"default budget does not fit the max budget: {exc.message}"
             ) from None
         self.config = config
-        self.engine: Generator = (
+        self.counters = Counters()
+        self._slots = anyio.Semaphore(config.max_concurrency)
+        self._engine: Generator | None = None
+        self._owned: Generator | None = None
+        self._load_error: str | None = None
+        self._ready = threading.Event()
+        self._lock = threading.Lock()
+        self._load: Callable[[], Generator] | None = None
+        self._loader: threading.Thread | None = None
+        if generator is not None:
+            self._set_engine(generator)
+
+    @classmethod
+    def deferred(cls, load: Callable[[], Generator], config: ServerConfig) -> SolveService:
+        """A service whose engine ``load()`` builds in a background thread once ``start()``
+        is called (the server calls it when it starts serving).
+
+        Calls wait for the engine (a progress note says so); if loading fails, every call
+        is a tool error with the reason. The service owns this engine: ``close()`` releases
+        it.
+        """
+        service = cls(None, config)
+        service._load = load
+        return service
+
+    def start(self) -> None:
+        """Start loading a deferred engine; idempotent, and a no-op for a given engine."""
+        with self._lock:
+            if self._load is None or self._loader is not None:
+                return
+            self._loader = threading.Thread(
+                target=self._load_engine, args=(self._load,), name="ttscale-engine", daemon=True
+            )
+            self._loader.start()
+
+    def _load_engine(self, load: Callable[[], Generator]) -> None:
+        started = time.perf_counter()
+        try:
+            generator = load()
+        except Exception as exc:  # reported to every call; the server keeps answering
+            log.error(
+                "the engine failed to load: %s", exc, exc_info=not isinstance(exc, TTScaleError)
+            )
+            self._load_error = str(exc)
+            self._ready.set()
+            return
+        self._owned = generator
+        self._set_engine(generator)
+        log.info("engine %s ready in %.1f s", self.backend_name, time.perf_counter() - started)
+
+    def _set_engine(self, generator: Generator) -> None:
+        self._engine = (
             generator
             if isinstance(generator, CoalescingGenerator)
             else CoalescingGenerator(generator)
         )
-        self.counters = Counters()
-        self._slots = anyio.Semaphore(config.max_concurrency)
+        self._ready.set()
+
+    @property
+    def engine(self) -> Generator | None:
+        """The shared (coalescing) engine; ``None`` while it loads or if loading failed."""
+        return self._engine
+
+    @property
+    def engine_state(self) -> str:
+        if self._engine is not None:
+            return "ready"
+        return f"failed: {self._load_error}" if self._load_error else "loading"
 
     @property
     def backend_name(self) -> str:
-        return str(getattr(self.engine, "name", type(self.engine).__name__))
+        if self._engine is None:
+            return self.engine_state
+        return str(getattr(self._engine, "name", type(self._engine).__name__))
+
+    async def close(self) -> None:
+        """Release the engine if this service loaded it (``deferred``); idempotent."""
+        owned, self._owned = self._owned, None
+        if owned is not None:
+            await owned.close()
+
+    async def _wait_for_engine(self, progress: ProgressFn | None, total: float | None) -> Generator:
+        if not self._ready.is_set():
+            if progress is not None:
+                await progress(0.0, total, "loading the engine (once per server start)")
+            while not self._ready.is_set():
+                await anyio.sleep(0.1)
+        if self._engine is None:
+            raise ToolFailure(
+                f"the engine failed to load: {self._load_error}; fix the cause (see the "
+                "server's log) and restart the server"
+            )
+        return self._engine
 
     # -- tools -----------------------------------------------------------------------------
     def strategies(self) -> StrategiesOutput:
@@ -229,12 +314,15 @@ class SolveService:
         cfg = self.config
         started = False
         try:
+            engine = await self._wait_for_engine(progress, total)  # once; not in the timeout
             with anyio.fail_after(cfg.timeout_s):
                 async with self._slots:
                     started = True
                     self.counters.running += 1
                     try:
-                        result = await self._observe(work, progress, total, label, with_leader)
+                        result = await self._observe(
+                            engine, work, progress, total, label, with_leader
+                        )
                     finally:
                         self.counters.running -= 1
         except TimeoutError:
@@ -243,6 +331,9 @@ class SolveService:
         except TTScaleError as exc:
             self.counters.failed += 1
             raise ToolFailure(from_ttscale_error(exc).message) from None
+        except ToolFailure:
+            self.counters.failed += 1
+            raise
         except Exception:  # a bug: the SDK reports it as a tool error and logs the traceback
             self.counters.failed += 1
             raise
@@ -251,6 +342,7 @@ class SolveService:
 
     async def _observe(
         self,
+        engine: Generator,
         work: Callable[[Generator], Awaitable[T]],
         progress: ProgressFn | None,
         total: float | None,
@@ -258,7 +350,7 @@ class SolveService:
         with_leader: bool,
     ) -> T:
         events: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
-        observed = Observed(self.engine, events.put_nowait)
+        observed = Observed(engine, events.put_nowait)
         task = asyncio.ensure_future(work(observed))  # type: ignore[arg-type]
         task.add_done_callback(lambda _: events.put_nowait(None))
         last: dict[str, Any] = {"engine_calls": 0, "samples": 0}

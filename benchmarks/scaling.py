@@ -1,0 +1,350 @@
+"""The scaling report: does more test-time compute buy accuracy, and can the 0.5B model plus
+ttscale reach the 1.5B model's greedy accuracy at fewer eFLOPs?
+
+Inputs are sample pools (``ttscale pool build``, see ``scripts/pools_cpu.sh``) on one fixed,
+level-stratified MATH-500 slice: the 0.5B model's K-sample pool, its greedy pool, the 1.5B
+model's greedy pool and (optionally) a small 1.5B pool. Every method is evaluated by exact
+replay (``ttscale eval --backend replay``) with ``--orders`` replay orders per problem:
+
+- greedy (0.5B and 1.5B);
+- maj@n, n = 1, 2, 4, ... K (best-of-N majority vote, no early stop);
+- adaptive best-of-N (Beta stopping rule) at several confidence thresholds, up to K samples;
+- confidence-weighted and DeepConf-filtered votes (``--verifier confidence``) at n = 1..K,
+  one per statistic given with ``--confidence``;
+- the 1.5B model's maj@n up to its pool's K.
+
+Each grid is one ``ttscale eval`` command (printed, and listed in the report as a user would
+type it); reruns resume. Results: ``<out>/report.md``, ``<out>/scaling.json``, accuracy vs
+generated tokens and vs eFLOPs per problem (``<out>/scaling_tokens.png``,
+``scaling_eflops.png``; 95% CIs from a two-level bootstrap over problems and orders).
+
+    flock /tmp/ttscale-cpu.lock .venv/bin/python benchmarks/scaling.py \\
+        --pool runs/pools/math500_150_k16_t0.7 --greedy runs/pools/math500_150_greedy \\
+        --large-greedy runs/pools/math500_150_greedy_1.5b \\
+        --large-pool runs/pools/math500_150_k4_t0.7_1.5b --out docs/results/scaling
+
+Last line: ``RESULT acc_small_greedy=<> acc_small_best=<> best_config=<> acc_large_greedy=<>
+eflops_small_best_over_large_greedy=<> pass_at_k_small=<> n_problems=<> k=<> isa=<>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Grid:
+    """One ``ttscale eval --backend replay`` run: strategies x budgets x orders on a pool."""
+
+    name: str
+    family: str
+    """Curve this grid draws (one line per family in the plots)."""
+    pool: Path
+    strategy: str
+    budgets: list[str]
+    options: list[str] = field(default_factory=list)
+    seeds: int = 1
+    verifier: str | None = None
+    verifier_options: list[str] = field(default_factory=list)
+
+    def command(self, runs: Path) -> list[str]:
+        cmd = [
+            "ttscale",
+            "eval",
+            "--backend",
+            "replay",
+            "--pool",
+            str(self.pool),
+            "--out",
+            str(runs / self.name),
+            "--strategy",
+            self.strategy,
+            "--budget",
+            ",".join(self.budgets),
+            "--seeds",
+            str(self.seeds),
+            "--no-traces",
+            "--no-progress",
+            "--json",
+        ]
+        for o in self.options:
+            cmd += ["-o", o]
+        if self.verifier:
+            cmd += ["--verifier", self.verifier]
+            for o in self.verifier_options:
+                cmd += ["-V", o]
+        return cmd
+
+
+def powers(k: int) -> list[int]:
+    out, n = [], 1
+    while n < k:
+        out.append(n)
+        n *= 2
+    return [*out, k]
+
+
+def _pct(confidence: str) -> str:
+    """Label-safe threshold: ``0.95`` -> ``95`` (labels cannot contain dots)."""
+    return str(round(float(confidence) * 100))
+
+
+def pool_sampling(pool: Path) -> dict[str, Any]:
+    return json.loads((pool / "manifest.json").read_text())["sampling"]
+
+
+def grids(args: argparse.Namespace) -> list[Grid]:
+    small = pool_sampling(args.pool)
+    k, t = small["k"], small["temperature"]
+    sampled = [f"temperature={t}", f"top_p={small['top_p']}", f"max_tokens={small['max_tokens']}"]
+    ns = powers(k)
+    out = [
+        Grid(
+            "small_greedy",
+            "0.5B greedy",
+            args.greedy,
+            "greedy:best_of_n",
+            ["rollouts=1"],
+            ["n=1", "round_size=1", "temperature=0", "adaptive=false"],
+        ),
+        Grid(
+            "small_maj",
+            "0.5B maj@n",
+            args.pool,
+            "maj:best_of_n",
+            [f"rollouts={n}" for n in ns],
+            [*sampled, f"n={k}", "adaptive=false"],
+            args.orders,
+        ),
+    ]
+    out.append(
+        Grid(
+            "small_adaptive",
+            "0.5B adaptive best-of-N",
+            args.pool,
+            ",".join(f"adaptive{_pct(c)}:best_of_n" for c in args.adaptive),
+            [f"rollouts={k}"],
+            [
+                *sampled,
+                f"n={k}",
+                "round_size=4",
+                "adaptive=true",
+                *[f"adaptive{_pct(c)}.confidence={c}" for c in args.adaptive],
+            ],
+            args.orders,
+        )
+    )
+    for spec in args.confidence:
+        stat, _, rest = spec.partition(":")
+        vopts = [f"stat={stat}", *[o for o in rest.split(";") if o]]
+        tag = spec.replace(":", "_").replace(";", "_").replace("=", "")
+        out.append(
+            Grid(
+                f"small_conf_{tag}",
+                f"0.5B weighted ({spec})",
+                args.pool,
+                "weighted:best_of_n,filtered:best_of_n",
+                [f"rollouts={n}" for n in ns],
+                [
+                    *sampled,
+                    f"n={k}",
+                    "adaptive=false",
+                    "weighted.select=weighted",
+                    "filtered.select=filtered",
+                    f"filtered.keep={args.keep}",
+                ],
+                args.orders,
+                "confidence",
+                vopts,
+            )
+        )
+    if args.large_greedy:
+        out.append(
+            Grid(
+                "large_greedy",
+                "1.5B greedy",
+                args.large_greedy,
+                "greedy:best_of_n",
+                ["rollouts=1"],
+                ["n=1", "round_size=1", "temperature=0", "adaptive=false"],
+            )
+        )
+    if args.large_pool:
+        big = pool_sampling(args.large_pool)
+        out.append(
+            Grid(
+                "large_maj",
+                "1.5B maj@n",
+                args.large_pool,
+                "maj:best_of_n",
+                [f"rollouts={n}" for n in powers(big["k"])],
+                [
+                    f"temperature={big['temperature']}",
+                    f"top_p={big['top_p']}",
+                    f"max_tokens={big['max_tokens']}",
+                    f"n={big['k']}",
+                    "adaptive=false",
+                ],
+                args.orders,
+            )
+        )
+    return out
+
+
+def run_grid(g: Grid, runs: Path) -> list[dict[str, Any]]:
+    cmd = g.command(runs)
+    print("$", shlex.join(cmd), flush=True)
+    exe = [sys.executable, "-m", "ttscale.cli", *cmd[1:]]
+    done = subprocess.run(exe, capture_output=True, text=True, cwd=ROOT)
+    if done.returncode != 0:
+        raise SystemExit(f"{g.name} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout)["cells"]
+
+
+def summarize(g: Grid, runs: Path) -> list[dict[str, Any]]:
+    from ttscale.evals.metrics import summarize as summarize_rows
+    from ttscale.evals.store import read_rows
+
+    rows = read_rows(runs / g.name)
+    out = []
+    for c in summarize_rows(rows):
+        label = g.family if c.strategy in ("maj", "greedy") else f"{g.family} [{c.strategy}]"
+        out.append(
+            {
+                "grid": g.name,
+                "family": g.family,
+                "label": label,
+                "strategy": c.strategy,
+                "budget": c.budget,
+                "n": int(c.budget.split("=")[1]),
+                "accuracy": c.accuracy,
+                "ci": list(c.ci),
+                "tokens": c.tokens_mean,
+                "eflops": c.eflops_mean,
+                "problems": c.problems,
+                "seeds": c.seeds,
+                "candidates": c.candidates,
+                "pass_n": c.pass_n,
+            }
+        )
+    return out
+
+
+def plot(points: list[dict[str, Any]], out: Path, x: str, xlabel: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5.2))
+    labels = list(dict.fromkeys(p["label"] for p in points))
+    for label in labels:
+        pts = sorted((p for p in points if p["label"] == label), key=lambda p: p[x])
+        xs = [p[x] for p in pts]
+        ax.plot(xs, [p["accuracy"] for p in pts], marker="o", ms=3.5, label=label)
+        ax.fill_between(xs, [p["ci"][0] for p in pts], [p["ci"][1] for p in pts], alpha=0.12)
+    for p in points:
+        if p["family"] == "1.5B greedy":
+            ax.axhline(p["accuracy"], color="k", ls="--", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("accuracy (95% CI: problems x orders)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    path = out / f"scaling_{x}.png"
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return path
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--pool", type=Path, required=True, help="0.5B K-sample pool")
+    ap.add_argument("--greedy", type=Path, required=True, help="0.5B greedy pool (K=1, T=0)")
+    ap.add_argument("--large-greedy", type=Path, help="1.5B greedy pool")
+    ap.add_argument("--large-pool", type=Path, help="1.5B K-sample pool")
+    ap.add_argument("--orders", type=int, default=20, help="replay orders per problem")
+    ap.add_argument("--adaptive", nargs="+", default=["0.8", "0.9", "0.95"])
+    ap.add_argument(
+        "--confidence",
+        nargs="*",
+        default=["lowest_group:window=128"],
+        help="confidence verifiers as stat[:opt=v;opt=v], e.g. tail:tail=128",
+    )
+    ap.add_argument("--keep", type=float, default=0.5, help="filtered: fraction kept (eta)")
+    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "scaling")
+    ap.add_argument("--runs", type=Path, default=ROOT / "runs" / "scaling")
+    args = ap.parse_args()
+
+    from ttscale.host import host_info
+    from ttscale.pools import load_pool
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    todo = grids(args)
+    commands = []
+    points: list[dict[str, Any]] = []
+    for g in todo:
+        commands.append(shlex.join(g.command(Path("runs/scaling"))))
+        run_grid(g, args.runs)
+        points += summarize(g, args.runs)
+
+    pool = load_pool(args.pool)
+    k = pool.sampling.k
+    n_problems = len(pool.problems)
+    pass_k = sum(any(p.correct) for p in pool.problems.values()) / n_problems
+    small = [p for p in points if p["family"].startswith("0.5B")]
+    greedy = next(p for p in points if p["family"] == "0.5B greedy")
+    large = next((p for p in points if p["family"] == "1.5B greedy"), None)
+    best = max(small, key=lambda p: (p["accuracy"], -p["eflops"]))
+    reach = None
+    if large is not None:
+        hits = [p for p in small if p["accuracy"] >= large["accuracy"]]
+        reach = min(hits, key=lambda p: p["eflops"]) if hits else None
+    ratio = best["eflops"] / large["eflops"] if large else math.nan
+    summary = {
+        "n_problems": n_problems,
+        "k": k,
+        "sampling": pool.sampling.model_dump(),
+        "isa": host_info().isa,
+        "pass_at_k_small": pass_k,
+        "points": points,
+        "best": best,
+        "small_greedy": greedy,
+        "large_greedy": large,
+        "reaches_large": reach,
+        "commands": commands,
+        "pools": {
+            str(p): json.loads((p / "manifest.json").read_text())["name"]
+            for p in (args.pool, args.greedy, args.large_greedy, args.large_pool)
+            if p
+        },
+    }
+    (args.out / "scaling.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    plots = [
+        plot(points, args.out, "tokens", "generated tokens per problem (log)"),
+        plot(points, args.out, "eflops", "eFLOPs per problem (log)"),
+    ]
+    print(json.dumps({"plots": [str(p) for p in plots]}))
+    label = f"{best['label']}@{best['budget']}".replace(" ", "_")
+    print(
+        f"RESULT acc_small_greedy={greedy['accuracy']:.3f} acc_small_best={best['accuracy']:.3f} "
+        f"best_config={label} "
+        f"acc_large_greedy={(large or {}).get('accuracy', math.nan):.3f} "
+        f"eflops_small_best_over_large_greedy={ratio:.2f} pass_at_k_small={pass_k:.3f} "
+        f"n_problems={n_problems} k={k} isa={host_info().isa}"
+    )
+
+
+if __name__ == "__main__":
+    main()
