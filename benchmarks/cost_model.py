@@ -69,7 +69,7 @@ def load(tiny: bool, dtype: str) -> tuple[Any, ModelSpec]:
     import torch
     from transformers import AutoModelForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
-    from ttscale.backends._common import spec_from_dir
+    from ttscale.backends.common import spec_from_dir
 
     if tiny:
         cfg = Qwen2Config(

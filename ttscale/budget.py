@@ -161,6 +161,8 @@ class Ledger:
     rollouts: int = 0
     engine_calls: int = 0
     verifier_calls: int = 0
+    verifier_tokens: int = 0
+    """Tokens a verifier prefilled on its own model (a probe, a judge outside the engine)."""
     eflops: float = 0.0
     engine_seconds: float = 0.0
     """Time spent inside engine calls; wall - engine = orchestration overhead."""
@@ -288,6 +290,13 @@ class Ledger:
     def record_verifier(self, calls: int = 1) -> None:
         self.verifier_calls += calls
 
+    def charge_verifier(self, eflops: float, tokens: int) -> None:
+        """Charge work a verifier did outside ``generate`` (its own prefill). Recorded after
+        the fact, like wall time: an eFLOPs cap can be overshot by one verifier call, and
+        ``finish`` reports it in ``overshoot``."""
+        self.eflops += float(eflops)
+        self.verifier_tokens += int(tokens)
+
     def finish(self, stopped_by: str | None = None) -> Ledger:
         """Freeze wall time and compute overshoot; call once when the run ends."""
         self.wall_seconds = self.elapsed()
@@ -309,6 +318,7 @@ class Ledger:
             "rollouts": self.rollouts,
             "engine_calls": self.engine_calls,
             "verifier_calls": self.verifier_calls,
+            "verifier_tokens": self.verifier_tokens,
             "eflops": self.eflops,
             "hardware": self.hardware.name,
             "engine_seconds": round(self.engine_seconds, 6),

@@ -4,6 +4,9 @@ Built-in names:
 
 =====================  ====================================================================
 ``llm_judge``          ``LLMJudge`` on ``generator=`` (default: the embedded model via vLLM)
+``probe``              ``ProbeVerifier(path=...)``: a linear probe on the policy model's hidden
+                       states (``ttscale train-verifier``); default: the head shipped for
+                       the embedded 0.5B model
 ``confidence``         ``ConfidenceVerifier(stat=..., window=..., tail=...)``: DeepConf
                        statistics of the samples' own token confidences, no engine call
 ``implicit_prm``       ``ImplicitPRM(policy=..., reference=...)`` (both generators required)
@@ -46,6 +49,12 @@ def _llm_judge(*, generator: Any = None, **options: Any) -> Verifier:
         log.info("llm_judge: no generator given; loading the embedded model with vLLM")
         generator = make_backend("vllm")
     return LLMJudge(generator, **options)
+
+
+def _probe(*, path: Any = None, **options: Any) -> Verifier:
+    from ttscale.verifiers.probe import ProbeVerifier
+
+    return ProbeVerifier(path=path, **options)
 
 
 def _confidence(**options: Any) -> Verifier:
@@ -97,6 +106,7 @@ def _prm(style: str, default_engine: str = "transformers") -> VerifierFactory:
 VERIFIERS: dict[str, VerifierFactory] = {
     "llm_judge": _llm_judge,
     "confidence": _confidence,
+    "probe": _probe,
     "implicit_prm": _implicit_prm,
     "qwen_prm": _prm("qwen"),
     "math_shepherd_prm": _prm("math_shepherd"),
@@ -139,6 +149,8 @@ def load_verifier(name_or_path: str | os.PathLike[str], **options: Any) -> Verif
     factory = VERIFIERS.get(key)
     if factory is not None:
         verifier = factory(**options)
+    elif Path(key, "head.npz").is_file():  # a probe written by `ttscale train-verifier`
+        verifier = VERIFIERS["probe"](path=key, **options)
     elif Path(key).is_dir():
         from ttscale.verifiers.prm import detect_prm_style
 

@@ -20,7 +20,7 @@ import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from ttscale.backends._common import render_with_tokenizer, spec_from_dir
+from ttscale.backends.common import render_with_tokenizer, spec_from_dir
 from ttscale.engine.models import resolve_model
 from ttscale.errors import BackendUnavailable, ConfigError, ContextLengthError
 from ttscale.host import cpu_dtype, host_info

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from ttscale.backends._common import chat_messages
+from ttscale.backends.common import chat_messages
 from ttscale.errors import BackendError, BackendUnavailable, ContextLengthError
 from ttscale.types import (
     Completion,

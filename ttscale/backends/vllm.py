@@ -16,7 +16,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from ttscale.backends._common import check_requests, render_with_tokenizer, spec_from_dir
+from ttscale.backends.common import check_requests, render_with_tokenizer, spec_from_dir
 from ttscale.engine.models import resolve_model
 from ttscale.engine.profile import choose_profile, default_variant, variant_support, weights_of
 from ttscale.errors import BackendError, BackendUnavailable, ConfigError

@@ -12,7 +12,19 @@ import sys
 
 import typer
 
-from ttscale.cli import calibrate, doctor, eval, models, pool, quantize, report, serve, solve, trace
+from ttscale.cli import (
+    calibrate,
+    doctor,
+    eval,
+    models,
+    pool,
+    quantize,
+    report,
+    serve,
+    solve,
+    trace,
+    train_verifier,
+)
 from ttscale.cli import mcp as mcp_command
 from ttscale.cli.options import err, preload_env
 from ttscale.errors import TTScaleError
@@ -35,6 +47,7 @@ app.add_typer(pool.pool_app, name="pool")
 app.command("calibrate")(calibrate.calibrate)
 app.command("quantize")(quantize.quantize)
 app.command("doctor")(doctor.doctor)
+app.command("train-verifier")(train_verifier.train_verifier)
 app.command("mcp")(mcp_command.mcp)
 
 

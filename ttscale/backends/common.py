@@ -1,4 +1,6 @@
-"""Helpers shared by the backends that load a local HF model directory."""
+"""Helpers shared by the backends that load a local HF model directory, and by anything that
+must render a problem exactly as they do (the probe verifier reads the policy's hidden states
+on the same token ids)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,8 @@ from typing import Any
 from ttscale.cost import ModelSpec
 from ttscale.errors import ConfigError, ContextLengthError
 from ttscale.types import GenerationRequest, Problem
+
+__all__ = ["chat_messages", "check_requests", "render_with_tokenizer", "spec_from_dir"]
 
 log = logging.getLogger(__name__)
 
