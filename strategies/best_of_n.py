@@ -14,6 +14,13 @@ A verifier that scores whole candidates (``CandidateVerifier``, e.g. the confide
 verifiers) gets them with their per-token confidences: each round then asks the engine for
 the verifier's ``logprobs`` top-k logprobs.
 
+``gate=True`` adds DeepConf's *online* early termination (Fu et al. 2025): the first
+``gate_warmup`` samples run to the end and set a threshold (the ``1 - gate_keep`` quantile
+of their lowest group confidence); every later sample ends as soon as a window of
+``gate_window`` tokens falls below it (checked every ``gate_every`` tokens; see
+``ConfidenceStop``). Stopped samples cast no vote; the tokens they did not write stay in the
+budget. On a sample pool the cut is replayed exactly.
+
 Answers are grouped by math-verify equivalence. With ``adaptive=True`` sampling stops once
 the leader is decided: P(leader share > runner-up share) >= ``confidence`` under a Beta
 posterior (Adaptive-Consistency, Aggarwal et al. 2023). Unused budget stays in the ledger.
@@ -25,22 +32,35 @@ below ``min_sample_tokens`` (a sample that cannot finish is wasted compute).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import numpy as np
+
 from ttscale.budget import Budget, Ledger
 from ttscale.errors import BudgetError, ConfigError, VerifierRequired
 from ttscale.protocols import CandidateVerifier, Generator, Verifier
-from ttscale.strategies.search import SELECTS, check_positive, check_sampling, finish_ledger
-from ttscale.types import Candidate, GenerationRequest, Problem, Result
+from ttscale.strategies.search import (
+    SELECTS,
+    check_positive,
+    check_sampling,
+    finish_ledger,
+    generate_with_stop,
+)
+from ttscale.types import Candidate, ConfidenceStop, GenerationRequest, Problem, Result
 from ttscale.verifiers.answers import extract_answer
 from ttscale.verifiers.base import aggregate, check_scores
+from ttscale.verifiers.confidence import lowest_group_confidence
 from ttscale.verifiers.voting import filter_top, group_answers, leader_confidence
 
 __all__ = ["BestOfN"]
 
 log = logging.getLogger(__name__)
+
+GATE_LOGPROBS = 20
+"""Top-k logprobs per token the gate asks for (DeepConf's k)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,13 +92,35 @@ class BestOfN:
     eta: 0.9 keeps all but the least confident tenth, 0.1 only the most confident)."""
     agg: str = "last"
     """How a verifier's step scores become one candidate score."""
+    gate: bool = False
+    """DeepConf online: end unconfident samples early after a warm-up (see module doc)."""
+    gate_warmup: int = 4
+    """Samples drawn to the end first; their confidences set the gate's threshold."""
+    gate_keep: float = 0.9
+    """Fraction of the warm-up samples that would have passed the gate (DeepConf-high: 0.9;
+    DeepConf-low, aggressive: 0.1)."""
+    gate_window: int = 128
+    """Tokens per confidence group (DeepConf: 2048 on traces ~20x longer than ours)."""
+    gate_every: int = 16
+    """Tokens between checks (live engines generate in chunks of this many tokens)."""
     min_sample_tokens: int = 128
     """Smallest per-sample token cap worth launching."""
     seed: int = 0
     """Round r uses seed ``seed + r``."""
 
     def __post_init__(self) -> None:
-        check_positive(self, "n", "max_tokens", "round_size", "min_sample_tokens")
+        check_positive(
+            self,
+            "n",
+            "max_tokens",
+            "round_size",
+            "min_sample_tokens",
+            "gate_warmup",
+            "gate_window",
+            "gate_every",
+        )
+        if not 0 < self.gate_keep <= 1:
+            raise ConfigError(f"gate_keep={self.gate_keep} must be in (0, 1]")
         if self.min_sample_tokens > self.max_tokens:
             raise ConfigError(
                 f"min_sample_tokens={self.min_sample_tokens} exceeds max_tokens={self.max_tokens}; "
@@ -111,14 +153,18 @@ class BestOfN:
         ledger.engine = generator.profile()
         prompt = generator.render(problem)
         logprobs = getattr(verifier, "logprobs", None) if verifier is not None else None
+        if self.gate:
+            logprobs = max(logprobs or 0, GATE_LOGPROBS)
+        gate: ConfidenceStop | None = None
         cands: list[Candidate] = []
         trace: list[dict[str, Any]] = []
         stop_reason, confidence = "n_reached", 0.0
         rnd = 0
         while len(cands) < self.n:
-            req = self._size_round(
-                ledger, generator, prompt, self.n - len(cands), rnd, logprobs=logprobs
-            )
+            left = self.n - len(cands)
+            if self.gate and gate is None:
+                left = min(left, self.gate_warmup - len(cands))
+            req = self._size_round(ledger, generator, prompt, left, rnd, logprobs=logprobs)
             if req is None:
                 if not cands:
                     raise BudgetError(
@@ -128,11 +174,14 @@ class BestOfN:
                     )
                 stop_reason = f"budget:{ledger.exhausted() or 'insufficient'}"
                 break
-            out = (await ledger.generate(generator, [req]))[0]
+            if gate is not None:
+                req = dataclasses.replace(req, stop_below=gate)
+            out = await generate_with_stop(ledger, generator, req)
             new = [
                 Candidate(
                     c.text,
-                    extract_answer(c.text),
+                    # a sample the gate stopped casts no vote (DeepConf discards it)
+                    None if c.finish_reason == "confidence" else extract_answer(c.text),
                     c.num_tokens,
                     c.finish_reason,
                     token_confidence=c.confidence,
@@ -142,6 +191,8 @@ class BestOfN:
             if verifier is not None:
                 await self._score(problem, verifier, new, ledger)
             cands.extend(new)
+            if self.gate and gate is None and len(cands) >= self.gate_warmup:
+                gate = self._threshold(cands)
             groups = group_answers([c.answer for c in cands])
             top = groups[0].votes if groups else 0
             second = groups[1].votes if len(groups) > 1 else 0
@@ -177,8 +228,25 @@ class BestOfN:
                 "votes": table,
                 "confidence": confidence,
                 "stop_reason": stop_reason,
+                **({"gate": self._gate_record(gate, cands)} if self.gate else {}),
             },
         )
+
+    def _threshold(self, cands: list[Candidate]) -> ConfidenceStop:
+        """The gate from the warm-up samples' lowest group confidences."""
+        lows = [lowest_group_confidence(c.token_confidence or (), self.gate_window) for c in cands]
+        threshold = float(np.quantile(lows, 1 - self.gate_keep)) if lows else 0.0
+        return ConfidenceStop(self.gate_window, threshold, self.gate_every)
+
+    @staticmethod
+    def _gate_record(gate: ConfidenceStop | None, cands: list[Candidate]) -> dict[str, Any]:
+        stopped = [c for c in cands if c.finish_reason == "confidence"]
+        return {
+            "threshold": None if gate is None else gate.threshold,
+            "window": None if gate is None else gate.window,
+            "stopped": len(stopped),
+            "stopped_tokens": sum(c.tokens for c in stopped),
+        }
 
     def _size_round(
         self,

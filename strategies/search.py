@@ -34,6 +34,7 @@ from ttscale.types import (
     Candidate,
     Completion,
     FinishReason,
+    GenerationOutput,
     GenerationRequest,
     Problem,
     Result,
@@ -53,6 +54,7 @@ __all__ = [
     "effective_sample_size",
     "finish_ledger",
     "fit_step",
+    "generate_with_stop",
     "keep_top",
     "merge_prompts",
     "multinomial_resample",
@@ -392,3 +394,70 @@ def select_answer(
             return None, table
         return answers[max(ranked, key=lambda i: weights[i])], table  # type: ignore[index]
     return (groups[0].answer if groups else None), table
+
+
+async def generate_with_stop(
+    ledger: Ledger, generator: Generator, req: GenerationRequest
+) -> GenerationOutput:
+    """One request whose samples end on a ``ConfidenceStop`` (``req.stop_below``).
+
+    A generator that serves the stop itself (``confidence_stop = True``, the replay backend)
+    gets the request as it is. Any other is driven in chunks of ``stop.every`` tokens: each
+    running sample continues from its own token ids (the prefix cache holds the prompt and
+    what it wrote), every continuation of a chunk in one engine call, and a sample ends at
+    the first check whose window fell below the threshold. Every chunk call goes through
+    ``ledger.generate``, so the ledger charges exactly what was generated (stopped samples
+    give the rest of their reservation back) plus the continuations' prompt work. A sample
+    that ends by itself at a check point keeps its own finish reason, as in replay.
+    """
+    stop = req.stop_below
+    if stop is None or getattr(generator, "confidence_stop", False):
+        return (await ledger.generate(generator, [req]))[0]
+    if req.logprobs is None:
+        raise ConfigError("a confidence stop needs token logprobs: set logprobs (e.g. 20)")
+    chunk = dataclasses.replace(req, max_tokens=min(stop.every, req.max_tokens), stop_below=None)
+    first = (await ledger.generate(generator, [chunk]))[0]
+    parts: list[list[Completion]] = [[c] for c in first.completions]
+    done: list[FinishReason | None] = [None] * len(parts)
+    step = 1
+    while True:
+        live = []
+        for i, chunks in enumerate(parts):
+            if done[i] is not None:
+                continue
+            last, n = chunks[-1], sum(c.num_tokens for c in chunks)
+            if last.finish_reason == "stop" or n >= req.max_tokens:
+                done[i] = "stop" if last.finish_reason == "stop" else "length"
+            elif stop.cut([x for c in chunks for x in c.confidence or ()]) is not None:
+                done[i] = "confidence"
+            else:
+                live.append(i)
+        if not live:
+            break
+        conts = [
+            dataclasses.replace(
+                chunk,
+                prompt_token_ids=req.prompt_token_ids
+                + tuple(t for c in parts[i] for t in c.token_ids),
+                n=1,
+                max_tokens=min(stop.every, req.max_tokens - sum(c.num_tokens for c in parts[i])),
+                seed=None if req.seed is None else req.seed + 1_000_003 * step + i,
+            )
+            for i in live
+        ]
+        outs = await ledger.generate(generator, conts)
+        for i, out in zip(live, outs, strict=True):
+            parts[i].append(out.completions[0])
+        step += 1
+    merged = tuple(
+        Completion(
+            "".join(c.text for c in chunks),
+            tuple(t for c in chunks for t in c.token_ids),
+            reason or "stop",
+            tuple(x for c in chunks for x in c.logprobs or ()) or None,
+            None,
+            confidence=tuple(x for c in chunks for x in c.confidence or ()) or None,
+        )
+        for chunks, reason in zip(parts, done, strict=True)
+    )
+    return GenerationOutput(merged, first.prompt_tokens, first.cached_tokens)

@@ -3,7 +3,8 @@
 stdio: the client spawns ``python -m ttscale.cli mcp --backend scripted`` as a desktop
 client would. Streamable HTTP: the same command with ``--http`` on a free localhost port
 (bearer key, ``/health``), and the server app in-process on a free port where a test needs
-to look inside it (the engine's calls, the service's counters).
+to look inside it (the engine's calls, the service's counters). ``ClientSession`` speaks the
+2025-11-25 handshake; the SDK's high-level ``mcp.Client`` negotiates the 2026 protocol.
 
 Covered: the tool list and schemas, the 84 answer with vote table, ledger and solution,
 progress notifications, cancellation that stops the search (no engine call after it, the
@@ -116,7 +117,7 @@ async def wait_until(check: Callable[[], bool], what: str) -> None:
             await anyio.sleep(0.05)
 
 
-async def call_then_cancel(session: ClientSession, question: str) -> Progress:
+async def call_then_cancel(session: Any, question: str) -> Progress:
     """Start a slow solve, cancel it from the client once it reported progress."""
     progress = Progress()
     finished: list[Any] = []
@@ -349,6 +350,30 @@ async def test_http_cancel_stops_the_search_and_makes_no_further_engine_call() -
         assert after.structured_content["answer"] == "21"
         assert calls_for(backend, "12*7") == made
         assert service.counters.completed == 1
+
+
+async def test_http_modern_protocol_client_progress_and_cancel() -> None:
+    """The SDK's high-level ``mcp.Client`` negotiates the 2026 protocol (``server/discover``,
+    no session; cancelling aborts the request's own POST) and gets the same behaviour."""
+    backend = ScriptedBackend(delay_s=0.5)
+    async with in_process(backend) as (url, service):
+        client = httpx2.AsyncClient(
+            headers={"Authorization": f"Bearer {KEY}"}, timeout=httpx2.Timeout(60, read=600)
+        )
+        transport = streamable_http_client(f"{url}/mcp", http_client=client)
+        async with client, mcp.Client(transport) as session:
+            assert session.session.protocol_version >= "2026"
+            progress = Progress()
+            done = await session.call_tool(
+                "solve", {"question": "What is 12*7?"}, progress_callback=progress
+            )
+            assert done.structured_content["answer"] == "84" and progress.events
+            await call_then_cancel(session, "What is 5*7?")
+            await wait_until(lambda: service.counters.cancelled == 1, "the search to stop")
+            made = calls_for(backend, "5*7")
+            after = await session.call_tool("solve", {"question": "What is 3*7?"})
+        assert 1 <= made < 64 and calls_for(backend, "5*7") == made
+        assert after.structured_content["answer"] == "21"
 
 
 async def test_http_20_concurrent_calls_share_the_engine() -> None:

@@ -8,7 +8,7 @@ the CLI and the server).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Candidate",
     "Completion",
+    "ConfidenceStop",
     "DEFAULT_SYSTEM_PROMPT",
     "FinishReason",
     "GenerationOutput",
@@ -29,8 +30,43 @@ __all__ = [
 
 DEFAULT_SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
 
-FinishReason = Literal["stop", "length"]
-"""As in vLLM: ``stop`` = EOS or a stop string was hit; ``length`` = cut at ``max_tokens``."""
+FinishReason = Literal["stop", "length", "confidence"]
+"""As in vLLM: ``stop`` = EOS or a stop string was hit; ``length`` = cut at ``max_tokens``;
+``confidence``: ended by a ``ConfidenceStop`` (DeepConf online early termination)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConfidenceStop:
+    """End a sample once its model grows unsure: DeepConf's online early termination (Fu et
+    al. 2025). The group confidence at token i is the mean token confidence
+    (``topk_confidence``) of tokens ``i - window + 1 .. i``. Every ``every`` tokens the groups
+    that ended since the last check are tested; if one is below ``threshold``, the sample
+    ends there, at that check point. ``every=1`` is DeepConf's per-token check; an engine
+    without native support generates in chunks of ``every`` tokens, so live and replayed
+    samples stop at the same token."""
+
+    window: int
+    threshold: float
+    every: int = 16
+
+    def cut(self, confidence: Sequence[float]) -> int | None:
+        """Tokens kept (a check point) if the sample stops within ``confidence``, else None."""
+        c = list(confidence)
+        if len(c) < self.window:
+            return None
+        run = sum(c[: self.window])
+        low = [run / self.window]  # group ending at token window - 1
+        for i in range(self.window, len(c)):
+            run += c[i] - c[i - self.window]
+            low.append(run / self.window)
+        # low[j] is the group ending at token j + window - 1; check at t = every, 2 every, ...
+        for t in range(self.every, len(c) + 1, self.every):
+            first, last = max(t - self.every, self.window - 1), t - 1
+            if first <= last and min(low[first - self.window + 1 : last - self.window + 2]) < (
+                self.threshold
+            ):
+                return t
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +108,8 @@ class GenerationRequest:
     """Return the sampled token's logprob and this many top alternatives per position."""
     prompt_logprobs: bool = False
     """Return the logprob of every prompt token (implicit PRMs)."""
+    stop_below: ConfidenceStop | None = None
+    """End samples whose group confidence drops below a threshold (needs ``logprobs``)."""
 
 
 @dataclass(frozen=True, slots=True)

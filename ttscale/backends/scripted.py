@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 import random
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -61,6 +62,16 @@ def toy_arithmetic(problem: str) -> list[str]:
         sol(right + 1, "Counting up"),
         sol(right - 1, "Counting down"),
     ]
+
+
+def _scripted_confidence(lp: float, k: int) -> float:
+    """Token confidence as if the top-k were the sampled token plus ``k - 1`` alternatives
+    sharing the remaining mass equally: sure tokens (lp near 0) score high, unsure ones low,
+    as with a real engine's top-k."""
+    if k <= 1:
+        return topk_confidence([lp])
+    rest = max(1.0 - math.exp(lp), 1e-12) / (k - 1)
+    return topk_confidence([lp] + [math.log(rest)] * (k - 1))
 
 
 @dataclass
@@ -187,7 +198,7 @@ class ScriptedBackend:
             logprobs = tuple(self._logprob(full, len(prompt) + j) for j in range(len(token_ids)))
             # Only the sampled token is "top": a script has no alternatives to offer.
             top = tuple({self.decode([t]): lp} for t, lp in zip(token_ids, logprobs, strict=True))
-            conf = tuple(topk_confidence([lp]) for lp in logprobs)
+            conf = tuple(_scripted_confidence(lp, req.logprobs) for lp in logprobs)
         return Completion(text, token_ids, finish, logprobs, top, confidence=conf)  # type: ignore[arg-type]
 
     def _hit(self, ids: tuple[int, ...]) -> int:

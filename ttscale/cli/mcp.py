@@ -8,6 +8,7 @@ import sys
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 
 from ttscale.cli.options import (
     Backend,
@@ -22,6 +23,9 @@ from ttscale.cli.options import (
     parse_options,
 )
 from ttscale.errors import ConfigError
+
+_FLAGS = {"default_strategy": "strategy", "timeout_s": "timeout"}
+"""ServerConfig fields whose command-line flag has another name."""
 
 
 def mcp(
@@ -74,8 +78,12 @@ def mcp(
             max_concurrency=max_concurrency,
             timeout_s=timeout,
         )
-    except ValueError as exc:
-        raise ConfigError(f"invalid setting: {exc}") from None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else ""
+        flag = _FLAGS.get(field, field.replace("_", "-"))
+        msg = str(first["msg"]).removeprefix("Value error, ")
+        raise ConfigError(f"--{flag}: {msg}") from None
     from ttscale.backends import BACKENDS, make_backend
     from ttscale.mcp import SolveService, build_server, http_app
 

@@ -58,9 +58,12 @@ class Counters:
     """What the service has done; read by ``/health`` and by tests."""
 
     running: int = 0
+    """Calls solving now (at most ``max_concurrency``)."""
     completed: int = 0
     failed: int = 0
+    """Calls answered with a tool error (refused up front, engine failure, timeout)."""
     cancelled: int = 0
+    """Searches stopped before they finished: cancelled by the client, or timed out."""
 
 
 def progress_message(event: dict[str, Any], *, with_leader: bool = True) -> str:

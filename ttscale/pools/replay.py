@@ -30,7 +30,13 @@ import numpy as np
 
 from ttscale.errors import ConfigError
 from ttscale.pools.pool import Pool, PoolProblem, PoolSample
-from ttscale.types import Completion, GenerationOutput, GenerationRequest, Problem
+from ttscale.types import (
+    Completion,
+    ConfidenceStop,
+    GenerationOutput,
+    GenerationRequest,
+    Problem,
+)
 
 __all__ = ["STEPWISE_HINT", "ReplayGenerator"]
 
@@ -56,6 +62,9 @@ class ReplayGenerator:
 
     name = "replay"
     seeding = "per_request"
+    confidence_stop = True
+    """Serves ``GenerationRequest.stop_below`` natively: the pooled sample is cut at the token
+    where it would have stopped (exact: the pool stores every token's confidence)."""
 
     def __init__(self, pool: Pool, *, order_seed: int | None = None) -> None:
         self.pool = pool
@@ -131,7 +140,9 @@ class ReplayGenerator:
             order = self._order(problem)
             picked = [samples[i] for i in order[start : start + r.n]]
             self._used[problem.id] = start + r.n
-        completions = tuple(_cut(s, r.max_tokens, r.logprobs is not None) for s in picked)
+        completions = tuple(
+            _cut(s, r.max_tokens, r.logprobs is not None, r.stop_below) for s in picked
+        )
         return GenerationOutput(
             completions,
             prompt_tokens=len(r.prompt_token_ids),
@@ -159,6 +170,8 @@ class ReplayGenerator:
             why = "prompt logprobs"
         elif r.logprobs is not None and (s.logprobs is None or r.logprobs > s.logprobs):
             why = f"logprobs={r.logprobs} (drawn with {s.logprobs})"
+        elif r.stop_below is not None and s.logprobs is None:
+            why = "a confidence stop (the pool holds no token confidences)"
         if why is not None:
             fix = (
                 STEPWISE_HINT
@@ -191,10 +204,19 @@ class ReplayGenerator:
         return hit
 
 
-def _cut(s: PoolSample, max_tokens: int, with_logprobs: bool) -> Completion:
-    """The sample as a ``Completion``, cut to ``max_tokens`` tokens if longer."""
+def _cut(
+    s: PoolSample, max_tokens: int, with_logprobs: bool, stop: ConfidenceStop | None = None
+) -> Completion:
+    """The sample as a ``Completion``, cut to ``max_tokens`` tokens if longer, or where its
+    confidence stop fires first."""
     m = min(s.num_tokens, max_tokens)
     finish = s.finish_reason if m == s.num_tokens else "length"
+    if stop is not None:
+        at = stop.cut(s.confidence[:m].astype(float).tolist())
+        if (
+            at is not None and at < m
+        ):  # a sample that ends by itself at a check point keeps its reason
+            m, finish = at, "confidence"
     lp = (
         tuple(float(x) for x in s.logprobs[:m])
         if with_logprobs and s.logprobs is not None
