@@ -24,6 +24,10 @@
     # pipeline smoke test without a model (toy answers, seconds):
     .venv/bin/python benchmarks/verifiers.py --backend scripted --per-level 1 --samples 2
 
+With ``--pool POOL --train-pool TRAIN_POOL`` it runs the pool protocol instead
+(``benchmarks/verifiers_pool.py``: confidence statistics, the probe, a larger judge, by exact
+replay on the held-out MATH-500 pool).
+
 Last line: ``RESULT judge_auroc=<> implicit_auroc=<or na> agreement_auroc=<> random_auroc=<>
 majority_acc=<> judge_bon_acc=<> n_problems=<> n_candidates=<> isa=<>``.
 """
@@ -351,6 +355,12 @@ def _make_backend(args: argparse.Namespace) -> Generator:
 
 
 def main() -> None:
+    if "--pool" in sys.argv[1:]:  # the pool protocol: benchmarks/verifiers_pool.py
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from verifiers_pool import main as pool_main
+
+        pool_main(sys.argv[1:])
+        return
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--out", type=Path, default=None, help=f"candidate cache ({DEFAULT_OUT})")

@@ -266,6 +266,6 @@ def make_verifier(
     from ttscale.verifiers.registry import load_verifier
 
     opts = dict(options or {})
-    if name == "llm_judge":
+    if name == "llm_judge" and "model" not in opts:  # model=: the judge loads its own engine
         opts.setdefault("generator", generator)
     return load_verifier(name, **opts)

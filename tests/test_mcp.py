@@ -98,9 +98,20 @@ async def http_session(url: str, key: str | None = KEY) -> AsyncIterator[ClientS
         yield session
 
 
+async def wait_until(check: Callable[[], bool], what: str) -> None:
+    """Wait for a condition the server sets (a counter, a log line), up to DEADLINE_S."""
+    with anyio.fail_after(DEADLINE_S):
+        while not check():
+            await anyio.sleep(0.05)
+
+
 @dataclass
 class Progress:
-    """A progress callback that records events and signals the first one."""
+    """A progress callback that records events and signals the first one.
+
+    The SDK runs each progress callback as its own task, so the last ones may run just after
+    ``call_tool`` returns: ``reached`` waits for them instead of assuming they already ran.
+    """
 
     events: list[tuple[float, float | None, str | None]] = field(default_factory=list)
     first: anyio.Event = field(default_factory=anyio.Event)
@@ -109,12 +120,9 @@ class Progress:
         self.events.append((progress, total, message))
         self.first.set()
 
-
-async def wait_until(check: Callable[[], bool], what: str) -> None:
-    """Wait for a condition the server sets (a counter, a log line), up to DEADLINE_S."""
-    with anyio.fail_after(DEADLINE_S):
-        while not check():
-            await anyio.sleep(0.05)
+    async def reached(self, progress: float) -> list[tuple[float, float | None, str | None]]:
+        await wait_until(lambda: any(p >= progress for p, _, _ in self.events), "progress")
+        return self.events
 
 
 async def call_then_cancel(session: Any, question: str) -> Progress:
@@ -203,9 +211,10 @@ async def test_stdio_lists_tools_and_solves_84_with_progress() -> None:
     text = result.content[0].text
     assert text.startswith("answer: 84\n") and "ledger:" in text and "\\boxed{84}" in text
     # One notification per engine call: samples so far of the rollouts budget, tokens, leader.
-    assert [(p, t) for p, t, _ in progress.events] == [(2, 8), (4, 8), (6, 8), (8, 8)]
-    assert progress.events[-1][2].startswith("8 samples, ")
-    assert "tokens; leader 84 (" in progress.events[-1][2]
+    events = await progress.reached(8)
+    assert [(p, t) for p, t, _ in events] == [(2, 8), (4, 8), (6, 8), (8, 8)]
+    assert events[-1][2].startswith("8 samples, ")
+    assert "tokens; leader 84 (" in events[-1][2]
 
 
 async def test_stdio_refuses_bad_calls_with_the_fix_and_keeps_serving() -> None:
@@ -295,7 +304,8 @@ async def test_stdio_solve_batch_shares_one_budget() -> None:
     assert [r["question"] for r in out["results"]] == questions
     assert all(r["strategy"] == "auto" and r["answer"] for r in out["results"])
     assert out["total"]["rollouts"] == sum(r["ledger"]["rollouts"] for r in out["results"]) <= 48
-    assert progress.events and all(t == 48 for _, t, _ in progress.events)
+    events = await progress.reached(1)
+    assert all(t == 48 for _, t, _ in events)
 
 
 # -- streamable HTTP ---------------------------------------------------------------------------
@@ -330,7 +340,7 @@ async def test_http_cli_with_bearer_key() -> None:
                 "solve", {"question": "What is 12*7?"}, progress_callback=progress
             )
         assert result.structured_content["answer"] == "84"
-        assert progress.events and progress.events[-1][0] == 8
+        assert (await progress.reached(8))[-1][:2] == (8, 8)
     finally:
         proc.terminate()
         proc.wait(timeout=60)
@@ -341,8 +351,8 @@ async def test_http_cancel_stops_the_search_and_makes_no_further_engine_call() -
     backend = ScriptedBackend(delay_s=0.5)
     async with in_process(backend) as (url, service), http_session(url) as session:
         await call_then_cancel(session, "What is 12*7?")
-        await wait_until(lambda: service.counters.cancelled == 1, "the search to stop")
-        assert service.counters.running == 0
+        stopped = service.counters
+        await wait_until(lambda: stopped.cancelled == 1 and stopped.running == 0, "the stop")
         made = calls_for(backend, "12*7")
         assert 1 <= made < 64
         # Another solve runs through engine calls of its own; the cancelled one makes none.
@@ -367,7 +377,8 @@ async def test_http_modern_protocol_client_progress_and_cancel() -> None:
             done = await session.call_tool(
                 "solve", {"question": "What is 12*7?"}, progress_callback=progress
             )
-            assert done.structured_content["answer"] == "84" and progress.events
+            assert done.structured_content["answer"] == "84"
+            assert (await progress.reached(8))[-1][:2] == (8, 8)
             await call_then_cancel(session, "What is 5*7?")
             await wait_until(lambda: service.counters.cancelled == 1, "the search to stop")
             made = calls_for(backend, "5*7")

@@ -3,7 +3,9 @@
 Built-in names:
 
 =====================  ====================================================================
-``llm_judge``          ``LLMJudge`` on ``generator=`` (default: the embedded model via vLLM)
+``llm_judge``          ``LLMJudge`` on ``generator=``, or on its own vLLM engine for
+                       ``model=`` (e.g. the 1.5B embedded model judging the 0.5B's samples);
+                       default: the embedded model
 ``probe``              ``ProbeVerifier(path=...)``: a linear probe on the policy model's hidden
                        states (``ttscale train-verifier``); default: the head shipped for
                        the embedded 0.5B model
@@ -40,14 +42,16 @@ log = logging.getLogger(__name__)
 VerifierFactory = Callable[..., Verifier]
 
 
-def _llm_judge(*, generator: Any = None, **options: Any) -> Verifier:
+def _llm_judge(*, generator: Any = None, model: str | None = None, **options: Any) -> Verifier:
     from ttscale.verifiers.llm_judge import LLMJudge
 
+    if generator is not None and model is not None:
+        raise ConfigError("llm_judge takes generator= or model=, not both")
     if generator is None:
         from ttscale.backends import make_backend
 
-        log.info("llm_judge: no generator given; loading the embedded model with vLLM")
-        generator = make_backend("vllm")
+        log.info("llm_judge: loading %s with vLLM as the judge", model or "the embedded model")
+        generator = make_backend("vllm", **({"model": model} if model else {}))
     return LLMJudge(generator, **options)
 
 
