@@ -21,6 +21,11 @@ def test_wheel_contains_mapped_subpackages(tmp_path):
     assert p.returncode == 0, p.stderr[-2000:]
     (wheel,) = tmp_path.glob("ttscale-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
+    from test_architecture import modules
+
+    for name, path in modules().items():  # every module of the source tree is installed
+        want = name.replace(".", "/") + ("/__init__.py" if path.name == "__init__.py" else ".py")
+        assert want in names, f"{want} missing from the wheel: add its package to pyproject"
     for module in (
         "ttscale/__init__.py",
         "ttscale/strategies/best_of_n.py",

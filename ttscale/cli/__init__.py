@@ -60,7 +60,8 @@ def main(argv: list[str] | None = None) -> None:
     # Engine chatter (vLLM's per-worker warnings, load messages) only with -v: a first
     # `ttscale solve` shows progress and the answer, nothing else.
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "INFO" if verbose else "ERROR")
-    engine_cmd = args[:1] in (["solve"], ["serve"], ["eval"], ["pool"]) and "scripted" not in args
+    engine_cmd = args[:1] in (["solve"], ["serve"], ["eval"], ["pool"], ["mcp"])
+    engine_cmd = engine_cmd and "scripted" not in args and "replay" not in args
     engine_cmd = engine_cmd or args[:1] == ["doctor"]  # doctor reports the preload status
     if argv is None and engine_cmd and (env := preload_env()) is not None:
         os.execve(sys.executable, [sys.executable, "-m", "ttscale.cli", *args], env)
