@@ -104,6 +104,8 @@ class VLLMBackend:
         }
         if not on_gpu:
             kwargs["enforce_eager"] = True
+        if os.environ.get("TTSCALE_QUIET_ENGINE") == "1":  # the CLI without -v
+            kwargs["use_tqdm_on_load"] = False
         kwargs.update(engine_kwargs)
         self._settings = {k: v for k, v in kwargs.items() if k != "model"}
         try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 
 import typer
 
@@ -57,9 +58,14 @@ def main(argv: list[str] | None = None) -> None:
     # Engines log to stdout by default (vLLM); stdout is for results (`--json` must parse).
     os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
     verbose = "-v" in args or "--verbose" in args
-    # Engine chatter (vLLM's per-worker warnings, load messages) only with -v: a first
-    # `ttscale solve` shows progress and the answer, nothing else.
+    # Engine chatter (vLLM's per-worker warnings, load messages and bars, torch's C++
+    # warnings, third-party deprecation notes) only with -v: a first `ttscale solve` shows
+    # our progress and the answer, nothing else.
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "INFO" if verbose else "ERROR")
+    if not verbose:
+        os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
+        os.environ.setdefault("TTSCALE_QUIET_ENGINE", "1")
+        warnings.filterwarnings("ignore", module=r"(vllm|torch|transformers|triton)(\.|$)")
     engine_cmd = args[:1] in (["solve"], ["serve"], ["eval"], ["pool"], ["mcp"])
     engine_cmd = engine_cmd and "scripted" not in args and "replay" not in args
     engine_cmd = engine_cmd or args[:1] == ["doctor"]  # doctor reports the preload status

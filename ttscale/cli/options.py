@@ -105,8 +105,23 @@ def load_backend(backend: str, kwargs: dict[str, Any]) -> Any:
     """Build the backend named on the command line from ``backend_kwargs`` (plus -B extras)."""
     from ttscale.backends import make_backend
 
-    with err.status(f"loading {backend} backend...", spinner="dots"):
+    with err.status(_loading_message(backend, kwargs), spinner="dots"):
         return make_backend(backend, **kwargs)
+
+
+def _loading_message(backend: str, kwargs: dict[str, Any]) -> str:
+    """The spinner's text; says so when the embedded model must be converted first."""
+    if backend not in ("vllm", "hf", "auto"):
+        return f"loading {backend} backend..."
+    from ttscale.engine.models import DEFAULT_MODEL, EMBEDDED_MODELS, model_status
+    from ttscale.engine.profile import choose_profile
+
+    name = kwargs.get("model") or DEFAULT_MODEL
+    if name in EMBEDDED_MODELS:
+        dtype = choose_profile().dtype
+        if dtype not in model_status(name)["converted_dtypes"]:
+            return f"converting {name} to {dtype} once (~1 min), then loading {backend}..."
+    return f"loading {backend} backend..."
 
 
 def backend_kwargs(

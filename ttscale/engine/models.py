@@ -279,6 +279,8 @@ def _convert_gguf(gguf: Path, out: Path, dtype: str = "float32") -> dict[str, st
             f"fix: pip install 'ttscale[hf]'"
         ) from None
     kw = {"gguf_file": gguf.name}
+    if os.environ.get("TTSCALE_QUIET_ENGINE") == "1":  # the CLI shows its own status line
+        transformers.utils.logging.disable_progress_bar()
     tok = AutoTokenizer.from_pretrained(gguf.parent, **kw)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, dtype=getattr(torch, dtype), **kw)
     # Dequantized weights are plain tensors now; drop the GGUF quantizer so the saved
