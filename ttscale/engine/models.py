@@ -14,6 +14,7 @@ Any local HF model directory can be used instead of an embedded name.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import json
@@ -279,10 +280,20 @@ def _convert_gguf(gguf: Path, out: Path, dtype: str = "float32") -> dict[str, st
             f"fix: pip install 'ttscale[hf]'"
         ) from None
     kw = {"gguf_file": gguf.name}
-    if os.environ.get("TTSCALE_QUIET_ENGINE") == "1":  # the CLI shows its own status line
+    quiet = os.environ.get("TTSCALE_QUIET_ENGINE") == "1"  # the CLI shows its own status line
+    if quiet:
         transformers.utils.logging.disable_progress_bar()
-    tok = AutoTokenizer.from_pretrained(gguf.parent, **kw)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, dtype=getattr(torch, dtype), **kw)
+    import transformers.modeling_gguf_pytorch_utils as gguf_utils
+
+    bar = gguf_utils.tqdm  # its de-quantizing bar has no switch of its own
+    gguf_utils.tqdm = functools.partial(bar, disable=True) if quiet else bar
+    try:
+        tok = AutoTokenizer.from_pretrained(gguf.parent, **kw)
+        model = AutoModelForCausalLM.from_pretrained(
+            gguf.parent, dtype=getattr(torch, dtype), **kw
+        )
+    finally:
+        gguf_utils.tqdm = bar
     # Dequantized weights are plain tensors now; drop the GGUF quantizer so the saved
     # checkpoint loads as an ordinary model in vLLM and transformers.
     model.hf_quantizer = None
