@@ -7,6 +7,7 @@ Progress goes to stderr, results to stdout (``--json`` prints only JSON there).
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import warnings
@@ -66,6 +67,9 @@ def main(argv: list[str] | None = None) -> None:
         os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
         os.environ.setdefault("TTSCALE_QUIET_ENGINE", "1")
         warnings.filterwarnings("ignore", module=r"(vllm|torch|transformers|triton)(\.|$)")
+        # vLLM warns while it is imported, before its own logging config exists (Python's
+        # last-resort handler would print it): quiet its logger from the start.
+        logging.getLogger("vllm").setLevel(logging.ERROR)
     engine_cmd = args[:1] in (["solve"], ["serve"], ["eval"], ["pool"], ["mcp"])
     engine_cmd = engine_cmd and "scripted" not in args and "replay" not in args
     engine_cmd = engine_cmd or args[:1] == ["doctor"]  # doctor reports the preload status

@@ -289,9 +289,9 @@ def _convert_gguf(gguf: Path, out: Path, dtype: str = "float32") -> dict[str, st
     gguf_utils.tqdm = functools.partial(bar, disable=True) if quiet else bar
     try:
         tok = AutoTokenizer.from_pretrained(gguf.parent, **kw)
-        model = AutoModelForCausalLM.from_pretrained(
-            gguf.parent, dtype=getattr(torch, dtype), **kw
-        )
+        # De-quantize in fp32 (transformers' fast path), then round once to ``dtype``.
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, dtype=torch.float32, **kw)
+        model = model.to(getattr(torch, dtype))
     finally:
         gguf_utils.tqdm = bar
     # Dequantized weights are plain tensors now; drop the GGUF quantizer so the saved
