@@ -9,6 +9,8 @@ replay (``ttscale eval --backend replay``) with ``--orders`` replay orders per p
 - greedy (0.5B and 1.5B);
 - maj@n, n = 1, 2, 4, ... K (best-of-N majority vote, no early stop);
 - adaptive best-of-N (Beta stopping rule) at several confidence thresholds, up to K samples;
+- DeepConf online gating (``gate=true``): 4 warm-up samples set a threshold, later samples
+  end once a window of their token confidences falls below it (the cut is exact in replay);
 - confidence-weighted and DeepConf-filtered votes (``--verifier confidence``) at n = 1..K,
   one per statistic given with ``--confidence``;
 - the 1.5B model's maj@n up to its pool's K.
@@ -144,6 +146,27 @@ def grids(args: argparse.Namespace) -> list[Grid]:
             args.orders,
         )
     )
+    out.append(
+        Grid(
+            "small_gated",
+            "0.5B gated best-of-N",
+            args.pool,
+            ",".join(f"gate{_pct(g)}:best_of_n" for g in args.gate_keep),
+            [f"rollouts={n}" for n in ns if n >= min(8, k)],
+            [
+                *sampled,
+                f"n={k}",
+                "round_size=4",
+                "adaptive=false",
+                "gate=true",
+                "gate_warmup=4",
+                f"gate_window={args.gate_window}",
+                "gate_every=16",
+                *[f"gate{_pct(g)}.gate_keep={g}" for g in args.gate_keep],
+            ],
+            args.orders,
+        )
+    )
     for spec in args.confidence:
         stat, _, rest = spec.partition(":")
         vopts = [f"stat={stat}", *[o for o in rest.split(";") if o]]
@@ -268,6 +291,86 @@ def plot(points: list[dict[str, Any]], out: Path, x: str, xlabel: str) -> Path:
     return path
 
 
+def _fmt_pool(path: Path) -> str:
+    m = json.loads((path / "manifest.json").read_text())
+    s = m["sampling"]
+    model = m.get("model", {}).get("embedded") or m.get("model", {}).get("path")
+    cmds = "; ".join(f"`{i['command']}`" for i in m.get("invocations", []))
+    n = len(m["dataset"]["problem_ids"])
+    return (
+        f"| `{m['name']}` | {model} ({m['engine'].get('dtype')}) | {n} "
+        f"| {s['k']} | {s['temperature']:g} | {s['max_tokens']} | {cmds} |"
+    )
+
+
+def write_report(summary: dict[str, Any], args: argparse.Namespace) -> Path:
+    """``report.md``: setup, pools, commands, the table, the headline and the plots."""
+    pts = summary["points"]
+    lines = [
+        "# Test-time scaling of the embedded 0.5B model on MATH-500 (exact replay)",
+        "",
+        f"Host ISA: **{summary['isa']}** (2 vCPU). {summary['n_problems']} MATH-500 problems "
+        f"(level-stratified: `--sample {summary['n_problems']} --stratify --sample-seed 0`), "
+        f"{summary['orders']} replay orders per problem; 95% CIs from a two-level bootstrap "
+        f"(problems, then orders). eFLOPs from the Kinetics cost model on the hardware preset "
+        f"of the pools' host.",
+        "",
+        "## Pools",
+        "",
+        "| pool | model | problems | K | T | max tokens | built with |",
+        "|---|---|---|---|---|---|---|",
+        *[_fmt_pool(p) for p in (args.pool, args.greedy, args.large_greedy, args.large_pool) if p],
+        "",
+        "## Evaluated with",
+        "",
+        "```bash",
+        *summary["commands"],
+        "```",
+        "",
+        "## Results",
+        "",
+        "| method | n | accuracy [95% CI] | tokens / problem | eFLOPs / problem |",
+        "|---|---|---|---|---|",
+    ]
+    for p in sorted(pts, key=lambda p: (p["family"], p["label"], p["n"])):
+        lines.append(
+            f"| {p['label']} | {p['n']} | {p['accuracy']:.3f} [{p['ci'][0]:.3f}, "
+            f"{p['ci'][1]:.3f}] | {p['tokens']:.0f} | {p['eflops']:.3g} |"
+        )
+    best, g, large = summary["best"], summary["small_greedy"], summary["large_greedy"]
+    lines += [
+        "",
+        "## Headline",
+        "",
+        f"- 0.5B greedy: {g['accuracy']:.3f}; best 0.5B configuration: **{best['label']} at "
+        f"{best['budget']}**, {best['accuracy']:.3f} [{best['ci'][0]:.3f}, {best['ci'][1]:.3f}] "
+        f"at {best['eflops']:.3g} eFLOPs per problem; pass@{summary['k']} of the pool: "
+        f"{summary['pass_at_k_small']:.3f} (the ceiling of any selection).",
+    ]
+    if large:
+        reach = summary["reaches_large"]
+        lines.append(
+            f"- 1.5B greedy: {large['accuracy']:.3f} at {large['eflops']:.3g} eFLOPs per problem. "
+            + (
+                f"The cheapest 0.5B configuration at or above it: {reach['label']} at "
+                f"{reach['budget']} ({reach['accuracy']:.3f}), "
+                f"{reach['eflops'] / large['eflops']:.2f}x its eFLOPs."
+                if reach
+                else "No 0.5B configuration reaches it (goal missed); the best costs "
+                f"{best['eflops'] / large['eflops']:.2f}x its eFLOPs."
+            )
+        )
+    lines += [
+        "",
+        "![accuracy vs tokens](scaling_tokens.png)",
+        "![accuracy vs eFLOPs](scaling_eflops.png)",
+        "",
+    ]
+    path = args.out / "report.md"
+    path.write_text("\n".join(lines))
+    return path
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--pool", type=Path, required=True, help="0.5B K-sample pool")
@@ -283,6 +386,13 @@ def main() -> None:
         help="confidence verifiers as stat[:opt=v;opt=v], e.g. tail:tail=128",
     )
     ap.add_argument("--keep", type=float, default=0.5, help="filtered: fraction kept (eta)")
+    ap.add_argument(
+        "--gate-keep",
+        nargs="+",
+        default=["0.9", "0.5"],
+        help="DeepConf online: fraction of warm-up traces above the threshold",
+    )
+    ap.add_argument("--gate-window", type=int, default=64, help="DeepConf online: group size")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "scaling")
     ap.add_argument("--runs", type=Path, default=ROOT / "runs" / "scaling")
     args = ap.parse_args()
@@ -330,7 +440,9 @@ def main() -> None:
             if p
         },
     }
+    summary["orders"] = args.orders
     (args.out / "scaling.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    write_report(summary, args)
     plots = [
         plot(points, args.out, "tokens", "generated tokens per problem (log)"),
         plot(points, args.out, "eflops", "eFLOPs per problem (log)"),

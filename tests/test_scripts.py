@@ -90,3 +90,78 @@ def test_allocator_benchmark_resumes_row_by_row(tmp_path):
     assert len(after) == 15 and len(set(keys)) == 15
     assert {r["seeding"] for r in after} == {"per_request"}
     assert p.stdout.splitlines()[-1].startswith("RESULT compute_ratio_at_matched_acc=")
+
+
+def test_scaling_report_runs_on_scripted_pools(tmp_path):
+    """benchmarks/scaling.py end to end on toy pools: every grid through `ttscale eval
+    --backend replay`, the report, both plots and the RESULT line."""
+    data = tmp_path / "toy.jsonl"
+    data.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "id": f"p{i}",
+                    "problem": f"What is {i}*{i + 2}?",
+                    "answer": str(i * (i + 2)),
+                    "level": 1 + i % 5,
+                }
+            )
+            + "\n"
+            for i in range(6)
+        )
+    )
+    cli = [
+        sys.executable,
+        "-m",
+        "ttscale.cli",
+        "pool",
+        "build",
+        "--backend",
+        "scripted",
+        "--dataset",
+        str(data),
+        "--no-progress",
+    ]
+    for out, extra in (("small", ["--k", "4"]), ("greedy", ["--k", "1", "--temperature", "0"])):
+        done = subprocess.run(
+            [*cli, "--out", str(tmp_path / out), *extra],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+    p = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "scaling.py"),
+            "--pool",
+            str(tmp_path / "small"),
+            "--greedy",
+            str(tmp_path / "greedy"),
+            "--large-greedy",
+            str(tmp_path / "greedy"),
+            "--orders",
+            "2",
+            "--out",
+            str(tmp_path / "report"),
+            "--runs",
+            str(tmp_path / "runs"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert p.returncode == 0, p.stderr[-3000:]
+    result = p.stdout.strip().splitlines()[-1]
+    assert result.startswith("RESULT acc_small_greedy=") and "n_problems=6 k=4" in result
+    for f in ("report.md", "scaling.json", "scaling_tokens.png", "scaling_eflops.png"):
+        assert (tmp_path / "report" / f).stat().st_size > 0
+    summary = json.loads((tmp_path / "report" / "scaling.json").read_text())
+    families = {pt["family"] for pt in summary["points"]}
+    assert {
+        "0.5B greedy",
+        "0.5B maj@n",
+        "0.5B adaptive best-of-N",
+        "0.5B gated best-of-N",
+        "1.5B greedy",
+    } <= families
