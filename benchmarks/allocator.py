@@ -25,7 +25,9 @@ solutions falls with the MATH level (not a measurement). The real run (lead engi
     flock /tmp/ttscale-cpu.lock .venv/bin/python benchmarks/allocator.py --backend vllm \\
         --n 40 --budgets 1000,3000,8000 [--policy fitted.json] [--verifier llm_judge]
 
-(``scripts/allocator_cpu.sh`` runs calibration + this, sized for a 2-core host.) Resumable:
+(``scripts/allocator_cpu.sh`` runs calibration + this, sized for a 2-core host.) With
+``--pool MATH500_POOL --calibration-pool TRAIN_POOL`` it measures on sample pools by exact
+replay instead (``benchmarks/allocator_pool.py``: real budgets, 100+ problems). Resumable:
 rerun the same command and finished rows are kept. Writes ``<out>.json`` and
 ``<out>.png``; last line
 ``RESULT compute_ratio_at_matched_acc=<bon/auto> auto_acc=<> bon_acc=<> ...``.
@@ -327,6 +329,12 @@ async def amain(args: argparse.Namespace) -> None:
 
 
 def main() -> int:
+    if "--pool" in sys.argv[1:]:  # the pool protocol: benchmarks/allocator_pool.py
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from allocator_pool import main as pool_main
+
+        pool_main(sys.argv[1:])
+        return 0
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--backend", default="vllm", choices=["vllm", "hf", "scripted"])
     ap.add_argument("--n", type=int, default=40, help="held-out MATH-500 problems")

@@ -33,6 +33,33 @@ __all__ = ["calibrate", "candidate_configs", "measure_rows"]
 err = Console(stderr=True)
 
 
+def pool_configs(
+    budget: int, *, has_verifier: bool, sampling: dict[str, Any], tokens_per_sample: int = 450
+) -> dict:
+    """The best-of-N family at a token budget, in a pool's sampling settings (so replay can
+    serve every run): ``n`` is what the budget buys at ``tokens_per_sample`` (the embedded
+    model writes ~450 tokens per MATH solution), at most the pool's K; majority vote, and
+    with a verifier the weighted and DeepConf-filtered votes. A fit over several budgets
+    then chooses ``n`` (and the vote) per difficulty bin and budget level: Snell et al.'s
+    compute-optimal best-of-N."""
+    n = max(1, min(sampling["k"], budget // tokens_per_sample))
+    base = {
+        "n": n,
+        "round_size": min(n, 4),
+        "temperature": sampling["temperature"],
+        "top_p": sampling["top_p"],
+        "max_tokens": sampling["max_tokens"],
+        "adaptive": False,
+    }
+    out: dict[str, tuple[str, dict[str, Any]]] = {
+        f"bon{n}_majority": ("best_of_n", {**base, "select": "majority"}),
+    }
+    if has_verifier:
+        out[f"bon{n}_weighted"] = ("best_of_n", {**base, "select": "weighted"})
+        out[f"bon{n}_filtered"] = ("best_of_n", {**base, "select": "filtered", "keep": 0.5})
+    return out
+
+
 def candidate_configs(budget: int, *, has_verifier: bool, max_tokens: int = 1024) -> dict:
     """Strategy configs worth measuring at a token budget: (label -> (name, params)).
 
@@ -81,6 +108,8 @@ async def measure_rows(
     labels: list[str] | None = None,
     seed: int = 0,
     concurrency: int = 32,
+    configs: Any = None,
+    probe_temperature: float | None = None,
 ) -> int:
     """Probe each problem, then run every config at every budget; append rows (resumable).
 
@@ -90,6 +119,10 @@ async def measure_rows(
     and each probe is kept in ``<rows>.probes.jsonl``: a killed run loses only what was in
     flight, and a rerun neither redoes a row nor re-probes a problem. Returns the number of
     new rows.
+
+    ``configs(budget, has_verifier=...)`` picks what to measure (default
+    ``candidate_configs``). On a replay backend (a sample pool) every probe and run gets its
+    own view of the pool (``fork``), as a fresh engine would draw fresh samples.
     """
     from ttscale.backends.batching import CoalescingGenerator
     from ttscale.budget import Budget, Ledger
@@ -102,9 +135,17 @@ async def measure_rows(
     from ttscale.types import Problem
     from ttscale.verifiers.answers import grade
 
+    replay = hasattr(generator, "fork")
     gen = (
-        generator if isinstance(generator, CoalescingGenerator) else CoalescingGenerator(generator)
+        generator
+        if replay or isinstance(generator, CoalescingGenerator)
+        else CoalescingGenerator(generator)
     )
+
+    def engine() -> Any:
+        return gen.fork(seed) if replay else gen
+
+    configs = configs or candidate_configs
     bins = load_policy().bins
     done = {
         (r["problem_id"], r.get("label", r["strategy"]), r["budget_tokens"])
@@ -121,7 +162,8 @@ async def measure_rows(
 
     async def probe(pid: str) -> None:
         led = Ledger(Budget(tokens=bins.probe_k * bins.probe_tokens))
-        pr = await run_probe(probs[pid], gen, verifier, led, bins, seed=seed)
+        extra = {} if probe_temperature is None else {"temperature": probe_temperature}
+        pr = await run_probe(probs[pid], engine(), verifier, led, bins, seed=seed, **extra)
         # A budget-B run of `auto` probes with bins.samples_for(B) samples; bin each size by
         # the first k samples of this one probe (same seed), so the fit can match them.
         by_k = {
@@ -145,8 +187,7 @@ async def measure_rows(
 
     jobs = []
     for budget in budgets:
-        configs = candidate_configs(budget, has_verifier=verifier is not None)
-        for label, (name, params) in configs.items():
+        for label, (name, params) in configs(budget, has_verifier=verifier is not None).items():
             if labels and label not in labels:
                 continue
             kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in params.items()}
@@ -164,7 +205,7 @@ async def measure_rows(
             return
         try:
             res = await make_strategy(name, **kwargs).run(
-                probs[p["id"]], gen, verifier, Budget(tokens=budget)
+                probs[p["id"]], engine(), verifier, Budget(tokens=budget)
             )
         except Exception as exc:  # one failing run must not lose the others
             err.print(f"[yellow]{label} @ {budget} on {p['id']} failed: {exc}[/yellow]")

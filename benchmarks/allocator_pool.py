@@ -1,0 +1,328 @@
+"""Adaptive compute at real budgets, measured on sample pools by exact replay.
+
+``benchmarks/allocator.py --pool POOL --calibration-pool TRAIN_POOL`` runs this:
+
+1. **Calibrate on the training pool** (``math_train200``; never MATH-500): every problem
+   is probed (``auto``'s probe, replayed) and run with best-of-N at each calibration budget
+   (``ttscale.cli.calibrate.pool_configs``: n = what the budget buys, up to the pool's K),
+   then ``fit_policy`` picks n per (difficulty bin, budget level): Snell et al.'s
+   compute-optimal best-of-N. The splits are asserted disjoint.
+2. **Evaluate on the held-out MATH-500 pool** at budget levels 1x..16x a greedy solution
+   (~450 tokens): ``auto`` with the fitted policy, ``auto_batch`` (``solve_batch``, one
+   shared budget of problems x B), uniform maj@n (n = B // 450), the Beta-rule adaptive
+   best-of-N and DeepConf online gating, each over ``--orders`` replay orders. Accuracy
+   CIs are two-level (problems, orders); compute is mean eFLOPs per problem spent.
+3. **Compute ratio at matched accuracy**: at ``auto``'s most accurate point, the eFLOPs
+   uniform maj@n needs to reach that accuracy (log-interpolated on its curve) over what
+   ``auto`` spent (a lower bound when maj@n never reaches it). Gating's token saving is
+   measured at n = K against ungated maj@K.
+
+Writes ``<out>.json``, ``<out>.png``, the calibration rows and the fitted policy; last line
+``RESULT compute_ratio_at_matched_acc=<> auto_acc=<> bon_acc=<> gating_token_saving=<>
+n_problems=<> isa=<>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+GREEDY_TOKENS = 450
+LEVELS = (("x1", 1), ("x2", 2), ("x4", 4), ("x8", 8), ("x16", 16))
+
+
+async def calibrate(train: Any, rows_path: Path, budgets: list[int], policy_path: Path) -> Any:
+    from ttscale.cli.calibrate import measure_rows, pool_configs
+    from ttscale.cost import default_hardware
+    from ttscale.host import host_info
+    from ttscale.pools import ReplayGenerator
+    from ttscale.strategies.allocation.policy import BudgetLevel, fit_policy, load_policy
+
+    problems = [
+        {"id": p.id, "problem": p.problem, "answer": p.gold, "level": p.level}
+        for p in train.problems.values()
+    ]
+    s = train.sampling.model_dump()
+    await measure_rows(
+        problems,
+        budgets,
+        ReplayGenerator(train),
+        None,
+        rows_path,
+        configs=lambda b, has_verifier: pool_configs(b, has_verifier=has_verifier, sampling=s),
+        probe_temperature=s["temperature"],
+        concurrency=64,
+    )
+    from ttscale.evals.store import read_jsonl
+
+    prior = load_policy()
+    levels = [BudgetLevel(name=n, tokens=GREEDY_TOKENS * m) for n, m in LEVELS]
+    pol = fit_policy(
+        read_jsonl(rows_path),
+        calibration_ids=[p["id"] for p in problems],
+        dataset="math_train200",
+        model=str(train.manifest.get("model", {}).get("embedded")),
+        levels=levels,
+        prior=prior,
+        rows_file=str(rows_path),
+        hardware=default_hardware().name,
+        isa=host_info().isa,
+    )
+    return pol.save(policy_path)
+
+
+async def evaluate(pool: Any, policy: Path, orders: int) -> list[dict[str, Any]]:
+    """One row per (method, budget, problem, order)."""
+    from ttscale.budget import Budget
+    from ttscale.pools import ReplayGenerator
+    from ttscale.strategies import make_strategy
+    from ttscale.strategies.allocation.batch import run_batch
+    from ttscale.types import Problem
+    from ttscale.verifiers.answers import grade
+
+    s = pool.sampling
+    sampling = {"temperature": s.temperature, "top_p": s.top_p, "max_tokens": s.max_tokens}
+    probs = list(pool.problems.values())
+    rows: list[dict[str, Any]] = []
+
+    def row(method: str, budget: int, p: Any, order: int, res: Any) -> dict[str, Any]:
+        failed = isinstance(res, Exception)
+        answer = None if failed else res.answer
+        return {
+            "method": method,
+            "budget_tokens": budget,
+            "problem_id": p.id,
+            "order": order,
+            "level": p.level,
+            "correct": bool(answer is not None and grade(answer, p.gold)),
+            "eflops": 0.0 if failed else res.ledger.eflops,
+            "tokens": 0 if failed else res.ledger.generated_tokens,
+            "error": repr(res) if failed else None,
+            "stop": None if failed else res.extras.get("stop_reason"),
+        }
+
+    for _, mult in LEVELS:
+        budget = GREEDY_TOKENS * mult
+        n = min(s.k, mult)
+        uniform = {
+            "bon": make_strategy(
+                "best_of_n", n=n, round_size=n, adaptive=False, select="majority", **sampling
+            ),
+            "bon_adaptive": make_strategy(
+                "best_of_n", n=n, round_size=min(n, 4), adaptive=True, select="majority", **sampling
+            ),
+            "auto": make_strategy("auto", policy=str(policy), temperature=s.temperature),
+        }
+        if n >= 8:
+            uniform["bon_gated"] = make_strategy(
+                "best_of_n",
+                n=n,
+                round_size=4,
+                adaptive=False,
+                select="majority",
+                gate=True,
+                gate_window=64,
+                **sampling,
+            )
+        for order in range(orders):
+            for method, strat in uniform.items():
+                for p in probs:
+                    try:
+                        res = await strat.run(
+                            Problem(p.problem, s.system_prompt, id=p.id),
+                            ReplayGenerator(pool, order_seed=order),
+                            None,
+                            Budget(tokens=budget),
+                        )
+                    except Exception as exc:  # recorded as a wrong row, visibly
+                        res = exc
+                    rows.append(row(method, budget, p, order, res))
+            try:
+                batch = await run_batch(
+                    [p.problem for p in probs],
+                    Budget(tokens=budget * len(probs)),
+                    ReplayGenerator(pool, order_seed=order),
+                    None,
+                    system_prompt=s.system_prompt,
+                    policy=str(policy),
+                    temperature=s.temperature,
+                )
+            except Exception as exc:
+                batch = [exc] * len(probs)
+            rows += [
+                row("auto_batch", budget, p, order, r) for p, r in zip(probs, batch, strict=True)
+            ]
+        print(f"budget {budget}: done ({len(rows)} rows)", flush=True)
+    return rows
+
+
+def curves(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    from ttscale.evals.metrics import hierarchical_bootstrap_ci
+
+    out: dict[str, list[dict[str, Any]]] = {}
+    for m in sorted({r["method"] for r in rows}):
+        pts = []
+        for b in sorted({r["budget_tokens"] for r in rows if r["method"] == m}):
+            sel = [r for r in rows if r["method"] == m and r["budget_tokens"] == b]
+            by: dict[str, list[float]] = defaultdict(list)
+            for r in sel:
+                by[r["problem_id"]].append(float(r["correct"]))
+            pts.append(
+                {
+                    "budget": b,
+                    "accuracy": float(np.mean([np.mean(v) for v in by.values()])),
+                    "ci": list(hierarchical_bootstrap_ci(list(by.values()))),
+                    "eflops": float(np.mean([r["eflops"] for r in sel])),
+                    "tokens": float(np.mean([r["tokens"] for r in sel])),
+                    "errors": sum(1 for r in sel if r["error"]),
+                }
+            )
+        out[m] = pts
+    return out
+
+
+def matched_ratio(auto: list[dict[str, Any]], bon: list[dict[str, Any]]) -> dict[str, Any]:
+    """uniform eFLOPs at auto's best accuracy (log-interpolated) / auto's eFLOPs there."""
+    best = max(auto, key=lambda p: (p["accuracy"], -p["eflops"]))
+    pts = sorted((p["eflops"], p["accuracy"]) for p in bon)
+    reach = [i for i, (_, a) in enumerate(pts) if a >= best["accuracy"]]
+    if not reach:
+        return {
+            "ratio": pts[-1][0] / best["eflops"],
+            "bound": "lower",
+            "auto": best,
+            "bon_acc": max(a for _, a in pts),
+        }
+    i = reach[0]
+    if i == 0:
+        f = pts[0][0]
+    else:
+        (f0, a0), (f1, a1) = pts[i - 1], pts[i]
+        t = (best["accuracy"] - a0) / (a1 - a0) if a1 != a0 else 1.0
+        f = math.exp(math.log(f0) + t * (math.log(f1) - math.log(f0)))
+    return {
+        "ratio": f / best["eflops"],
+        "bound": "exact" if i else "upper",
+        "auto": best,
+        "bon_acc": best["accuracy"],
+    }
+
+
+def plot(cv: dict[str, list[dict[str, Any]]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for m, pts in cv.items():
+        xs = [p["eflops"] for p in pts]
+        ax.plot(
+            xs,
+            [p["accuracy"] for p in pts],
+            marker="o",
+            label=m,
+            lw=2.5 if m in ("auto", "bon") else 1.2,
+        )
+        ax.fill_between(xs, [p["ci"][0] for p in pts], [p["ci"][1] for p in pts], alpha=0.1)
+    ax.set_xscale("log")
+    ax.set_xlabel("mean eFLOPs per problem (spent)")
+    ax.set_ylabel("accuracy (95% CI: problems x orders)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--pool", type=Path, required=True, help="held-out MATH-500 pool")
+    ap.add_argument("--calibration-pool", type=Path, required=True, help="math_train200 pool")
+    ap.add_argument("--orders", type=int, default=5)
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "allocator_pool")
+    args = ap.parse_args(argv)
+
+    from ttscale.host import host_info
+    from ttscale.pools import load_pool
+    from ttscale.strategies.allocation.splits import assert_disjoint
+
+    t0 = time.perf_counter()
+    pool, train = load_pool(args.pool), load_pool(args.calibration_pool)
+    assert_disjoint(
+        [{"id": p.id, "problem": p.problem} for p in train.problems.values()],
+        [{"id": p.id, "problem": p.problem} for p in pool.problems.values()],
+    )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    budgets = [GREEDY_TOKENS * m for _, m in LEVELS if m <= train.sampling.k]
+    policy = asyncio.run(
+        calibrate(
+            train,
+            Path(f"{args.out}_calibration_rows.jsonl"),
+            budgets,
+            Path(f"{args.out}_policy.json"),
+        )
+    )
+    print(f"fitted {policy} ({time.perf_counter() - t0:.0f} s)", flush=True)
+    rows = asyncio.run(evaluate(pool, policy, args.orders))
+    Path(f"{args.out}_rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cv = curves(rows)
+    match = matched_ratio(cv["auto"], cv["bon"])
+    k = pool.sampling.k
+    top = max(p["budget"] for p in cv["bon"])
+    gated = next((p for p in cv.get("bon_gated", []) if p["budget"] == top), None)
+    bon_top = next(p for p in cv["bon"] if p["budget"] == top)
+    saving = 1 - gated["tokens"] / bon_top["tokens"] if gated else math.nan
+    info = host_info()
+    summary = {
+        "pool": pool.name,
+        "calibration_pool": train.name,
+        "n_problems": len(pool.problems),
+        "orders": args.orders,
+        "isa": info.isa,
+        "policy": str(policy),
+        "curves": cv,
+        "matched": match,
+        "gating": {
+            "budget": top,
+            "k": k,
+            "gated": gated,
+            "ungated": bon_top,
+            "token_saving": saving,
+        },
+        "seconds": time.perf_counter() - t0,
+    }
+    Path(f"{args.out}.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
+    plot(
+        cv,
+        Path(f"{args.out}.png"),
+        f"replay on {pool.name} ({len(pool.problems)} held-out MATH-500 problems, "
+        f"{args.orders} orders), policy fitted on {train.name}, isa={info.isa}",
+    )
+    for m, pts in cv.items():
+        for p in pts:
+            print(
+                f"{m:14s} B={p['budget']:5d} acc={p['accuracy']:.3f} {p['ci']} "
+                f"eflops={p['eflops']:.3g} tokens={p['tokens']:.0f}",
+                flush=True,
+            )
+    print(
+        f"RESULT compute_ratio_at_matched_acc={match['ratio']:.3g} "
+        f"auto_acc={match['auto']['accuracy']:.3f} bon_acc={match['bon_acc']:.3f} "
+        f"bound={match['bound']} gating_token_saving={saving:.3f} "
+        f"n_problems={len(pool.problems)} isa={info.isa}"
+    )
+
+
+if __name__ == "__main__":
+    main()
