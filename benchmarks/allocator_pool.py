@@ -12,7 +12,10 @@
    shared budget of problems x B), uniform maj@n (n = B // 450), the Beta-rule adaptive
    best-of-N and DeepConf online gating, each over ``--orders`` replay orders. Accuracy
    CIs are two-level (problems, orders); compute is mean eFLOPs per problem spent.
-3. **Compute ratio at matched accuracy**: at ``auto``'s most accurate point, the eFLOPs
+3. **Live confirmation** (``--live N``): ``auto`` and uniform maj@n run live on the
+   embedded vLLM engine for N of the problems at one budget; their accuracy and tokens are
+   compared with the replay figures of the same problems and budget (within the CIs?).
+4. **Compute ratio at matched accuracy**: at ``auto``'s most accurate point, the eFLOPs
    uniform maj@n needs to reach that accuracy (log-interpolated on its curve) over what
    ``auto`` spent (a lower bound when maj@n never reaches it). Gating's token saving is
    measured at n = K against ungated maj@K.
@@ -165,6 +168,105 @@ async def evaluate(pool: Any, policy: Path, orders: int) -> list[dict[str, Any]]
     return rows
 
 
+async def live(
+    pool: Any, policy: Path, n_problems: int, budget: int, out: Path
+) -> list[dict[str, Any]]:
+    """``auto`` and uniform maj@n live on the embedded engine (vLLM) for the first
+    ``n_problems`` of the pool at one budget, the pool's sampling settings; rows appended to
+    ``out`` as they finish (a rerun resumes)."""
+    from ttscale.backends import CoalescingGenerator, make_backend
+    from ttscale.budget import Budget
+    from ttscale.evals.store import append_jsonl, read_jsonl
+    from ttscale.strategies import make_strategy
+    from ttscale.types import Problem
+    from ttscale.verifiers.answers import grade
+
+    s = pool.sampling
+    probs = list(pool.problems.values())[:n_problems]
+    done = {(r["method"], r["problem_id"]) for r in read_jsonl(out)} if out.exists() else set()
+    n = min(s.k, budget // GREEDY_TOKENS)
+    methods = {
+        "bon": make_strategy(
+            "best_of_n",
+            n=n,
+            round_size=n,
+            adaptive=False,
+            select="majority",
+            temperature=s.temperature,
+            top_p=s.top_p,
+            max_tokens=s.max_tokens,
+        ),
+        "auto": make_strategy("auto", policy=str(policy), temperature=s.temperature),
+    }
+    engine = make_backend("vllm", seeding="engine", kv_cache_gib=6)
+    gen = CoalescingGenerator(engine)
+
+    async def one(method: str, p: Any) -> None:
+        res = await methods[method].run(
+            Problem(p.problem, s.system_prompt, id=p.id), gen, None, Budget(tokens=budget)
+        )
+        append_jsonl(
+            out,
+            [
+                {
+                    "method": method,
+                    "budget_tokens": budget,
+                    "problem_id": p.id,
+                    "correct": bool(res.answer is not None and grade(res.answer, p.gold)),
+                    "eflops": res.ledger.eflops,
+                    "tokens": res.ledger.generated_tokens,
+                    "engine": res.ledger.engine.get("seeding"),
+                }
+            ],
+        )
+
+    try:
+        await asyncio.gather(*(one(m, p) for m in methods for p in probs if (m, p.id) not in done))
+    finally:
+        await engine.close()
+    return [r for r in read_jsonl(out) if r["budget_tokens"] == budget]
+
+
+def agreement(live_rows: list[dict[str, Any]], replay_rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Live vs replay on the same problems and budget: accuracy and tokens with CIs."""
+    from ttscale.evals.metrics import bootstrap_ci, hierarchical_bootstrap_ci
+
+    out = {}
+    for m in sorted({r["method"] for r in live_rows}):
+        lv = [r for r in live_rows if r["method"] == m]
+        ids = {r["problem_id"] for r in lv}
+        rp = [
+            r
+            for r in replay_rows
+            if r["method"] == m
+            and r["problem_id"] in ids
+            and r["budget_tokens"] == lv[0]["budget_tokens"]
+        ]
+        by_c: dict[str, list[float]] = defaultdict(list)
+        by_t: dict[str, list[float]] = defaultdict(list)
+        for r in rp:
+            by_c[r["problem_id"]].append(float(r["correct"]))
+            by_t[r["problem_id"]].append(float(r["tokens"]))
+        live_acc = float(np.mean([r["correct"] for r in lv]))
+        live_tok = float(np.mean([r["tokens"] for r in lv]))
+        acc_ci = list(hierarchical_bootstrap_ci(list(by_c.values())))
+        tok_ci = list(hierarchical_bootstrap_ci(list(by_t.values())))
+        out[m] = {
+            "problems": len(lv),
+            "live_accuracy": live_acc,
+            "live_accuracy_ci": list(bootstrap_ci([float(r["correct"]) for r in lv])),
+            "replay_accuracy": float(np.mean([np.mean(v) for v in by_c.values()])),
+            "replay_accuracy_ci": acc_ci,
+            "live_tokens": live_tok,
+            "live_tokens_ci": list(bootstrap_ci([float(r["tokens"]) for r in lv])),
+            "replay_tokens": float(np.mean([np.mean(v) for v in by_t.values()])),
+            "replay_tokens_ci": tok_ci,
+            "accuracy_within_replay_ci": acc_ci[0] <= live_acc <= acc_ci[1],
+            "tokens_within_replay_ci": tok_ci[0] <= live_tok <= tok_ci[1],
+        }
+    return out
+
+
 def curves(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     from ttscale.evals.metrics import hierarchical_bootstrap_ci
 
@@ -250,6 +352,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--pool", type=Path, required=True, help="held-out MATH-500 pool")
     ap.add_argument("--calibration-pool", type=Path, required=True, help="math_train200 pool")
     ap.add_argument("--orders", type=int, default=5)
+    ap.add_argument("--live", type=int, default=0, help="also run N problems live (vLLM)")
+    ap.add_argument("--live-budget", type=int, default=GREEDY_TOKENS * 4)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "allocator_pool")
     args = ap.parse_args(argv)
 
@@ -276,6 +380,13 @@ def main(argv: list[str] | None = None) -> None:
     print(f"fitted {policy} ({time.perf_counter() - t0:.0f} s)", flush=True)
     rows = asyncio.run(evaluate(pool, policy, args.orders))
     Path(f"{args.out}_rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    confirm = None
+    if args.live:
+        live_rows = asyncio.run(
+            live(pool, policy, args.live, args.live_budget, Path(f"{args.out}_live_rows.jsonl"))
+        )
+        confirm = agreement(live_rows, rows)
+        print(json.dumps({"live_vs_replay": confirm}, indent=2), flush=True)
     cv = curves(rows)
     match = matched_ratio(cv["auto"], cv["bon"])
     k = pool.sampling.k
@@ -300,6 +411,7 @@ def main(argv: list[str] | None = None) -> None:
             "ungated": bon_top,
             "token_saving": saving,
         },
+        "live_vs_replay": confirm,
         "seconds": time.perf_counter() - t0,
     }
     Path(f"{args.out}.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
