@@ -42,7 +42,15 @@ from typing import Any
 from ttscale import Budget, Problem
 from ttscale.evals.datasets import level_round_robin
 from ttscale.host import host_info
-from ttscale.strategies import DVTS, PDR, BeamSearch, BestOfN, ParticleFilter, SequentialRefine
+from ttscale.strategies import (
+    DVTS,
+    ETS,
+    PDR,
+    BeamSearch,
+    BestOfN,
+    ParticleFilter,
+    SequentialRefine,
+)
 from ttscale.verifiers.answers import answers_equal
 from ttscale.verifiers.voting import vote
 
@@ -55,6 +63,7 @@ ORDER = [
     "beam_search",
     "dvts",
     "particle_filter",
+    "ets",
     "pdr",
     "sequential_refine",
 ]
@@ -85,6 +94,7 @@ def configs(budget: int, max_tokens: int) -> dict[str, Any]:
         "beam_search": BeamSearch(n=n_search, beam_width=2, **step),
         "dvts": DVTS(n=n_search, beam_width=2, **step),
         "particle_filter": ParticleFilter(n=max(2, budget // 500), **step),
+        "ets": ETS(width=n_search, step_tokens=192, max_tokens=max_tokens, min_step_tokens=32),
         "pdr": PDR(
             drafts=(4, 2) if budget >= 2500 else (2, 1),
             max_tokens=max_tokens,
@@ -114,7 +124,9 @@ async def run_one(item, budget, name, strat, backend, judges, rows_path) -> dict
     verifier = (
         None
         if name == "greedy"
-        else judges["step" if name in ("beam_search", "dvts", "particle_filter") else "outcome"]
+        else judges[
+            "step" if name in ("beam_search", "dvts", "particle_filter", "ets") else "outcome"
+        ]
     )
     t0 = time.perf_counter()
     res = await strat.run(problem, backend, verifier, Budget(tokens=budget))
@@ -327,6 +339,12 @@ def main() -> None:
     ap.add_argument("--only", type=int, default=None, help="run only problem INDEX of the slice")
     ap.add_argument("--report", action="store_true", help="only build tables from --rows")
     ap.add_argument(
+        "--verifier",
+        default="llm_judge",
+        help="llm_judge (the policy judges) or a probe directory (ttscale train-verifier): "
+        "its prefix head scores steps, its outcome head whole samples",
+    )
+    ap.add_argument(
         "--backend",
         default="vllm",
         choices=["vllm", "scripted"],
@@ -348,10 +366,16 @@ def main() -> None:
 
         engine = VLLMBackend(seed=0) if args.backend == "vllm" else ScriptedBackend()
         backend = CoalescingGenerator(engine)
-        judges = {
-            "step": LLMJudge(backend, mode="outcome", outcome_template=DEFAULT_STEP_TEMPLATE),
-            "outcome": LLMJudge(backend, mode="outcome"),
-        }
+        if args.verifier == "llm_judge":
+            judges = {
+                "step": LLMJudge(backend, mode="outcome", outcome_template=DEFAULT_STEP_TEMPLATE),
+                "outcome": LLMJudge(backend, mode="outcome"),
+            }
+        else:
+            from ttscale.verifiers import load_verifier
+
+            probe = load_verifier(args.verifier)
+            judges = {"step": probe, "outcome": probe}
         args.rows.parent.mkdir(parents=True, exist_ok=True)
         todo = items if args.only is None else [items[args.only]]
         for budget in budgets:
