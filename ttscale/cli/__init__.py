@@ -66,6 +66,8 @@ def main(argv: list[str] | None = None) -> None:
     if not verbose:
         os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
         os.environ.setdefault("TTSCALE_QUIET_ENGINE", "1")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' load bars
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         warnings.filterwarnings("ignore", module=r"(vllm|torch|transformers|triton)(\.|$)")
         # vLLM warns while it is imported, before its own logging config exists (Python's
         # last-resort handler would print it): quiet its logger from the start.
