@@ -87,7 +87,8 @@ def write_report(
             "tokens_mean",
             "generated tokens per problem (mean)",
             out / "accuracy_vs_tokens.png",
-            log_x=False,
+            # a scaling grid (rollouts=1..K, or budgets a decade apart) reads on a log axis
+            log_x=_spans_decade([c.tokens_mean for c in ordered]),
         ),
         _plot_scaling(
             ordered,
@@ -170,6 +171,11 @@ def _curve(ax: Any, cells: Sequence[ConfigSummary], x_attr: str, label: str, col
         )
 
 
+def _spans_decade(xs: Sequence[float]) -> bool:
+    pos = [x for x in xs if x > 0]
+    return bool(pos) and max(pos) >= 8 * min(pos)
+
+
 def _plot_scaling(
     cells: Sequence[ConfigSummary],
     strategies: Sequence[str],
@@ -204,7 +210,7 @@ def _plot_scaling(
     if log_x and all(p[0] > 0 for p in points):
         ax.set_xscale("log")
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("accuracy (95% bootstrap CI)")
+    ax.set_ylabel("accuracy (95% bootstrap CI; problems x seeds)")
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
