@@ -17,6 +17,7 @@ from ttscale.budget import Budget
 from ttscale.errors import ConfigError, describe
 from ttscale.protocols import Generator, Verifier
 from ttscale.types import DEFAULT_SYSTEM_PROMPT, Problem, Result
+from ttscale.verifiers.defaults import DEFAULT, default_verifier_for
 
 __all__ = [
     "asolve",
@@ -82,7 +83,7 @@ async def asolve(
     *,
     strategy: str = "best_of_n",
     backend: Generator | str | None = None,
-    verifier: Verifier | None = None,
+    verifier: Verifier | str | None = DEFAULT,
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
     **options: Any,
 ) -> Result:
@@ -92,8 +93,14 @@ async def asolve(
     if not isinstance(prompt, str) or not prompt.strip():
         raise ConfigError(f"prompt must be a non-empty string, got {describe(prompt)}")
     parsed = Budget.parse(budget)
-    runner = make_strategy(strategy, **options)
+    make_strategy(strategy, **options)  # a bad strategy or option fails before any engine loads
     gen, owned = _resolve_backend(backend)
+    if isinstance(verifier, str) and verifier == DEFAULT:
+        verifier = None
+        if strategy == "best_of_n":  # the embedded model's measured default (if any)
+            verifier, defaults = default_verifier_for(gen)
+            options = {**defaults, **options} if verifier is not None else options
+    runner = make_strategy(strategy, **options)
     try:
         return await runner.run(Problem(prompt, system_prompt), gen, verifier, parsed)
     finally:
@@ -107,7 +114,7 @@ def solve(
     *,
     strategy: str = "best_of_n",
     backend: Generator | str | None = None,
-    verifier: Verifier | None = None,
+    verifier: Verifier | str | None = DEFAULT,
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
     **options: Any,
 ) -> Result:
@@ -123,7 +130,10 @@ def solve(
             ``"auto"``, ``"vllm"`` and ``"hf"`` use one engine per process, loaded by the first
             call (~20-30 s on CPU) and reused (``default_engine``; ``close_default_engines()``
             releases it); other names build a backend for this call only.
-        verifier: Optional step/outcome scorer; enables weighted selection.
+        verifier: A step/outcome scorer (enables weighted selection), ``None`` for none, or
+            unset: ``best_of_n`` on the model a default verifier was measured for uses it
+            (``ttscale/data/default_verifier.json``; see the README's Verifiers section),
+            everything else runs without one.
         system_prompt: System message; ``None`` omits it.
         **options: Strategy hyper-parameters (e.g. ``n=16, max_tokens=512``).
 

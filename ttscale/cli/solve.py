@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -42,9 +42,12 @@ def solve(
         typer.Option("--option", "-o", help="Strategy option key=value (repeatable)."),
     ] = None,
     verifier: Annotated[
-        str | None,
-        typer.Option(help="Verifier name (llm_judge: the policy model judges) or a PRM dir."),
-    ] = None,
+        str,
+        typer.Option(
+            help="Verifier: default (best_of_n on the embedded model uses the one measured "
+            "best for it), none, confidence, probe, llm_judge, or a PRM/probe directory."
+        ),
+    ] = "default",
     verifier_option: Annotated[
         list[str] | None,
         typer.Option("--verifier-option", "-V", help="Verifier argument key=value (mode=step)."),
@@ -64,11 +67,15 @@ def solve(
     if not prompt.strip():
         raise ConfigError("prompt is empty; pass the question as the first argument")
     verifier_options = parse_options(verifier_option or [])
-    check_verifier(strategy, options, verifier)  # before loading the engine
+    check_verifier(strategy, options, None if verifier in ("default", "none") else verifier)
     gen = load_backend(
         backend, backend_kwargs(backend, model=model, base_url=base_url, script=script)
     )
-    scorer = make_verifier(verifier, gen, verifier_options)
+    scorer: Any = verifier  # "default" is resolved by solve() for the model it serves
+    if verifier not in ("default", "none"):
+        scorer = make_verifier(verifier, gen, verifier_options)
+    elif verifier == "none":
+        scorer = None
     with err.status(f"solving with {strategy} under {parsed}...", spinner="dots"):
         result = run_solve(
             prompt, parsed, strategy=strategy, backend=gen, verifier=scorer, **options
