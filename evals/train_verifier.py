@@ -149,24 +149,40 @@ def _cv(
 
 
 def train_verifier(
-    pool_dir: str | Path,
+    pool_dir: str | Path | Sequence[str | Path],
     out: str | Path,
     *,
     model: str | None = None,
     dtype: str | None = None,
     settings: TrainSettings | None = None,
     progress: bool = True,
+    states_cache: str | Path | None = None,
 ) -> dict[str, Any]:
     """Train and save a probe verifier; returns its manifest.
 
+    Args:
+        pool_dir: One training pool, or several of the same model (e.g. drawn at several
+            temperatures): their samples are pooled, grouped by problem for the CV.
+        states_cache: A ``.npz`` file to keep the extracted hidden states in (and read them
+            from when it matches the pools and layers), so a refit skips the prefill.
+
     Raises:
-        ConfigError: A MATH test pool, a pool without both right and wrong samples, or
-            sklearn/transformers missing.
+        ConfigError: A MATH test pool, pools of different models, a pool without both right
+            and wrong samples, or sklearn/transformers missing.
     """
     s = settings or TrainSettings()
-    pool = load_pool(pool_dir)
-    _check_training_pool(pool)
-    samples = [(p, smp) for p in pool.problems.values() for smp in p.samples]
+    dirs = [pool_dir] if isinstance(pool_dir, str | Path) else list(pool_dir)
+    pools = [load_pool(d) for d in dirs]
+    for pl in pools:
+        _check_training_pool(pl)
+    shas = {str(pl.manifest.get("model", {}).get("sha256")) for pl in pools}
+    if len(shas) > 1:
+        raise ConfigError(
+            f"the training pools were drawn by different models ({shas}); a "
+            f"probe reads one model: pass pools of that model only"
+        )
+    pool = pools[0]
+    samples = [(p, smp) for pl in pools for p in pl.problems.values() for smp in p.samples]
     y = np.array([bool(smp.correct) for _, smp in samples], dtype=int)
     if not 0 < y.sum() < len(y):
         raise ConfigError(f"pool {pool.name!r} needs both right and wrong samples to train on")
@@ -177,7 +193,11 @@ def train_verifier(
     layers = s.layers or tuple(sorted({depth // 4, depth // 2, 3 * depth // 4, depth - 2, depth}))
     seqs = [(p.prompt_token_ids, smp.token_ids.tolist()) for p, smp in samples]
     ends = [_spread(step_ends(smp.text, smp.offsets), s.max_prefixes) for _, smp in samples]
-    states = _extract(st, seqs, layers, ends, progress)
+    hashes = [hashlib.sha256((Path(d) / "manifest.json").read_bytes()).hexdigest() for d in dirs]
+    states = _load_states(states_cache, hashes, layers, len(seqs))
+    if states is None:
+        states = _extract(st, seqs, layers, ends, progress)
+        _save_states(states_cache, hashes, layers, states)
     extract_s = time.perf_counter() - t0
     groups = np.array([p.id for p, _ in samples])
     conf = np.stack(
@@ -248,7 +268,6 @@ def train_verifier(
     if prefix_head is not None:
         arrays.update(prefix_head.arrays("prefix"))
     np.savez_compressed(out / HEAD, **arrays)
-    pool_hash = hashlib.sha256((Path(pool_dir) / "manifest.json").read_bytes()).hexdigest()
     manifest = {
         "format_version": FORMAT_VERSION,
         "name": out.name,
@@ -270,13 +289,15 @@ def train_verifier(
         "window": s.window,
         "tail": s.tail,
         "training_pool": {
-            "name": pool.name,
-            "manifest_sha256": pool_hash,
+            "name": ", ".join(pl.name for pl in pools),
+            "manifest_sha256": hashes[0] if len(hashes) == 1 else hashes,
             "dataset": pool.manifest.get("dataset", {}).get("name"),
-            "problems": len(pool.problems),
+            "problems": len({p.id for pl in pools for p in pl.problems.values()}),
             "samples": len(y),
             "positives": int(y.sum()),
-            "sampling": pool.sampling.model_dump(),
+            "sampling": [pl.sampling.model_dump() for pl in pools]
+            if len(pools) > 1
+            else pool.sampling.model_dump(),
         },
         "cv": {
             "folds": s.folds,
@@ -292,6 +313,42 @@ def train_verifier(
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2, default=float) + "\n")
     return manifest
+
+
+def _load_states(
+    path: str | Path | None, hashes: list[str], layers: Sequence[int], n: int
+) -> list[dict[str, Any]] | None:
+    if path is None or not Path(path).is_file():
+        return None
+    with np.load(path, allow_pickle=False) as z:
+        meta = json.loads(z["meta"].tobytes())
+        if meta != {"pools": hashes, "layers": list(layers), "n": n}:
+            return None
+        out: list[dict[str, Any]] = [{} for _ in range(n)]
+        for layer in layers:
+            last, mean = z[f"last_{layer}"], z[f"mean_{layer}"]
+            at = np.split(z[f"at_{layer}"], np.cumsum(z["at_sizes"])[:-1])
+            for i in range(n):
+                out[i][layer] = {"last": last[i], "mean": mean[i], "at": at[i]}
+    return out
+
+
+def _save_states(
+    path: str | Path | None, hashes: list[str], layers: Sequence[int], states: list[dict[str, Any]]
+) -> None:
+    if path is None:
+        return
+    meta = {"pools": hashes, "layers": list(layers), "n": len(states)}
+    arrays: dict[str, np.ndarray] = {
+        "meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
+        "at_sizes": np.array([len(states[i][layers[0]]["at"]) for i in range(len(states))]),
+    }
+    for layer in layers:
+        arrays[f"last_{layer}"] = np.stack([r[layer]["last"] for r in states]).astype(np.float16)
+        arrays[f"mean_{layer}"] = np.stack([r[layer]["mean"] for r in states]).astype(np.float16)
+        arrays[f"at_{layer}"] = np.concatenate([r[layer]["at"] for r in states]).astype(np.float16)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **arrays)
 
 
 def _extract(

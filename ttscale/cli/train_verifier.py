@@ -15,7 +15,10 @@ from ttscale.errors import ConfigError
 
 
 def train_verifier(
-    pool: Annotated[Path, typer.Option("--pool", help="Training pool (math_train200, K >= 8).")],
+    pool: Annotated[
+        list[Path],
+        typer.Option("--pool", help="Training pool(s) of one model (math_train200, K >= 8)."),
+    ],
     out_dir: Annotated[Path, typer.Option("--out", help="Where to write the probe.")],
     model: Model = None,
     layers: Annotated[
@@ -23,6 +26,9 @@ def train_verifier(
     ] = None,
     folds: Annotated[int, typer.Option(help="Cross-validation folds (grouped by problem).")] = 5,
     dtype: Annotated[str | None, typer.Option(help="float32 | bfloat16 (default: host).")] = None,
+    states_cache: Annotated[
+        Path | None, typer.Option(help="Keep the extracted hidden states here (.npz) for refits.")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
     progress: Progress = True,
     verbose: Verbose = False,
@@ -44,6 +50,7 @@ def train_verifier(
         dtype=dtype,
         settings=TrainSettings(layers=chosen, folds=folds),
         progress=progress,
+        states_cache=states_cache,
     )
     if as_json:
         sys.stdout.write(json.dumps(manifest, indent=2, default=float) + "\n")
