@@ -12,7 +12,10 @@
    prefill only), self-consistency agreement (share of the problem's other samples with an
    equivalent answer) and a seeded random score. Expensive scores are cached per sample
    (``CachedVerifier``, JSONL beside the output), so a rerun resumes.
-3. **Report** per verifier: within-problem AUROC (mean over problems with both right and
+3. **Choose on the training pool**: the verifier with the best within-problem AUROC there
+   (the probe's from its grouped CV) and the vote that replays better there; the RESULT
+   line reports that choice's held-out figures, so no choice is made on the test set.
+4. **Report** per verifier: within-problem AUROC (mean over problems with both right and
    wrong samples) and pooled AUROC, each with a bootstrap 95% CI over problems; then
    best-of-N by replay (``ReplayGenerator`` + ``best_of_n``, ``--orders`` orders per problem)
    at n in ``--ns``: weighted vote and DeepConf-filtered vote (``keep``) against maj@n, with
@@ -261,6 +264,40 @@ def paired(a: list[list[float]], b: list[list[float]], seed: int = 0) -> dict[st
     }
 
 
+def choose_on_train(
+    train: Any, sizes: dict[str, Any], args: argparse.Namespace
+) -> tuple[str, str, dict[str, float]]:
+    """Pick the verifier (and vote) on the training pool, never on the held-out one: the
+    highest within-problem AUROC (the probe's from its grouped CV), then the vote that
+    replays better there at n = the training pool's K (the probe, whose training-pool scores
+    are in-sample, takes the weighted vote)."""
+    groups = [p.id for p in train.problems.values() for _ in p.samples]
+    labels = np.array([bool(s.correct) for p in train.problems.values() for s in p.samples])
+    quality = {
+        "confidence_mean": within_and_pooled(
+            groups, labels, confidence_scores(train, "mean", 1), resamples=1
+        )["within"]
+    }
+    for st in ("lowest_group", "bottom10", "tail"):
+        quality[f"confidence_{st}"] = within_and_pooled(
+            groups, labels, confidence_scores(train, st, sizes["best"][st]), resamples=1
+        )["within"]
+    if args.probe:
+        manifest = json.loads((args.probe / "manifest.json").read_text())
+        quality["probe"] = manifest["cv"]["best"]["auroc_within"]
+    best = max(quality, key=lambda n: np.nan_to_num(quality[n]))
+    if best == "probe":
+        return best, "weighted", quality
+    stat = best.removeprefix("confidence_")
+    v = TableVerifier(best, train, confidence_scores(train, stat, sizes["best"].get(stat, 1)))
+    k = train.sampling.k
+    grid = asyncio.run(replay_grid(train, v, [k], args.orders, args.keep))
+    sel = max(
+        ("weighted", "filtered"), key=lambda s: np.mean([np.mean(r) for r in grid["acc"][s][k]])
+    )
+    return best, sel, quality
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--pool", type=Path, required=True, help="held-out MATH-500 pool")
@@ -352,15 +389,18 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
     k = max(args.ns)
     pass_k = float(np.mean([any(p.correct[:k]) for p in pool.problems.values()]))
-    ranked = [n for n in votes if n not in ("maj", "maj_eflops")]
-    best = max(ranked, key=lambda n: max(votes[n][s][k]["acc"] for s in ("weighted", "filtered")))
-    best_sel = max(("weighted", "filtered"), key=lambda s: votes[best][s][k]["acc"])
+    best, best_sel, train_quality = choose_on_train(train, sizes, args)
+    print(
+        f"chosen on the training pool: {best} ({best_sel}); train within-AUROC {train_quality}",
+        flush=True,
+    )
     summary = {
         "pool": pool.name,
         "train_pool": train.name,
         "n_problems": len(pool.problems),
         "isa": host_info().isa,
         "sizes": sizes,
+        "train_quality": train_quality,
         "quality": quality,
         "votes": votes,
         "pass_at_k": pass_k,
@@ -373,9 +413,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     args.out.write_text(json.dumps(summary, indent=2, default=float) + "\n")
     top = votes[best][best_sel][k]["acc"]
     maj = votes["maj"][k]["acc"]
+    diff = votes[best][best_sel][k]["vs_maj"]
     print(
         f"RESULT best_verifier={best}:{best_sel} auroc_within={quality[best]['within']:.3f} "
         f"weighted_at{k}={top:.3f} maj_at{k}={maj:.3f} gain_pts={100 * (top - maj):.1f} "
+        f"gain_ci=[{100 * diff['ci'][0]:.1f},{100 * diff['ci'][1]:.1f}] "
         f"pass_at{k}={pass_k:.3f} n_problems={len(pool.problems)} isa={host_info().isa}"
     )
 
