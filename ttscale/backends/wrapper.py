@@ -23,7 +23,12 @@ class GeneratorWrapper:
         self.inner = inner
         self.name = inner.name
         self.model_spec = inner.model_spec
-        self.seeding = inner.seeding
+
+    @property
+    def seeding(self) -> Any:
+        """The wrapped engine's mode *now*: vLLM can fall back from per-request to engine
+        seeding mid-run, and records (pools, ledgers) must say which one a sample had."""
+        return self.inner.seeding
 
     def render(self, problem: Problem) -> tuple[int, ...]:
         return self.inner.render(problem)
