@@ -108,7 +108,15 @@ def pool_sampling(pool: Path) -> dict[str, Any]:
 def grids(args: argparse.Namespace) -> list[Grid]:
     small = pool_sampling(args.pool)
     k, t = small["k"], small["temperature"]
-    sampled = [f"temperature={t}", f"top_p={small['top_p']}", f"max_tokens={small['max_tokens']}"]
+    # One engine call per n (round_size = K): the samples of a request share its weight reads,
+    # which the cost model prices per request (Kinetics); smaller rounds would cost more eFLOPs
+    # for the same tokens. Only the adaptive stop needs rounds (of 4).
+    sampled = [
+        f"temperature={t}",
+        f"top_p={small['top_p']}",
+        f"max_tokens={small['max_tokens']}",
+    ]
+    one_call = f"round_size={k}"
     ns = powers(k)
     out = [
         Grid(
@@ -125,7 +133,7 @@ def grids(args: argparse.Namespace) -> list[Grid]:
             args.pool,
             "maj:best_of_n",
             [f"rollouts={n}" for n in ns],
-            [*sampled, f"n={k}", "adaptive=false"],
+            [*sampled, f"n={k}", one_call, "adaptive=false"],
             args.orders,
         ),
     ]
@@ -139,7 +147,7 @@ def grids(args: argparse.Namespace) -> list[Grid]:
             [
                 *sampled,
                 f"n={k}",
-                "round_size=4",
+                "round_size=4",  # the Beta rule checks between rounds
                 "adaptive=true",
                 *[f"adaptive{_pct(c)}.confidence={c}" for c in args.adaptive],
             ],
@@ -156,7 +164,7 @@ def grids(args: argparse.Namespace) -> list[Grid]:
             [
                 *sampled,
                 f"n={k}",
-                "round_size=4",
+                one_call,
                 "adaptive=false",
                 "gate=true",
                 "gate_warmup=4",
@@ -181,6 +189,7 @@ def grids(args: argparse.Namespace) -> list[Grid]:
                 [
                     *sampled,
                     f"n={k}",
+                    one_call,
                     "adaptive=false",
                     "weighted.select=weighted",
                     "filtered.select=filtered",
@@ -216,6 +225,7 @@ def grids(args: argparse.Namespace) -> list[Grid]:
                     f"top_p={big['top_p']}",
                     f"max_tokens={big['max_tokens']}",
                     f"n={big['k']}",
+                    f"round_size={big['k']}",
                     "adaptive=false",
                 ],
                 args.orders,
