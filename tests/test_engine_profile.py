@@ -79,6 +79,14 @@ def test_variant_support_reasons():
     why = variant_support("w4a16", AVX2, None)
     assert why is not None and "AVX-512" in why and "avx2" in why
     assert variant_support("w4a16", AVX512, None) is None
+    # vLLM's AMX int8 kernel takes bf16/fp16 activations only (fp32 fails mid-forward)
+    assert variant_support("w8a8", AMX, None, dtype="bfloat16") is None
+    assert variant_support("w8a8", AVX2, None, dtype="float32") is None
+    why = variant_support("w8a8", AMX, None, dtype="float32")
+    assert why is not None and "dtype='bfloat16'" in why
+    with pytest.raises(ConfigError, match="dtype='bfloat16'"):
+        choose_profile(dtype="float32", weights="w8a8", info=AMX, cuda=None)
+    assert choose_profile(weights="w8a8", info=AMX, cuda=None).dtype == "bfloat16"
     assert variant_support("w4a16", AVX2, H100) is None
     assert "7.5" in variant_support("w8a8", AVX2, CudaInfo("old", (6, 1)))
 

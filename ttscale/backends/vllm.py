@@ -87,7 +87,7 @@ class VLLMBackend:
         path = resolve_model(
             model if model is not None else default_variant(self.engine_profile), dtype=dtype
         )
-        _check_weights_run_here(path)
+        _check_weights_run_here(path, dtype)
         self.dtype = dtype
         self.model_path = path
         self.model_spec = spec_from_dir(path, dtype)
@@ -248,13 +248,16 @@ def _convert(out: Any, top_k: int) -> GenerationOutput:
     )
 
 
-def _check_weights_run_here(path: Any) -> None:
+def _check_weights_run_here(path: Any, dtype: str) -> None:
     """Refuse, with the fix, a quantized checkpoint this host's engine has no kernel for
-    (e.g. W4A16 on an AVX2-only CPU) instead of failing deep inside vLLM.
-    ``TTSCALE_CHECK_HOST=0`` skips the check (to see the engine's own error)."""
+    (e.g. W4A16 on an AVX2-only CPU, W8A8 with float32 activations on an AMX CPU) instead of
+    failing deep inside vLLM. ``TTSCALE_CHECK_HOST=0`` skips the check (to see the engine's
+    own error)."""
     if os.environ.get("TTSCALE_CHECK_HOST") == "0":
         return
     weights = weights_of(path)
+    if variant_support(weights) is None and (why := variant_support(weights, dtype=dtype)):
+        raise ConfigError(f"{path} holds {weights} weights: {why}")
     if (why := variant_support(weights)) is not None:
         raise ConfigError(
             f"{path} holds {weights} weights: {why}; fix: serve the unquantized model (or a "

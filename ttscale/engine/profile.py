@@ -167,7 +167,10 @@ def _rule_for(info: HostInfo, cuda: CudaInfo | None) -> ProfileRule:
 
 
 def variant_support(
-    scheme: str, info: HostInfo | None = None, cuda: CudaInfo | None | bool = False
+    scheme: str,
+    info: HostInfo | None = None,
+    cuda: CudaInfo | None | bool = False,
+    dtype: str | None = None,
 ) -> str | None:
     """``None`` if vLLM can serve ``scheme`` weights on this host, else the reason.
 
@@ -175,6 +178,7 @@ def variant_support(
         scheme: ``none``, ``w8a8`` or ``w4a16``.
         info: Host CPU features (default: this host).
         cuda: The GPU (default: detect; ``None`` means CPU only).
+        dtype: The activation dtype it would be served in (``None``: not checked).
     """
     info = info or host_info()
     gpu = cuda_info() if cuda is False else cuda
@@ -194,6 +198,13 @@ def variant_support(
         )
     if scheme == "w8a8" and not info.flags & {"avx2", "avx512f"}:
         return f"w8a8 on CPU needs AVX2 or AVX-512 (oneDNN int8 GEMM); this host is {info.isa}"
+    if scheme == "w8a8" and dtype == "float32" and "amx_int8" in info.flags:
+        # vLLM 0.32 routes int8 weights to its AMX kernel by the weight dtype alone, and that
+        # kernel takes only bf16/fp16 activations: fp32 fails at the first forward pass.
+        return (
+            "w8a8 on an AMX CPU runs vLLM's AMX int8 kernel, which takes bfloat16/float16 "
+            f"activations, not float32 ({info.cpu_model}); serve it with dtype='bfloat16'"
+        )
     return None
 
 
@@ -321,6 +332,9 @@ def choose_profile(
                 f"weights {want_w!r} cannot run here: {why}; fix: use weights='none' "
                 f"(dtype {rule.dtype}) on this host, or run on a host that supports it"
             )
+        served = want_dtype or rule.dtype
+        if (why := variant_support(want_w, info, gpu, dtype=served)) is not None:
+            raise ConfigError(f"weights {want_w!r} with dtype {served!r}: {why}")
         overrides.append("weights")
         reasons.append(f"weights {want_w} set by the user (table: {rule.weights})")
     else:
