@@ -223,3 +223,26 @@ def test_a_math500_pool_is_never_training_data(tiny, tmp_path):
     pool = _pool(tmp_path / "pool", tiny, dataset="math500")
     with pytest.raises(ConfigError, match="training problems only"):
         train_verifier(pool, tmp_path / "probe", model=str(tiny), progress=False)
+
+
+def test_states_below_the_top_layer_equal_the_full_pass(tmp_path):
+    """The decoder is cut after the deepest layer asked for and the LM head skipped; the
+    states must equal those of the full model's pass (the last one alone is normed)."""
+    from ttscale.verifiers.probe import HiddenStates
+
+    hs = HiddenStates(_tiny(tmp_path / "m", seed=1, layers=4), dtype="float32")
+    seqs = [((1, 5, 9, 12), (40, 41, 42)), ((1, 7), (50, 51, 52, 53, 54))]
+    ids = torch.tensor([[1, 5, 9, 12, 40, 41, 42, 0], [1, 7, 50, 51, 52, 53, 54, 0]])
+    mask = (torch.arange(8) < torch.tensor([[7], [7]])).long()
+    with torch.inference_mode():
+        full = hs.model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+    for layers in ([1], [2, 3], [4]):
+        got = hs.states(seqs, layers)
+        assert len(hs.model.model.layers) == 4  # restored after the cut pass
+        for b, (p, g) in enumerate(seqs):
+            for layer in layers:
+                want = full.hidden_states[layer][b, len(p) + len(g) - 1].numpy()
+                np.testing.assert_allclose(got[b][layer]["last"], want, rtol=1e-5, atol=1e-5)
+    cut = hs.states(seqs, [2])[0][2]["last"]
+    normed = full.hidden_states[4][0, 6].numpy()
+    assert not np.allclose(cut, normed, atol=1e-3)  # the cut pass did not norm state 2

@@ -191,9 +191,7 @@ class HiddenStates:
             ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs])
             mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs])
             with torch.inference_mode():
-                hs = self.model(
-                    input_ids=ids, attention_mask=mask, output_hidden_states=True
-                ).hidden_states
+                hs = self._hidden_states(ids, mask, max(layers))
             for b, j in enumerate(batch):
                 p, g = len(sequences[j][0]), len(sequences[j][1])
                 rec: dict[str, Any] = {}
@@ -209,6 +207,26 @@ class HiddenStates:
                         rec[layer]["at"] = h[idx].numpy() if idx else np.zeros((0, h.shape[1]))
                 out[j] = rec
         return out
+
+    def _hidden_states(self, ids: Any, mask: Any, top: int) -> Any:
+        """Hidden states 0..``top`` from the decoder alone: no LM head (its logits would be
+        the largest tensor of the pass) and only the layers below ``top + 1``. The decoder
+        normalises only its last output, so one extra layer keeps state ``top`` un-normed,
+        exactly as in the full pass."""
+        decoder = getattr(self.model, "model", None)
+        blocks = getattr(decoder, "layers", None)
+        if decoder is None or blocks is None:  # not a standard decoder: the full pass
+            return self.model(input_ids=ids, attention_mask=mask, output_hidden_states=True)[
+                "hidden_states"
+            ]
+        keep = top + 1 if top < self.num_layers else self.num_layers
+        decoder.layers = blocks[:keep]
+        try:
+            return decoder(input_ids=ids, attention_mask=mask, output_hidden_states=True)[
+                "hidden_states"
+            ]
+        finally:
+            decoder.layers = blocks
 
     def prefill_eflops(self, sequences: Sequence[tuple[Sequence[int], Sequence[int]]]) -> float:
         if self.spec is None:
