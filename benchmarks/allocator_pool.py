@@ -21,8 +21,11 @@
    measured at n = K against ungated maj@K.
 
 Writes ``<out>.json``, ``<out>.png``, the calibration rows and the fitted policy; last line
-``RESULT compute_ratio_at_matched_acc=<> auto_acc=<> bon_acc=<> gating_token_saving=<>
-n_problems=<> isa=<>``.
+``RESULT compute_ratio_at_matched_acc=<> token_ratio_at_matched_acc=<> auto_acc=<> bon_acc=<>
+gating_token_saving=<> n_problems=<> isa=<>`` (ratios > 1: auto needs less than uniform maj@n).
+``--round-size`` sets how many samples ``auto`` draws per engine call between its saturation
+checks: smaller rounds stop earlier on easy problems, but every round reads the weights again
+for each decode step, which the eFLOPs model (and a memory-bound decoder) charges.
 """
 
 from __future__ import annotations
@@ -43,7 +46,9 @@ GREEDY_TOKENS = 450
 LEVELS = (("x1", 1), ("x2", 2), ("x4", 4), ("x8", 8), ("x16", 16))
 
 
-async def calibrate(train: Any, rows_path: Path, budgets: list[int], policy_path: Path) -> Any:
+async def calibrate(
+    train: Any, rows_path: Path, budgets: list[int], policy_path: Path, round_size: int | None
+) -> Any:
     from ttscale.cli.calibrate import measure_rows, pool_configs
     from ttscale.cost import default_hardware
     from ttscale.host import host_info
@@ -61,7 +66,9 @@ async def calibrate(train: Any, rows_path: Path, budgets: list[int], policy_path
         ReplayGenerator(train),
         None,
         rows_path,
-        configs=lambda b, has_verifier: pool_configs(b, has_verifier=has_verifier, sampling=s),
+        configs=lambda b, has_verifier: pool_configs(
+            b, has_verifier=has_verifier, sampling=s, round_size=round_size
+        ),
         probe_temperature=s["temperature"],
         concurrency=64,
     )
@@ -125,17 +132,19 @@ async def evaluate(pool: Any, policy: Path, orders: int) -> list[dict[str, Any]]
             ),
             "auto": make_strategy("auto", policy=str(policy), temperature=s.temperature),
         }
-        if n >= 8:
-            uniform["bon_gated"] = make_strategy(
-                "best_of_n",
-                n=n,
-                round_size=4,
-                adaptive=False,
-                select="majority",
-                gate=True,
-                gate_window=64,
-                **sampling,
-            )
+        if n >= 8:  # DeepConf online: 4 warm-up samples, then the rest in one gated call
+            for tag, keep in (("bon_gated", 0.9), ("bon_gated50", 0.5)):
+                uniform[tag] = make_strategy(
+                    "best_of_n",
+                    n=n,
+                    round_size=n,
+                    adaptive=False,
+                    select="majority",
+                    gate=True,
+                    gate_keep=keep,
+                    gate_window=64,
+                    **sampling,
+                )
         for order in range(orders):
             for method, strat in uniform.items():
                 for p in probs:
@@ -292,14 +301,17 @@ def curves(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
-def matched_ratio(auto: list[dict[str, Any]], bon: list[dict[str, Any]]) -> dict[str, Any]:
-    """uniform eFLOPs at auto's best accuracy (log-interpolated) / auto's eFLOPs there."""
-    best = max(auto, key=lambda p: (p["accuracy"], -p["eflops"]))
-    pts = sorted((p["eflops"], p["accuracy"]) for p in bon)
+def matched_ratio(
+    auto: list[dict[str, Any]], bon: list[dict[str, Any]], cost: str = "eflops"
+) -> dict[str, Any]:
+    """uniform ``cost`` (eFLOPs or tokens) at auto's best accuracy (log-interpolated on the
+    uniform curve) / auto's ``cost`` there."""
+    best = max(auto, key=lambda p: (p["accuracy"], -p[cost]))
+    pts = sorted((p[cost], p["accuracy"]) for p in bon)
     reach = [i for i, (_, a) in enumerate(pts) if a >= best["accuracy"]]
     if not reach:
         return {
-            "ratio": pts[-1][0] / best["eflops"],
+            "ratio": pts[-1][0] / best[cost],
             "bound": "lower",
             "auto": best,
             "bon_acc": max(a for _, a in pts),
@@ -312,7 +324,7 @@ def matched_ratio(auto: list[dict[str, Any]], bon: list[dict[str, Any]]) -> dict
         t = (best["accuracy"] - a0) / (a1 - a0) if a1 != a0 else 1.0
         f = math.exp(math.log(f0) + t * (math.log(f1) - math.log(f0)))
     return {
-        "ratio": f / best["eflops"],
+        "ratio": f / best[cost],
         "bound": "exact" if i else "upper",
         "auto": best,
         "bon_acc": best["accuracy"],
@@ -354,6 +366,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--orders", type=int, default=5)
     ap.add_argument("--live", type=int, default=0, help="also run N problems live (vLLM)")
     ap.add_argument("--live-budget", type=int, default=GREEDY_TOKENS * 4)
+    ap.add_argument(
+        "--round-size",
+        type=int,
+        default=4,
+        help="samples auto draws per engine call between saturation checks (0: all n at once)",
+    )
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "allocator_pool")
     args = ap.parse_args(argv)
 
@@ -375,6 +393,7 @@ def main(argv: list[str] | None = None) -> None:
             Path(f"{args.out}_calibration_rows.jsonl"),
             budgets,
             Path(f"{args.out}_policy.json"),
+            args.round_size or None,
         )
     )
     print(f"fitted {policy} ({time.perf_counter() - t0:.0f} s)", flush=True)
@@ -389,11 +408,25 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps({"live_vs_replay": confirm}, indent=2), flush=True)
     cv = curves(rows)
     match = matched_ratio(cv["auto"], cv["bon"])
+    matches = {
+        f"{m}_{cost}": matched_ratio(cv[m], cv["bon"], cost)
+        for m in ("auto", "auto_batch", "bon_adaptive", "bon_gated", "bon_gated50")
+        if m in cv
+        for cost in ("eflops", "tokens")
+    }
     k = pool.sampling.k
     top = max(p["budget"] for p in cv["bon"])
-    gated = next((p for p in cv.get("bon_gated", []) if p["budget"] == top), None)
     bon_top = next(p for p in cv["bon"] if p["budget"] == top)
-    saving = 1 - gated["tokens"] / bon_top["tokens"] if gated else math.nan
+    gating = {}
+    for tag in ("bon_gated", "bon_gated50"):
+        gated = next((p for p in cv.get(tag, []) if p["budget"] == top), None)
+        if gated:
+            gating[tag] = {
+                "gated": gated,
+                "token_saving": 1 - gated["tokens"] / bon_top["tokens"],
+                "acc_change": gated["accuracy"] - bon_top["accuracy"],
+            }
+    saving = gating["bon_gated"]["token_saving"] if "bon_gated" in gating else math.nan
     info = host_info()
     summary = {
         "pool": pool.name,
@@ -403,14 +436,10 @@ def main(argv: list[str] | None = None) -> None:
         "isa": info.isa,
         "policy": str(policy),
         "curves": cv,
+        "auto_round_size": args.round_size or "n",
         "matched": match,
-        "gating": {
-            "budget": top,
-            "k": k,
-            "gated": gated,
-            "ungated": bon_top,
-            "token_saving": saving,
-        },
+        "matched_all": matches,
+        "gating": {"budget": top, "k": k, "ungated": bon_top, **gating},
         "live_vs_replay": confirm,
         "seconds": time.perf_counter() - t0,
     }
@@ -428,8 +457,15 @@ def main(argv: list[str] | None = None) -> None:
                 f"eflops={p['eflops']:.3g} tokens={p['tokens']:.0f}",
                 flush=True,
             )
+    for name, m in matches.items():
+        print(
+            f"matched {name:22s} ratio={m['ratio']:.3g} ({m['bound']}) at "
+            f"acc={m['auto']['accuracy']:.3f}",
+            flush=True,
+        )
     print(
         f"RESULT compute_ratio_at_matched_acc={match['ratio']:.3g} "
+        f"token_ratio_at_matched_acc={matches['auto_tokens']['ratio']:.3g} "
         f"auto_acc={match['auto']['accuracy']:.3f} bon_acc={match['bon_acc']:.3f} "
         f"bound={match['bound']} gating_token_saving={saving:.3f} "
         f"n_problems={len(pool.problems)} isa={info.isa}"

@@ -305,7 +305,8 @@ def _fmt_pool(path: Path) -> str:
     m = json.loads((path / "manifest.json").read_text())
     s = m["sampling"]
     model = m.get("model", {}).get("embedded") or m.get("model", {}).get("path")
-    cmds = "; ".join(f"`{i['command']}`" for i in m.get("invocations", []))
+    # paths relative to the repository (pools built from another checkout recorded theirs)
+    cmds = "; ".join(f"`{i['command'].replace(f'{ROOT}/', '')}`" for i in m.get("invocations", []))
     n = len(m["dataset"]["problem_ids"])
     return (
         f"| `{m['name']}` | {model} ({m['engine'].get('dtype')}) | {n} "

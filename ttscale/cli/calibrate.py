@@ -34,18 +34,24 @@ err = Console(stderr=True)
 
 
 def pool_configs(
-    budget: int, *, has_verifier: bool, sampling: dict[str, Any], tokens_per_sample: int = 450
+    budget: int,
+    *,
+    has_verifier: bool,
+    sampling: dict[str, Any],
+    tokens_per_sample: int = 450,
+    round_size: int | None = 4,
 ) -> dict:
     """The best-of-N family at a token budget, in a pool's sampling settings (so replay can
     serve every run): ``n`` is what the budget buys at ``tokens_per_sample`` (the embedded
     model writes ~450 tokens per MATH solution), at most the pool's K; majority vote, and
     with a verifier the weighted and DeepConf-filtered votes. A fit over several budgets
     then chooses ``n`` (and the vote) per difficulty bin and budget level: Snell et al.'s
-    compute-optimal best-of-N."""
+    compute-optimal best-of-N. ``round_size`` is what ``auto`` later draws per engine call
+    between its saturation checks (``None``: all n in one call, no early stop)."""
     n = max(1, min(sampling["k"], budget // tokens_per_sample))
     base = {
         "n": n,
-        "round_size": min(n, 4),
+        "round_size": n if round_size is None else min(n, round_size),
         "temperature": sampling["temperature"],
         "top_p": sampling["top_p"],
         "max_tokens": sampling["max_tokens"],
