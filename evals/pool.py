@@ -48,6 +48,7 @@ from ttscale.pools.pool import (
     Pool,
     PoolProblem,
     Sampling,
+    discard_partial_writes,
     pool_problem_ids,
     read_manifest,
     write_problem,
@@ -186,6 +187,8 @@ def build_pool(
     problems = load_dataset(dataset, selection)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    if stale := discard_partial_writes(out):
+        log.info("%s: removed %d partial write(s) of a killed build", out, stale)
     done = pool_problem_ids(out)
     todo = [p for p in problems if p.id not in done]
     skipped = len(problems) - len(todo)

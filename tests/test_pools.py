@@ -266,11 +266,15 @@ def test_killed_build_resumes_with_nothing_lost_or_duplicated(tmp_path):
     env = {**os.environ, "TTSCALE_PRELOAD": "0"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     folder = out / "problems"
-    while proc.poll() is None and len(list(folder.glob("*.npz")) if folder.is_dir() else []) < 3:
+
+    def finished() -> list[Path]:  # not the ".tmp-*.npz" a write in flight holds
+        return [f for f in folder.glob("*.npz") if not f.name.startswith(".")]
+
+    while proc.poll() is None and len(finished() if folder.is_dir() else []) < 3:
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    written = {f.name: f.read_bytes() for f in folder.glob("*.npz")}
+    written = {f.name: f.read_bytes() for f in finished()}
     assert 3 <= len(written) < 12, "the kill should land mid-build"
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
@@ -409,3 +413,15 @@ def test_replay_eval_of_100_problems_20_orders_4_strategies(tmp_path):
         if r["strategy"] == "maj16":
             answers = sorted(str(c["answer"]) for c in r["candidates"])
             assert maj16.setdefault(r["problem_id"], answers) == answers
+
+
+def test_a_partial_write_left_by_a_kill_is_discarded_on_resume(tmp_path):
+    from ttscale.pools.pool import discard_partial_writes
+
+    folder = tmp_path / "pool" / "problems"
+    folder.mkdir(parents=True)
+    (folder / ".tmp-abc123.npz").write_bytes(b"half a zip")
+    (folder / "p0.npz").write_bytes(b"kept")
+    assert discard_partial_writes(tmp_path / "pool") == 1
+    assert [f.name for f in folder.iterdir()] == ["p0.npz"]
+    assert discard_partial_writes(tmp_path / "missing") == 0

@@ -275,6 +275,16 @@ def _iter_problem_files(pool_dir: Path) -> Iterator[Path]:
         yield from sorted(p for p in folder.glob("*.npz") if not p.name.startswith("."))
 
 
+def discard_partial_writes(pool_dir: Path) -> int:
+    """Delete the temporary files of problem writes a killed build left (``.tmp-*.npz``);
+    the count. A pool has one builder at a time, so none of them is still being written."""
+    folder = Path(pool_dir) / "problems"
+    stale = list(folder.glob(".tmp-*.npz")) if folder.is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)
+
+
 def pool_problem_ids(pool_dir: Path) -> set[str]:
     """Ids of the problems already drawn (what a resumed build skips)."""
     return {_read_problem(p).id for p in _iter_problem_files(pool_dir)}
