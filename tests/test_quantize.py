@@ -261,11 +261,11 @@ def test_vllm_backend_refuses_weights_the_host_cannot_run(tiny, cache, on_avx2, 
 
     w4 = quantize(tiny, "w4a16", allow_unsupported=True)
     with pytest.raises(ConfigError, match="fix: serve the unquantized model"):
-        _check_weights_run_here(w4)
-    _check_weights_run_here(quantize(tiny, "w8a8"))  # runs (slowly) on AVX2
-    _check_weights_run_here(tiny)
+        _check_weights_run_here(w4, "float32")
+    _check_weights_run_here(quantize(tiny, "w8a8"), "float32")  # runs (slowly) on AVX2
+    _check_weights_run_here(tiny, "float32")
     monkeypatch.setenv("TTSCALE_CHECK_HOST", "0")  # to see the engine's own error
-    _check_weights_run_here(w4)
+    _check_weights_run_here(w4, "float32")
 
 
 @pytest.mark.real_model
