@@ -337,23 +337,29 @@ def plot(cv: dict[str, list[dict[str, Any]]], path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    for m, pts in cv.items():
-        xs = [p["eflops"] for p in pts]
-        ax.plot(
-            xs,
-            [p["accuracy"] for p in pts],
-            marker="o",
-            label=m,
-            lw=2.5 if m in ("auto", "bon") else 1.2,
-        )
-        ax.fill_between(xs, [p["ci"][0] for p in pts], [p["ci"][1] for p in pts], alpha=0.1)
-    ax.set_xscale("log")
-    ax.set_xlabel("mean eFLOPs per problem (spent)")
-    ax.set_ylabel("accuracy (95% CI: problems x orders)")
-    ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=True)
+    for ax, cost, label in (
+        (axes[0], "eflops", "mean eFLOPs per problem (spent)"),
+        (axes[1], "tokens", "mean generated tokens per problem (spent)"),
+    ):
+        for m, pts in cv.items():
+            pts = sorted(pts, key=lambda p: p[cost])  # a curve, even where cost is not monotone
+            xs = [p[cost] for p in pts]
+            ax.plot(
+                xs,
+                [p["accuracy"] for p in pts],
+                marker="o",
+                label=m,
+                lw=2.5 if m in ("auto", "bon") else 1.2,
+            )
+            lo, hi = [p["ci"][0] for p in pts], [p["ci"][1] for p in pts]
+            ax.fill_between(xs, lo, hi, alpha=0.08)
+        ax.set_xscale("log")
+        ax.set_xlabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("accuracy (95% CI: problems x orders)")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=130)
     plt.close(fig)
