@@ -243,6 +243,9 @@ def test_states_below_the_top_layer_equal_the_full_pass(tmp_path):
             for layer in layers:
                 want = full.hidden_states[layer][b, len(p) + len(g) - 1].numpy()
                 np.testing.assert_allclose(got[b][layer]["last"], want, rtol=1e-5, atol=1e-5)
+                # owns its 1 x hidden floats: a view would pin the whole batch's states
+                # (35 GB over a 1,920-sample training pool)
+                assert got[b][layer]["last"].flags.owndata
     cut = hs.states(seqs, [2])[0][2]["last"]
     normed = full.hidden_states[4][0, 6].numpy()
     assert not np.allclose(cut, normed, atol=1e-3)  # the cut pass did not norm state 2

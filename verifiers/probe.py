@@ -199,7 +199,8 @@ class HiddenStates:
                     h = hs[layer][b].float()
                     gen = h[p : p + g] if g else h[p - 1 : p]
                     rec[layer] = {
-                        "last": h[p + g - 1].numpy(),
+                        # copies: a view would keep the whole sequence's states alive
+                        "last": h[p + g - 1].numpy().copy(),
                         "mean": gen.mean(0).numpy(),
                     }
                     if positions is not None:
