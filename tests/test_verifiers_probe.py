@@ -249,3 +249,38 @@ def test_states_below_the_top_layer_equal_the_full_pass(tmp_path):
     cut = hs.states(seqs, [2])[0][2]["last"]
     normed = full.hidden_states[4][0, 6].numpy()
     assert not np.allclose(cut, normed, atol=1e-3)  # the cut pass did not norm state 2
+
+
+SHIPPED = Path(__file__).resolve().parents[1] / "ttscale" / "data" / "probe"
+
+
+def test_the_shipped_probe_is_trained_on_training_data_of_the_embedded_model():
+    from ttscale.engine.models import DEFAULT_MODEL
+
+    m = json.loads((SHIPPED / "manifest.json").read_text())
+    assert m["model"]["name"] == DEFAULT_MODEL and m["model"]["sha256"]
+    assert m["training_pool"]["dataset"] == "math_train200"  # never the MATH-500 test set
+    assert m["training_pool"]["samples"] >= 1600 and m["training_pool"]["positives"] > 100
+    assert m["layer"] in m["layers_tried"] and m["cv"]["grouped_by"] == "problem"
+    assert 0.5 < m["cv"]["best"]["auroc_within"] <= 1
+    assert not m["model"]["path"].startswith("/")  # portable: $TTSCALE_CACHE/...
+
+
+@pytest.mark.real_model
+def test_load_verifier_probe_scores_with_the_shipped_head():
+    v = load_verifier("probe")
+    assert isinstance(v, ProbeVerifier) and v.layer == json.loads(
+        (SHIPPED / "manifest.json").read_text()
+    )["layer"]
+    problem = Problem("What is 12*7?", DEFAULT_SYSTEM_PROMPT)
+    cands = [
+        Candidate(t, a, 16, "stop", token_confidence=tuple([c] * 16))
+        for t, a, c in (
+            ("12 * 7 = 84.\n\nThe answer is \\boxed{84}.", "84", 15.0),
+            ("12 * 7 = 94.\n\nThe answer is \\boxed{94}.", "94", 5.0),
+        )
+    ]
+    ledger = Ledger()
+    scores = asyncio.run(v.score_candidates([problem, problem], cands, ledger=ledger))
+    assert len(scores) == 2 and all(0.0 <= s <= 1.0 for s in scores)
+    assert ledger.verifier_tokens > 0  # the policy model's prefill is charged
