@@ -341,4 +341,6 @@ def test_kernel_source_ships_with_the_package():
     assert src.is_file()
     root = Path(__file__).resolve().parents[1]
     data = tomllib.loads((root / "pyproject.toml").read_text())
-    assert "csrc/*.cpp" in data["tool"]["setuptools"]["package-data"]["ttscale.kernels"]
+    setup = data["tool"]["setuptools"]
+    assert "ttscale.kernels.csrc" in setup["packages"]
+    assert "*.cpp" in setup["package-data"]["ttscale.kernels.csrc"]

@@ -269,9 +269,10 @@ def test_the_shipped_probe_is_trained_on_training_data_of_the_embedded_model():
 @pytest.mark.real_model
 def test_load_verifier_probe_scores_with_the_shipped_head():
     v = load_verifier("probe")
-    assert isinstance(v, ProbeVerifier) and v.layer == json.loads(
-        (SHIPPED / "manifest.json").read_text()
-    )["layer"]
+    assert (
+        isinstance(v, ProbeVerifier)
+        and v.layer == json.loads((SHIPPED / "manifest.json").read_text())["layer"]
+    )
     problem = Problem("What is 12*7?", DEFAULT_SYSTEM_PROMPT)
     cands = [
         Candidate(t, a, 16, "stop", token_confidence=tuple([c] * 16))
