@@ -413,13 +413,13 @@ def main(argv: list[str] | None = None) -> None:
         confirm = agreement(live_rows, rows)
         print(json.dumps({"live_vs_replay": confirm}, indent=2), flush=True)
     cv = curves(rows)
-    match = matched_ratio(cv["auto"], cv["bon"])
     matches = {
         f"{m}_{cost}": matched_ratio(cv[m], cv["bon"], cost)
         for m in ("auto", "auto_batch", "bon_adaptive", "bon_gated", "bon_gated50")
         if m in cv
         for cost in ("eflops", "tokens")
     }
+    match = matches["auto_eflops"]
     k = pool.sampling.k
     top = max(p["budget"] for p in cv["bon"])
     bon_top = next(p for p in cv["bon"] if p["budget"] == top)

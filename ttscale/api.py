@@ -93,14 +93,14 @@ async def asolve(
     if not isinstance(prompt, str) or not prompt.strip():
         raise ConfigError(f"prompt must be a non-empty string, got {describe(prompt)}")
     parsed = Budget.parse(budget)
-    make_strategy(strategy, **options)  # a bad strategy or option fails before any engine loads
+    runner = make_strategy(strategy, **options)  # a bad strategy fails before an engine loads
     gen, owned = _resolve_backend(backend)
     if isinstance(verifier, str) and verifier == DEFAULT:
         verifier = None
         if strategy == "best_of_n":  # the embedded model's measured default (if any)
             verifier, defaults = default_verifier_for(gen)
-            options = {**defaults, **options} if verifier is not None else options
-    runner = make_strategy(strategy, **options)
+            if verifier is not None and defaults:
+                runner = make_strategy(strategy, **{**defaults, **options})
     try:
         return await runner.run(Problem(prompt, system_prompt), gen, verifier, parsed)
     finally:

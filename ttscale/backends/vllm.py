@@ -256,13 +256,13 @@ def _check_weights_run_here(path: Any, dtype: str) -> None:
     if os.environ.get("TTSCALE_CHECK_HOST") == "0":
         return
     weights = weights_of(path)
-    if variant_support(weights) is None and (why := variant_support(weights, dtype=dtype)):
-        raise ConfigError(f"{path} holds {weights} weights: {why}")
     if (why := variant_support(weights)) is not None:
         raise ConfigError(
             f"{path} holds {weights} weights: {why}; fix: serve the unquantized model (or a "
             f"w8a8 variant: ttscale quantize MODEL --scheme w8a8) on this host"
         )
+    if (why := variant_support(weights, dtype=dtype)) is not None:  # the kernel is there
+        raise ConfigError(f"{path} holds {weights} weights: {why}")
 
 
 def set_engine_env(*, on_gpu: bool, kv_cache_gib: float) -> None:

@@ -59,6 +59,7 @@ def solve(
     from ttscale.api import solve as run_solve
     from ttscale.budget import Budget
     from ttscale.evals.runner import make_verifier
+    from ttscale.verifiers.defaults import DEFAULT
 
     if verbose:
         logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
@@ -67,15 +68,17 @@ def solve(
     if not prompt.strip():
         raise ConfigError("prompt is empty; pass the question as the first argument")
     verifier_options = parse_options(verifier_option or [])
-    check_verifier(strategy, options, None if verifier in ("default", "none") else verifier)
+    check_verifier(strategy, options, None if verifier in (DEFAULT, "none") else verifier)
     gen = load_backend(
         backend, backend_kwargs(backend, model=model, base_url=base_url, script=script)
     )
-    scorer: Any = verifier  # "default" is resolved by solve() for the model it serves
-    if verifier not in ("default", "none"):
-        scorer = make_verifier(verifier, gen, verifier_options)
+    scorer: Any
+    if verifier == DEFAULT:
+        scorer = DEFAULT  # solve() resolves it for the model the backend serves
     elif verifier == "none":
         scorer = None
+    else:
+        scorer = make_verifier(verifier, gen, verifier_options)
     with err.status(f"solving with {strategy} under {parsed}...", spinner="dots"):
         result = run_solve(
             prompt, parsed, strategy=strategy, backend=gen, verifier=scorer, **options
