@@ -62,3 +62,36 @@ def test_a_named_engine_is_loaded_for_the_call_and_closed(monkeypatch):
     monkeypatch.setattr(ttscale.backends, "make_backend", fake_make_backend)
     api.solve("What is 12*7?", budget="rollouts=2", backend="scripted", verifier=None)
     assert len(made) == 1 and made[0].closed
+
+
+@pytest.fixture
+def shipped_default(monkeypatch):
+    """A default-verifier file naming the model the scripted backend is taken to serve."""
+    from ttscale.verifiers import defaults
+
+    choice = {
+        "model_sha256": "abc",
+        "verifier": "confidence",
+        "options": {"stat": "mean"},
+        "best_of_n": {"select": "weighted"},
+    }
+    monkeypatch.setattr(defaults, "default_choice", lambda: choice)
+    monkeypatch.setattr(defaults, "_model_sha", lambda path: "abc")
+    return defaults
+
+
+def _scored(result) -> list:
+    return [c.score for c in result.candidates]
+
+
+def test_best_of_n_uses_the_default_verifier_of_the_served_model(shipped_default):
+    r = api.solve("What is 12*7?", budget="rollouts=4", backend=ScriptedBackend())
+    assert r.answer == "84" and all(s is not None for s in _scored(r))
+
+
+def test_verifier_none_means_none_and_another_model_gets_none(shipped_default, monkeypatch):
+    r = api.solve("What is 12*7?", budget="rollouts=4", backend=ScriptedBackend(), verifier=None)
+    assert all(s is None for s in _scored(r))
+    monkeypatch.setattr(shipped_default, "_model_sha", lambda path: "another model")
+    r = api.solve("What is 12*7?", budget="rollouts=4", backend=ScriptedBackend())
+    assert all(s is None for s in _scored(r))
