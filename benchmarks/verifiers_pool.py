@@ -13,8 +13,12 @@
    equivalent answer) and a seeded random score. Expensive scores are cached per sample
    (``CachedVerifier``, JSONL beside the output), so a rerun resumes.
 3. **Choose on the training pool**: the verifier with the best within-problem AUROC there
-   (the probe's from its grouped CV) and the vote that replays better there; the RESULT
-   line reports that choice's held-out figures, so no choice is made on the test set.
+   (the probe's from its grouped CV; the judge scores the training pool too) and the vote
+   that replays better there; the RESULT line reports that choice's held-out figures, so no
+   choice is made on the test set. ``--judge-subset mixed`` judges only problems with both
+   right and wrong samples, on both pools: exact for within-problem AUROC and for every
+   vote (on the other problems every vote gives the same outcome); their eFLOPs are imputed
+   from the judged samples' mean.
 4. **Report** per verifier: within-problem AUROC (mean over problems with both right and
    wrong samples) and pooled AUROC, each with a bootstrap 95% CI over problems; then
    best-of-N by replay (``ReplayGenerator`` + ``best_of_n``, ``--orders`` orders per problem)
@@ -171,6 +175,29 @@ async def score_pool(pool: Any, verifier: Any, chunk: int = 128) -> tuple[np.nda
     )
 
 
+def mixed_ids(pool: Any) -> list[str]:
+    """Problems with both right and wrong samples: the only ones a verifier can change."""
+    return [pid for pid, p in pool.problems.items() if 0 < sum(p.correct) < len(p.correct)]
+
+
+async def score_mixed(pool_dir: Path, pool: Any, verifier: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``score_pool`` on the mixed problems only, spread back to pool order. On a problem whose
+    samples are all right (or all wrong) every vote gives the same outcome, so the others score
+    a neutral 0.5 and are charged the judged samples' mean eFLOPs (imputed, not measured)."""
+    from ttscale.pools import load_pool
+
+    sub = load_pool(pool_dir, ids=mixed_ids(pool))
+    sub_scores, sub_costs = await score_pool(sub, verifier)
+    order = [(pid, i) for pid, p in sub.problems.items() for i in range(len(p.samples))]
+    judged = dict(zip(order, zip(sub_scores, sub_costs, strict=True), strict=True))
+    fill = float(np.mean(sub_costs)) if len(sub_costs) else 0.0
+    keys = [(pid, i) for pid, p in pool.problems.items() for i in range(len(p.samples))]
+    return (
+        np.array([judged[k][0] if k in judged else 0.5 for k in keys]),
+        np.array([judged[k][1] if k in judged else fill for k in keys]),
+    )
+
+
 class TableVerifier:
     """Serves precomputed per-sample scores (and their per-use cost) during replay."""
 
@@ -265,10 +292,14 @@ def paired(a: list[list[float]], b: list[list[float]], seed: int = 0) -> dict[st
 
 
 def choose_on_train(
-    train: Any, sizes: dict[str, Any], args: argparse.Namespace
+    train: Any,
+    sizes: dict[str, Any],
+    args: argparse.Namespace,
+    scored: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> tuple[str, str, dict[str, float]]:
     """Pick the verifier (and vote) on the training pool, never on the held-out one: the
-    highest within-problem AUROC (the probe's from its grouped CV), then the vote that
+    highest within-problem AUROC (the probe's from its grouped CV; ``scored``: other
+    verifiers' (scores, eFLOPs) on the training pool, e.g. the judge), then the vote that
     replays better there at n = the training pool's K (the probe, whose training-pool scores
     are in-sample, takes the weighted vote)."""
     groups = [p.id for p in train.problems.values() for _ in p.samples]
@@ -285,11 +316,16 @@ def choose_on_train(
     if args.probe:
         manifest = json.loads((args.probe / "manifest.json").read_text())
         quality["probe"] = manifest["cv"]["best"]["auroc_within"]
+    for name, (sc, _) in (scored or {}).items():
+        quality[name] = within_and_pooled(groups, labels, sc, resamples=1)["within"]
     best = max(quality, key=lambda n: np.nan_to_num(quality[n]))
     if best == "probe":
         return best, "weighted", quality
-    stat = best.removeprefix("confidence_")
-    v = TableVerifier(best, train, confidence_scores(train, stat, sizes["best"].get(stat, 1)))
+    if best in (scored or {}):
+        v = TableVerifier(best, train, *scored[best])  # type: ignore[index]
+    else:
+        stat = best.removeprefix("confidence_")
+        v = TableVerifier(best, train, confidence_scores(train, stat, sizes["best"].get(stat, 1)))
     k = train.sampling.k
     grid = asyncio.run(replay_grid(train, v, [k], args.orders, args.keep))
     sel = max(
@@ -304,6 +340,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--train-pool", type=Path, required=True, help="math_train200 pool")
     ap.add_argument("--probe", type=Path, help="probe directory (ttscale train-verifier)")
     ap.add_argument("--judge-model", help="embedded model name of a larger judge")
+    ap.add_argument(
+        "--judge-subset",
+        choices=("all", "mixed"),
+        default="all",
+        help="mixed: judge only problems with both right and wrong samples (exact for "
+        "within-problem AUROC and for every vote; others score neutral, eFLOPs imputed)",
+    )
     ap.add_argument("--ns", type=int, nargs="+", default=[4, 8, 16])
     ap.add_argument("--orders", type=int, default=20)
     ap.add_argument("--keep", type=float, default=0.5)
@@ -336,6 +379,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "random": np.array([random.Random(i).random() for i in range(len(labels))]),
     }
     costs: dict[str, np.ndarray] = {}
+    train_scored: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     cache_dir = args.out.with_suffix("")
     for name, build in (
         ("probe", (lambda: load_verifier(str(args.probe))) if args.probe else None),
@@ -348,10 +392,33 @@ def main(argv: Sequence[str] | None = None) -> None:
     ):
         if build is None:
             continue
-        cached = CachedVerifier(build(), cache_dir / f"{name}_scores.jsonl")
-        scores[name], costs[name] = asyncio.run(score_pool(pool, cached))
+        inner = build()
+        cached = CachedVerifier(inner, cache_dir / f"{name}_scores.jsonl")
+        if name == "judge" and args.judge_subset == "mixed":
+            scores[name], costs[name] = asyncio.run(score_mixed(args.pool, pool, cached))
+        else:
+            scores[name], costs[name] = asyncio.run(score_pool(pool, cached))
         print(f"scored {name} ({time.perf_counter() - t0:.0f} s)", flush=True)
+        if name == "judge":  # chosen on the training pool like the others, so score it there
+            on_train = CachedVerifier(inner, cache_dir / f"{name}_train_scores.jsonl")
+            train_scored[name] = asyncio.run(
+                score_mixed(args.train_pool, train, on_train)
+                if args.judge_subset == "mixed"
+                else score_pool(train, on_train)
+            )
+            print(f"scored {name} on {train.name} ({time.perf_counter() - t0:.0f} s)", flush=True)
     quality = {name: within_and_pooled(groups, labels, s) for name, s in scores.items()}
+    if "judge" in scores and args.judge_subset == "mixed":  # pooled AUROC over the judged
+        keep = set(mixed_ids(pool))
+        mixed = np.array([g in keep for g in groups])
+        quality["judge"] = {
+            **within_and_pooled(
+                [g for g, m in zip(groups, mixed, strict=True) if m],
+                labels[mixed],
+                scores["judge"][mixed],
+            ),
+            "subset": "mixed",
+        }
     for name, q in quality.items():
         print(
             f"{name:26s} within {q['within']:.3f} {q['within_ci']}  pooled {q['pooled']:.3f}",
@@ -389,7 +456,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
     k = max(args.ns)
     pass_k = float(np.mean([any(p.correct[:k]) for p in pool.problems.values()]))
-    best, best_sel, train_quality = choose_on_train(train, sizes, args)
+    best, best_sel, train_quality = choose_on_train(train, sizes, args, train_scored)
     print(
         f"chosen on the training pool: {best} ({best_sel}); train within-AUROC {train_quality}",
         flush=True,

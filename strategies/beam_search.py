@@ -37,7 +37,7 @@ from typing import Any, ClassVar, Literal
 
 from ttscale.budget import Budget, Ledger
 from ttscale.errors import BudgetError, ConfigError, VerifierRequired
-from ttscale.protocols import Generator, Verifier
+from ttscale.protocols import Generator, TokenStepVerifier, Verifier
 from ttscale.strategies.search import (
     Node,
     check_positive,
@@ -47,6 +47,7 @@ from ttscale.strategies.search import (
     merge_prompts,
     score_nodes,
     search_result,
+    step_logprobs,
     to_candidate,
 )
 from ttscale.types import GenerationRequest, Problem, Result
@@ -126,6 +127,11 @@ class BeamSearch:
     ) -> Result:
         if verifier is None and (need := self.verifier_requirement()) is not None:
             raise need
+        if self.lookahead and isinstance(verifier, TokenStepVerifier):
+            raise ConfigError(
+                f"{verifier.name} scores token confidences, and lookahead rollouts are scored as "
+                f"text; use lookahead=0 with it (or a text verifier such as llm_judge)"
+            )
         ledger = Ledger(budget)
         ledger.engine = generator.profile()
         delim = problem.step_delimiter
@@ -156,6 +162,7 @@ class BeamSearch:
                 stop=(delim,),
                 include_stop=True,
                 seed=self.seed + step * (self.n + 1),
+                logprobs=step_logprobs(verifier),
             )
             demands = [(ids, k, min(m, self.step_tokens)) for ids, k, m in demands]
             reqs = fit_step(

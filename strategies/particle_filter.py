@@ -49,6 +49,7 @@ from ttscale.strategies.search import (
     score_nodes,
     search_result,
     softmax,
+    step_logprobs,
     to_candidate,
 )
 from ttscale.types import GenerationRequest, Problem, Result
@@ -145,6 +146,7 @@ class ParticleFilter:
                 stop=(delim,),
                 include_stop=True,
                 seed=self.seed + step * (self.n + 1),
+                logprobs=step_logprobs(verifier),
             )
             reqs = fit_step(
                 ledger,

@@ -11,7 +11,9 @@ filtering, PDR). Pure functions and one frozen dataclass; no engine imports.
 - ``merge_prompts``, ``fit_step``: build one batched engine call per step, identical
   prefixes merged into one request with ``n`` samples (shared KV, distinct samples), sized
   to what the ledger can still pay for.
-- ``score_texts``/``score_nodes``: one verifier call for all new steps/nodes; ``absorb``
+- ``score_texts``/``score_nodes``: one verifier call for all new steps/nodes (a
+  ``TokenStepVerifier`` reads the nodes' token confidences, ``step_logprobs`` asks the engine
+  for them); ``absorb``
   charges a sub-strategy's ledger to its parent (composition); ``build_workspace``: drafts
   clipped into a bounded context (PDR); ``to_candidate``/``select_answer``/``search_result``:
   result building; ``check_positive``/``check_sampling``: config validation.
@@ -29,7 +31,7 @@ import numpy as np
 
 from ttscale.budget import Ledger
 from ttscale.errors import BudgetError, ConfigError
-from ttscale.protocols import Generator, Verifier
+from ttscale.protocols import Generator, TokenStepVerifier, Verifier
 from ttscale.types import (
     Candidate,
     Completion,
@@ -64,6 +66,7 @@ __all__ = [
     "select_answer",
     "softmax",
     "split_steps",
+    "step_logprobs",
     "systematic_resample",
     "to_candidate",
 ]
@@ -114,6 +117,10 @@ class Node:
     """Generated ids, all steps together (the stop delimiter included)."""
     steps: tuple[str, ...] = ()
     """Text of each generated step as the engine returned it (delimiter kept)."""
+    confidence: tuple[float, ...] = ()
+    """Token confidence of each generated token, when the engine returned logprobs."""
+    step_ends: tuple[int, ...] = ()
+    """Per step: the number of generated tokens up to and including it."""
     step_scores: tuple[float, ...] = ()
     """The verifier's latest per-step scores for this node."""
     score: float = 0.0
@@ -145,6 +152,8 @@ class Node:
             self,
             token_ids=token_ids,
             steps=(*self.steps, completion.text),
+            confidence=self.confidence + (completion.confidence or ()),
+            step_ends=(*self.step_ends, len(token_ids)),
             done=final or full,
             finish_reason="stop" if final else ("length" if full else completion.finish_reason),
             id=id,
@@ -285,12 +294,34 @@ async def score_texts(
     return check_scores(verifier.name, raw, steps)
 
 
+def step_logprobs(verifier: Verifier | None) -> int | None:
+    """Top-k logprobs a step search must request per token for ``verifier``: its
+    ``logprobs`` for a ``TokenStepVerifier``, else none."""
+    return verifier.logprobs if isinstance(verifier, TokenStepVerifier) else None
+
+
 async def score_nodes(
     problem: Problem, verifier: Verifier, nodes: Sequence[Node], ledger: Ledger, agg: str
 ) -> list[Node] | None:
     """``nodes`` with fresh step scores and aggregate score (one verifier call), or
-    ``None`` if the budget refused the verifier's call (the caller stops searching)."""
-    rows = await score_texts(problem, verifier, [n.text for n in nodes], ledger)
+    ``None`` if the budget refused the verifier's call (the caller stops searching). A
+    ``TokenStepVerifier`` scores the nodes' token confidences instead of their texts."""
+    if isinstance(verifier, TokenStepVerifier):
+        for i, n in enumerate(nodes):
+            if len(n.confidence) != len(n.token_ids):
+                raise ConfigError(
+                    f"{verifier.name} scores steps from token confidences, but node {i} carries "
+                    f"{len(n.confidence)} for {len(n.token_ids)} tokens; use a backend that "
+                    f"returns logprobs (vllm, hf, scripted)"
+                )
+        rows = check_scores(
+            verifier.name,
+            verifier.score_token_steps([n.confidence for n in nodes], [n.step_ends for n in nodes]),
+            [n.steps for n in nodes],
+        )
+        ledger.record_verifier()
+    else:
+        rows = await score_texts(problem, verifier, [n.text for n in nodes], ledger)
     if rows is None:
         return None
     return [

@@ -68,6 +68,7 @@ from ttscale.strategies.search import (
     merge_prompts,
     score_nodes,
     search_result,
+    step_logprobs,
     to_candidate,
 )
 from ttscale.types import GenerationRequest, Problem, Result
@@ -212,6 +213,7 @@ class ETS:
                 stop=(delim,),
                 include_stop=True,
                 seed=self.seed + step * (self.width + 1),
+                logprobs=step_logprobs(verifier),
             )
             samples = sum(alloc[v] for v in leaves)
             reqs = fit_step(

@@ -1,21 +1,26 @@
 """Confidence verifiers: every DeepConf statistic on hand-computed token confidences, the
-candidate-level verifier interface, and best-of-N's ``filtered`` selection."""
+candidate-level verifier interface, best-of-N's ``filtered`` selection, and the step
+interface (prefix confidences steer beam search, particle filtering and ETS)."""
 
 from __future__ import annotations
 
 import asyncio
 import math
+from itertools import product
 from types import SimpleNamespace
 
 import pytest
 
-from ttscale import solve
+from ttscale import Budget, solve
 from ttscale.backends import ScriptedBackend
+from ttscale.backends.scripted import _OFFSET
+from ttscale.budget import Ledger
 from ttscale.errors import ConfigError, VerifierRequired
-from ttscale.protocols import CandidateVerifier, Verifier
-from ttscale.strategies import BestOfN
-from ttscale.types import Candidate, Problem, topk_confidence
-from ttscale.verifiers import ConfidenceVerifier, load_verifier
+from ttscale.protocols import CandidateVerifier, TokenStepVerifier, Verifier
+from ttscale.strategies import ETS, BeamSearch, BestOfN, ParticleFilter
+from ttscale.strategies.search import Node, score_nodes
+from ttscale.types import Candidate, Completion, Problem, topk_confidence
+from ttscale.verifiers import ConfidenceVerifier, ScriptedVerifier, load_verifier
 from ttscale.verifiers.confidence import (
     bottom_fraction_confidence,
     group_confidences,
@@ -71,7 +76,7 @@ def test_verifier_scores_candidates_and_refuses_text_only_use():
     assert scores == [2.0, 5.0]
     with pytest.raises(ConfigError, match="request logprobs=20"):
         asyncio.run(v.score_candidates([Problem("q")], [_cand("1", None)]))
-    with pytest.raises(ConfigError, match="not a step search"):
+    with pytest.raises(ConfigError, match="not texts"):
         asyncio.run(v.score([Problem("q")], [["step"]]))
     with pytest.raises(ConfigError, match="stat="):
         ConfidenceVerifier(stat="median")  # type: ignore[arg-type]
@@ -146,3 +151,83 @@ def test_vllm_confidence_skips_the_sampled_token_outside_the_top_k():
     c = _convert(out, 2).completions[0]
     assert c.confidence == (pytest.approx(1.05), pytest.approx(0.75))
     assert c.logprobs == (-0.1, -4.0)
+
+
+def test_step_scores_are_the_squashed_prefix_statistic():
+    v = ConfidenceVerifier(stat="mean", center=4.0, spread=2.0)
+    assert isinstance(v, TokenStepVerifier)
+    (row,) = v.score_token_steps([CONF], [[2, 6]])  # prefix means 3.0 and 4.0
+    assert row == [pytest.approx(1 / (1 + math.exp(0.5))), pytest.approx(0.5)]
+    low = ConfidenceVerifier(stat="lowest_group", window=2, center=0.0, spread=1.0)
+    (row,) = low.score_token_steps([CONF], [[4, 6]])  # lowest window means 3.0, then 2.0
+    assert row == [pytest.approx(1 / (1 + math.exp(-3.0))), pytest.approx(1 / (1 + math.exp(-2.0)))]
+    with pytest.raises(ConfigError, match="spread"):
+        ConfidenceVerifier(spread=0.0)
+
+
+def test_nodes_keep_confidences_per_step_and_score_nodes_reads_them():
+    first = Completion("ab\n\n", (1, 2, 3, 4), "stop", confidence=(4.0, 2.0, 6.0, 8.0))
+    second = Completion("c.", (5, 6), "stop", confidence=(1.0, 3.0))
+    node = Node((9,)).extend(first, id=1, delimiter="\n\n", max_tokens=100)
+    node = node.extend(second, id=2, delimiter="\n\n", max_tokens=100)
+    assert node.confidence == tuple(CONF) and node.step_ends == (4, 6)
+    v = ConfidenceVerifier(stat="mean", center=4.0, spread=2.0)
+    ledger = Ledger(Budget())
+    (scored,) = asyncio.run(score_nodes(Problem("q"), v, [node], ledger, "min"))
+    assert scored.step_scores == pytest.approx((1 / (1 + math.exp(-0.5)), 0.5))
+    assert scored.score == pytest.approx(0.5) and ledger.verifier_calls == 1
+    bare = Node((9,)).extend(Completion("ab", (1, 2), "stop"), id=1, delimiter="\n\n", max_tokens=9)
+    with pytest.raises(ConfigError, match="returns logprobs"):
+        asyncio.run(score_nodes(Problem("q"), v, [bare], ledger, "last"))
+
+
+def _chain() -> list[str]:
+    """Every path of 3 steps, X (sure) or Y (unsure); the answer counts the X steps."""
+    sols = []
+    for combo in product("XY", repeat=3):
+        steps = [f"{c}{i}." for i, c in enumerate(combo)]
+        sols.append("\n\n".join(steps) + f"\n\nSo \\boxed{{{combo.count('X')}}}.")
+    return sols
+
+
+def _sure_of(letter: str):
+    """A model that is sure when it writes ``letter`` and unsure when it writes the other."""
+
+    def logprob(ids, i):
+        tok = chr(ids[i] - _OFFSET) if ids[i] >= _OFFSET else ""
+        return -0.01 if tok == letter else -2.5 if tok in "XY" and tok else -0.2
+
+    return logprob
+
+
+@pytest.mark.parametrize(
+    "strategy",
+    [
+        BeamSearch(n=8, beam_width=2, select="best", seed=3),
+        ParticleFilter(n=8, weight_temperature=0.01, select="best", seed=3),
+        ETS(width=8, select="best", seed=0),
+    ],
+    ids=["beam_search", "particle_filter", "ets"],
+)
+def test_confidence_steers_step_searches_to_the_sure_path(strategy):
+    v = ConfidenceVerifier(stat="mean", center=10.0, spread=2.0)
+    for letter, answer in (("X", "3"), ("Y", "0")):  # the path of sure steps wins
+        gen = ScriptedBackend(script={"chain": _chain()}, logprob_fn=_sure_of(letter))
+        res = asyncio.run(strategy.run(Problem("Walk the chain."), gen, v, Budget()))
+        assert all(req.logprobs == 20 for call in gen.calls for req in call)
+        assert res.answer == answer
+    plain = ScriptedBackend(script={"chain": _chain()})
+    asyncio.run(strategy.run(Problem("Walk the chain."), plain, _x_judge, Budget()))
+    assert all(req.logprobs is None for call in plain.calls for req in call)
+
+
+_x_judge = ScriptedVerifier(lambda p, steps: [0.9 if s.startswith("X") else 0.1 for s in steps])
+
+
+def test_lookahead_with_a_token_verifier_names_the_fix():
+    with pytest.raises(ConfigError, match="lookahead=0"):
+        asyncio.run(
+            BeamSearch(n=4, beam_width=2, lookahead=1).run(
+                Problem("q"), ScriptedBackend(), ConfidenceVerifier(), Budget()
+            )
+        )

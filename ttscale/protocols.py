@@ -13,7 +13,7 @@ from ttscale.budget import Budget, Ledger
 from ttscale.cost import ModelSpec
 from ttscale.types import Candidate, GenerationOutput, GenerationRequest, Problem, Result
 
-__all__ = ["CandidateVerifier", "Generator", "Seeding", "Strategy", "Verifier"]
+__all__ = ["CandidateVerifier", "Generator", "Seeding", "Strategy", "TokenStepVerifier", "Verifier"]
 
 Seeding = Literal["per_request", "engine"]
 """``per_request``: a request's ``seed`` fixes its samples regardless of batch layout.
@@ -96,6 +96,21 @@ class CandidateVerifier(Protocol):
         *,
         ledger: Ledger | None = None,
     ) -> list[float]: ...
+
+
+@runtime_checkable
+class TokenStepVerifier(Protocol):
+    """A step verifier that reads a partial solution's token confidences, not its text (no
+    engine call). Step searches given one ask the engine for ``logprobs`` top-k logprobs per
+    token, keep each node's confidences, and call ``score_token_steps`` with them and the
+    token offsets where each step ends. Returns one score in [0, 1] per step."""
+
+    name: str
+    logprobs: int | None
+
+    def score_token_steps(
+        self, confidences: Sequence[Sequence[float]], step_ends: Sequence[Sequence[int]]
+    ) -> list[list[float]]: ...
 
 
 @runtime_checkable
