@@ -26,7 +26,7 @@ like any step verifier's score; ``center`` and ``spread`` default to the mean an
 deviation of the per-sample mean confidence on the ``math_train200`` training pool of the
 embedded 0.5B model (11.6 and 1.06, top-20). The prefix value is the only step signal
 measured above chance on that model: mean confidence of the first 128-384 tokens has
-within-problem AUROC 0.58-0.60 on the training pool (0.55-0.58 held out), the probe's
+within-problem AUROC 0.58-0.60 on the training pool (0.54-0.58 held out), the probe's
 prefix head 0.51.
 """
 
