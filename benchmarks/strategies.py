@@ -281,19 +281,10 @@ def report(rows_path: Path, budgets: list[int], ids: list[str], verifier: str) -
             }
         base = table.get("best_of_n_majority")
         for t in table.values():  # paired over the same problems (sorted by id above)
-            t["vs_majority"] = (
-                None
-                if base is None
-                else dict(
-                    zip(
-                        ("diff", "ci", "p"),
-                        paired_bootstrap(
-                            [float(x) for x in t["correct"]], [float(x) for x in base["correct"]]
-                        ),
-                        strict=True,
-                    )
-                )
-            )
+            t["vs_majority"] = None
+            if base is not None:
+                diff, ci, pval = paired_bootstrap(t["correct"], base["correct"])
+                t["vs_majority"] = {"diff": diff, "ci": ci, "p": pval}
         summary["budgets"][budget] = {"problems": sorted(common), "table": table}
         md += [
             f"## Budget tokens={budget} ({len(common)} problems)",

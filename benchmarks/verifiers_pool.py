@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import math
 import random
@@ -180,13 +181,11 @@ def mixed_ids(pool: Any) -> list[str]:
     return [pid for pid, p in pool.problems.items() if 0 < sum(p.correct) < len(p.correct)]
 
 
-async def score_mixed(pool_dir: Path, pool: Any, verifier: Any) -> tuple[np.ndarray, np.ndarray]:
+async def score_mixed(pool: Any, verifier: Any) -> tuple[np.ndarray, np.ndarray]:
     """``score_pool`` on the mixed problems only, spread back to pool order. On a problem whose
     samples are all right (or all wrong) every vote gives the same outcome, so the others score
     a neutral 0.5 and are charged the judged samples' mean eFLOPs (imputed, not measured)."""
-    from ttscale.pools import load_pool
-
-    sub = load_pool(pool_dir, ids=mixed_ids(pool))
+    sub = dataclasses.replace(pool, problems={i: pool.problems[i] for i in mixed_ids(pool)})
     sub_scores, sub_costs = await score_pool(sub, verifier)
     order = [(pid, i) for pid, p in sub.problems.items() for i in range(len(p.samples))]
     judged = dict(zip(order, zip(sub_scores, sub_costs, strict=True), strict=True))
@@ -302,6 +301,7 @@ def choose_on_train(
     verifiers' (scores, eFLOPs) on the training pool, e.g. the judge), then the vote that
     replays better there at n = the training pool's K (the probe, whose training-pool scores
     are in-sample, takes the weighted vote)."""
+    scored = scored or {}
     groups = [p.id for p in train.problems.values() for _ in p.samples]
     labels = np.array([bool(s.correct) for p in train.problems.values() for s in p.samples])
     quality = {
@@ -316,13 +316,13 @@ def choose_on_train(
     if args.probe:
         manifest = json.loads((args.probe / "manifest.json").read_text())
         quality["probe"] = manifest["cv"]["best"]["auroc_within"]
-    for name, (sc, _) in (scored or {}).items():
+    for name, (sc, _) in scored.items():
         quality[name] = within_and_pooled(groups, labels, sc, resamples=1)["within"]
     best = max(quality, key=lambda n: np.nan_to_num(quality[n]))
     if best == "probe":
         return best, "weighted", quality
-    if best in (scored or {}):
-        v = TableVerifier(best, train, *scored[best])  # type: ignore[index]
+    if best in scored:
+        v = TableVerifier(best, train, *scored[best])
     else:
         stat = best.removeprefix("confidence_")
         v = TableVerifier(best, train, confidence_scores(train, stat, sizes["best"].get(stat, 1)))
@@ -395,30 +395,27 @@ def main(argv: Sequence[str] | None = None) -> None:
         inner = build()
         cached = CachedVerifier(inner, cache_dir / f"{name}_scores.jsonl")
         if name == "judge" and args.judge_subset == "mixed":
-            scores[name], costs[name] = asyncio.run(score_mixed(args.pool, pool, cached))
+            scores[name], costs[name] = asyncio.run(score_mixed(pool, cached))
         else:
             scores[name], costs[name] = asyncio.run(score_pool(pool, cached))
         print(f"scored {name} ({time.perf_counter() - t0:.0f} s)", flush=True)
         if name == "judge":  # chosen on the training pool like the others, so score it there
             on_train = CachedVerifier(inner, cache_dir / f"{name}_train_scores.jsonl")
             train_scored[name] = asyncio.run(
-                score_mixed(args.train_pool, train, on_train)
+                score_mixed(train, on_train)
                 if args.judge_subset == "mixed"
                 else score_pool(train, on_train)
             )
             print(f"scored {name} on {train.name} ({time.perf_counter() - t0:.0f} s)", flush=True)
-    quality = {name: within_and_pooled(groups, labels, s) for name, s in scores.items()}
-    if "judge" in scores and args.judge_subset == "mixed":  # pooled AUROC over the judged
-        keep = set(mixed_ids(pool))
-        mixed = np.array([g in keep for g in groups])
-        quality["judge"] = {
-            **within_and_pooled(
-                [g for g, m in zip(groups, mixed, strict=True) if m],
-                labels[mixed],
-                scores["judge"][mixed],
-            ),
-            "subset": "mixed",
-        }
+    quality: dict[str, dict[str, Any]] = {}
+    for name, sc in scores.items():
+        if name == "judge" and args.judge_subset == "mixed":  # pooled AUROC over the judged
+            keep = set(mixed_ids(pool))
+            m = np.array([g in keep for g in groups])
+            sub = [g for g, judged in zip(groups, m, strict=True) if judged]
+            quality[name] = {**within_and_pooled(sub, labels[m], sc[m]), "subset": "mixed"}
+        else:
+            quality[name] = within_and_pooled(groups, labels, sc)
     for name, q in quality.items():
         print(
             f"{name:26s} within {q['within']:.3f} {q['within_ci']}  pooled {q['pooled']:.3f}",

@@ -38,7 +38,7 @@ def test_judging_only_mixed_problems_is_exact_for_every_vote(tmp_path):
     assert vp.mixed_ids(pool) == ["a", "b"]
     judge = ScriptedVerifier(lambda p, steps: [(len(steps[-1]) * 7919 % 97) / 97])
     full, full_cost = asyncio.run(vp.score_pool(pool, CachedVerifier(judge)))
-    part, part_cost = asyncio.run(vp.score_mixed(out, pool, CachedVerifier(judge)))
+    part, part_cost = asyncio.run(vp.score_mixed(pool, CachedVerifier(judge)))
     c = [pid for pid in pool.problems for _ in pool.problems[pid].samples]
     judged = np.array([pid != "c" for pid in c])
     assert np.array_equal(part[judged], full[judged]) and np.all(part[~judged] == 0.5)
