@@ -18,6 +18,13 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null && ! ldconfig -p | grep -
     || echo "ttscale setup: could not install libtcmalloc-minimal4 (optional; continuing)" >&2
 fi
 
+# bubblewrap: the program sandbox (ttscale.sandbox) isolates model-written code with it.
+# Optional, but without it Sandbox() refuses to run unless weak mode is chosen.
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null && ! command -v bwrap >/dev/null; then
+  (apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null) \
+    || echo "ttscale setup: WARNING: could not install bubblewrap; the program sandbox will refuse to run (install it, or set TTSCALE_SANDBOX=rlimits for resource limits only)" >&2
+fi
+
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 stamp="$VENV/.ttscale-installed"
 want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)

@@ -11,7 +11,9 @@ Hierarchy::
     │   ├── BackendUnavailable   engine not installed, server unreachable (retryable)
     │   └── ContextLengthError   the prompt does not fit the model's context
     ├── VerifierError            a verifier returned unusable scores (NaN, wrong shape)
-    └── GradingError             an answer could not be graded (evals only)
+    ├── GradingError             an answer could not be graded (evals only)
+    └── SandboxError             the program sandbox failed (never a program's own failure)
+        └── SandboxUnavailable   no isolation on this host and weak mode not opted into
 
 Every message says what went wrong, shows the value received and names the fix.
 When work was already spent, the error carries the partial ``Result`` (with its
@@ -34,6 +36,8 @@ __all__ = [
     "GradingError",
     "ModelError",
     "RETRYABLE_ERRORS",
+    "SandboxError",
+    "SandboxUnavailable",
     "TTScaleError",
     "VerifierError",
     "VerifierRequired",
@@ -101,6 +105,18 @@ class VerifierError(TTScaleError):
 
 class GradingError(TTScaleError):
     """A gold answer or a prediction could not be graded."""
+
+
+class SandboxError(TTScaleError):
+    """The program sandbox itself failed: a worker would not start, or it was closed.
+
+    A program's own failure (exception, timeout, crash) is never raised; it is reported in
+    its ``ExecResult``.
+    """
+
+
+class SandboxUnavailable(SandboxError):
+    """This host cannot isolate programs (no usable bubblewrap) and weak mode was not chosen."""
 
 
 RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (BackendUnavailable,)
