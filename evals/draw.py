@@ -1,9 +1,11 @@
 """Drawing one problem's pool samples: one engine call of ``n=K`` with the problem's own
 seed, each completion graded and turned into a ``PoolSample`` (offsets, confidence, eFLOPs).
-Used by ``ttscale.evals.pool`` locally and by its Ray workers."""
+Program pools (``Sampling.execute``) run each sample's program in the sandbox, all K at once,
+and grade what it printed. Used by ``ttscale.evals.pool`` locally and by its Ray workers."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import zlib
 from collections.abc import Callable, Sequence
@@ -14,10 +16,23 @@ import numpy as np
 from ttscale.cost import prefill_eflops, sample_eflops
 from ttscale.evals.datasets import EvalProblem
 from ttscale.pools.pool import PoolProblem, PoolSample, Sampling
-from ttscale.types import Completion, GenerationRequest, Problem
+from ttscale.types import Completion, ExecResult, GenerationRequest, Problem
 from ttscale.verifiers.answers import answers_equal, extract_answer, gold_answer
+from ttscale.verifiers.programs import extract_program, printed_answer
 
-__all__ = ["char_offsets", "draw_problem", "problem_seed", "to_pool_sample"]
+__all__ = [
+    "STORED_STDERR",
+    "STORED_STDOUT",
+    "char_offsets",
+    "draw_problem",
+    "problem_seed",
+    "stored_execution",
+    "to_pool_sample",
+]
+
+STORED_STDOUT = 4096
+"""Characters of a program's stdout a pool keeps (its tail: the answer is the last line)."""
+STORED_STDERR = 1024
 
 
 def problem_seed(seed: int, problem_id: str) -> int:
@@ -55,15 +70,33 @@ def char_offsets(
     return out
 
 
+def stored_execution(r: ExecResult) -> ExecResult:
+    """``r`` with stdout/stderr cut to the tails a pool keeps (the printed answer, read from
+    the last line, is unchanged)."""
+    return dataclasses.replace(
+        r, stdout=r.stdout[-STORED_STDOUT:], stderr=r.stderr[-STORED_STDERR:]
+    )
+
+
 def to_pool_sample(
     c: Completion,
     gold: str | None,
     *,
     decode: Callable[[Sequence[int]], str],
     eflops: float,
+    executed: bool = False,
+    program: str | None = None,
+    execution: ExecResult | None = None,
 ) -> PoolSample:
-    """A drawn completion as a pool sample: answer extracted, graded, offsets computed."""
-    answer = extract_answer(c.text)
+    """A drawn completion as a pool sample: answer extracted, graded, offsets computed. For
+    a program sample (``executed``) the answer is what its program printed, if it ran
+    cleanly; a sample with no program or a failed one has none."""
+    if not executed:
+        answer = extract_answer(c.text)
+    elif execution is not None and execution.ok:
+        answer = printed_answer(execution.stdout)
+    else:
+        answer = None
     correct = None if gold is None else (answer is not None and answers_equal(gold, answer))
     return PoolSample(
         text=c.text,
@@ -75,14 +108,21 @@ def to_pool_sample(
         eflops=eflops,
         logprobs=None if c.logprobs is None else np.asarray(c.logprobs, dtype=np.float16),
         confidence=None if c.confidence is None else np.asarray(c.confidence, dtype=np.float16),
+        program=program,
+        execution=None if execution is None else stored_execution(execution),
     )
 
 
 async def draw_problem(
-    p: EvalProblem, generator: Any, sampling: Sampling, hardware: Any
+    p: EvalProblem, generator: Any, sampling: Sampling, hardware: Any, executor: Any = None
 ) -> PoolProblem:
-    """Draw ``sampling.k`` samples of one problem in one engine call."""
-    prompt = generator.render(Problem(p.problem, sampling.system_prompt, id=p.id))
+    """Draw ``sampling.k`` samples of one problem in one engine call (and, for a program
+    pool, run their programs on ``executor``: a ``ttscale.sandbox.Sandbox``)."""
+    if sampling.execute and executor is None:
+        raise ValueError("a program pool needs an executor (ttscale.sandbox.default_sandbox())")
+    prompt = generator.render(
+        Problem(sampling.user_text(p.problem), sampling.system_prompt, id=p.id)
+    )
     seed = problem_seed(sampling.seed, p.id)
     req = GenerationRequest(
         prompt,
@@ -98,6 +138,13 @@ async def draw_problem(
     seconds = time.perf_counter() - t0
     spec = generator.model_spec
     gold = gold_answer(p.answer) if p.answer else None
+    programs: list[str | None] = [None] * len(out.completions)
+    executions: list[ExecResult | None] = [None] * len(out.completions)
+    if sampling.execute:
+        programs = [extract_program(c.text) for c in out.completions]
+        ran = await executor.run_many([c for c in programs if c is not None])
+        it = iter(ran)
+        executions = [None if c is None else next(it) for c in programs]
     samples = [
         to_pool_sample(
             c,
@@ -108,8 +155,11 @@ async def draw_problem(
             else sample_eflops(
                 spec, hardware, prompt_tokens=len(prompt), generated=c.num_tokens, batch=req.n
             ),
+            executed=sampling.execute,
+            program=code,
+            execution=result,
         )
-        for c in out.completions
+        for c, code, result in zip(out.completions, programs, executions, strict=True)
     ]
     pre = 0.0 if spec is None else prefill_eflops(spec, prompt_tokens=len(prompt), cached_tokens=0)
     return PoolProblem(

@@ -53,6 +53,7 @@ from ttscale.pools.pool import (
     read_manifest,
     write_problem,
 )
+from ttscale.sandbox import default_sandbox
 from ttscale.verifiers.answers import answers_equal, gold_answer
 from ttscale.verifiers.voting import vote
 
@@ -121,7 +122,7 @@ def _merge_manifest(out: Path, fresh: dict[str, Any], invocation: dict[str, Any]
             f"--out directory (or the original settings to resume)"
         )
 
-    if old["sampling"] != fresh["sampling"]:
+    if Sampling(**old["sampling"]).model_dump() != fresh["sampling"]:
         raise clash("sampling", old["sampling"], fresh["sampling"])
     if old["dataset"]["sha256"] != fresh["dataset"]["sha256"]:
         raise clash("dataset", old["dataset"]["name"], fresh["dataset"]["name"])
@@ -201,7 +202,7 @@ def build_pool(
     }
     if (out / MANIFEST).exists():  # refuse a mismatched resume before loading an engine
         old = read_manifest(out)
-        if old["sampling"] != sampling.model_dump():
+        if Sampling(**old["sampling"]).model_dump() != sampling.model_dump():
             raise ConfigError(
                 f"{out} holds a pool drawn with {old['sampling']}, not {sampling.model_dump()}; "
                 f"samples would mix. Use a new --out directory (or the original settings)"
@@ -231,6 +232,8 @@ def build_pool(
             "packages": env["packages"],
             "git": env["git"],
         }
+        if sampling.execute:
+            fresh["sandbox"] = sandbox_record()
         invocation = {
             "command": env["command"],
             "started": env["created"],
@@ -311,9 +314,10 @@ def _draw_local(
         spec = None if gen.model_spec is None else dataclasses.asdict(gen.model_spec)
         start(gen.profile(), spec, hardware.name)
         shared = coalesce(gen)
+        executor = default_sandbox() if sampling.execute else None
 
         async def one(p: EvalProblem) -> None:
-            on_problem(await draw_problem(p, shared, sampling, hardware))
+            on_problem(await draw_problem(p, shared, sampling, hardware, executor))
 
         async def main() -> None:
             async with Drain(concurrency) as drain:
@@ -356,6 +360,15 @@ def pool_summary(pool: Pool) -> dict[str, Any]:
         "problems": len(probs),
         "sampling": pool.sampling.model_dump(),
         "by_level": [*by_level, cell("all", probs)],
+    }
+
+
+def sandbox_record() -> dict[str, Any]:
+    """The isolation and limits a program pool's programs ran under (for its manifest)."""
+    box = default_sandbox()
+    return {
+        "isolation": dataclasses.asdict(box.isolation),
+        "limits": dataclasses.asdict(box.limits),
     }
 
 

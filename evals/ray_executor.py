@@ -93,7 +93,12 @@ class PoolWorker:
         }
 
     async def draw(self, problem: Any, sampling: Any) -> Any:
-        return await draw_problem(problem, self.shared, sampling, self.hardware)
+        executor = None
+        if sampling.execute:
+            from ttscale.sandbox import default_sandbox
+
+            executor = default_sandbox()
+        return await draw_problem(problem, self.shared, sampling, self.hardware, executor)
 
     async def close(self) -> None:
         await self.backend.close()

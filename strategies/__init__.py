@@ -15,6 +15,8 @@ from ttscale.strategies.best_of_n import BestOfN
 from ttscale.strategies.catalog import BASE_STRATEGIES, build_strategy
 from ttscale.strategies.particle_filter import ParticleFilter
 from ttscale.strategies.pdr import PDR, SequentialRefine
+from ttscale.strategies.program import HybridVote, ProgramOfThought
+from ttscale.strategies.tir import ToolIntegrated
 from ttscale.strategies.tree_search import ETS
 
 __all__ = [
@@ -25,8 +27,11 @@ __all__ = [
     "STRATEGIES",
     "BeamSearch",
     "BestOfN",
+    "HybridVote",
     "ParticleFilter",
+    "ProgramOfThought",
     "SequentialRefine",
+    "ToolIntegrated",
     "make_strategy",
 ]
 

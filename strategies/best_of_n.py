@@ -48,6 +48,7 @@ from ttscale.strategies.search import (
     check_sampling,
     finish_ledger,
     generate_with_stop,
+    size_sample_round,
 )
 from ttscale.types import Candidate, ConfidenceStop, GenerationRequest, Problem, Result
 from ttscale.verifiers.answers import extract_answer
@@ -258,36 +259,19 @@ class BestOfN:
         *,
         logprobs: int | None = None,
     ) -> GenerationRequest | None:
-        """Largest affordable round: most samples (<= round_size), then the largest per-sample
-        cap in [min_sample_tokens, max_tokens]. Cost is monotone in both, so the cap is found
-        by binary search (only the eFLOPs cap makes it bind below the token split)."""
-        if ledger.remaining("seconds") <= 0:
-            return None
-
-        def request(k: int, per: int) -> GenerationRequest:
-            return GenerationRequest(
-                prompt,
-                n=k,
-                max_tokens=per,
-                temperature=self.temperature,
-                top_p=self.top_p,
-                seed=self.seed + rnd,
-                logprobs=logprobs,
-            )
-
-        tokens_left = ledger.remaining("tokens")
-        for k in range(int(min(self.round_size, left, ledger.remaining("rollouts"))), 0, -1):
-            lo, hi = self.min_sample_tokens, int(min(self.max_tokens, tokens_left // k))
-            if hi < lo or not ledger.affords([request(k, lo)], gen):
-                continue
-            while lo < hi:  # invariant: request(k, lo) is affordable
-                mid = (lo + hi + 1) // 2
-                if ledger.affords([request(k, mid)], gen):
-                    lo = mid
-                else:
-                    hi = mid - 1
-            return request(k, lo)
-        return None
+        return size_sample_round(
+            ledger,
+            gen,
+            prompt,
+            left=left,
+            round_size=self.round_size,
+            max_tokens=self.max_tokens,
+            min_sample_tokens=self.min_sample_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            seed=self.seed + rnd,
+            logprobs=logprobs,
+        )
 
     async def _score(
         self, problem: Problem, verifier: Verifier, new: list[Candidate], ledger: Ledger

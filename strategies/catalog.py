@@ -15,6 +15,8 @@ from ttscale.strategies.beam_search import DVTS, BeamSearch
 from ttscale.strategies.best_of_n import BestOfN
 from ttscale.strategies.particle_filter import ParticleFilter
 from ttscale.strategies.pdr import PDR, SequentialRefine
+from ttscale.strategies.program import HybridVote, ProgramOfThought
+from ttscale.strategies.tir import ToolIntegrated
 from ttscale.strategies.tree_search import ETS
 
 __all__ = ["BASE_STRATEGIES", "build_strategy"]
@@ -27,6 +29,9 @@ BASE_STRATEGIES: dict[str, type] = {
     "pdr": PDR,
     "sequential_refine": SequentialRefine,
     "ets": ETS,
+    "program": ProgramOfThought,
+    "tir": ToolIntegrated,
+    "hybrid": HybridVote,
 }
 
 

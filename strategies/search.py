@@ -64,6 +64,7 @@ __all__ = [
     "score_texts",
     "search_result",
     "select_answer",
+    "size_sample_round",
     "softmax",
     "split_steps",
     "step_logprobs",
@@ -328,6 +329,54 @@ async def score_nodes(
         dataclasses.replace(n, step_scores=tuple(r), score=aggregate(r, agg))
         for n, r in zip(nodes, rows, strict=True)
     ]
+
+
+def size_sample_round(
+    ledger: Ledger,
+    gen: Generator,
+    prompt: tuple[int, ...],
+    *,
+    left: int,
+    round_size: int,
+    max_tokens: int,
+    min_sample_tokens: int,
+    temperature: float,
+    top_p: float,
+    seed: int,
+    logprobs: int | None = None,
+) -> GenerationRequest | None:
+    """The largest affordable round of whole samples from ``prompt``: most samples
+    (<= ``round_size`` and ``left``), then the largest per-sample cap in
+    [``min_sample_tokens``, ``max_tokens``]; ``None`` if not even one sample fits. Cost is
+    monotone in both, so the cap is found by binary search (only the eFLOPs cap makes it
+    bind below the token split)."""
+    if ledger.remaining("seconds") <= 0:
+        return None
+
+    def request(k: int, per: int) -> GenerationRequest:
+        return GenerationRequest(
+            prompt,
+            n=k,
+            max_tokens=per,
+            temperature=temperature,
+            top_p=top_p,
+            seed=seed,
+            logprobs=logprobs,
+        )
+
+    tokens_left = ledger.remaining("tokens")
+    for k in range(int(min(round_size, left, ledger.remaining("rollouts"))), 0, -1):
+        lo, hi = min_sample_tokens, int(min(max_tokens, tokens_left // k))
+        if hi < lo or not ledger.affords([request(k, lo)], gen):
+            continue
+        while lo < hi:  # invariant: request(k, lo) is affordable
+            mid = (lo + hi + 1) // 2
+            if ledger.affords([request(k, mid)], gen):
+                lo = mid
+            else:
+                hi = mid - 1
+        return request(k, lo)
+    return None
 
 
 def finish_ledger(ledger: Ledger, stop: str) -> None:

@@ -164,6 +164,10 @@ class Ledger:
     verifier_tokens: int = 0
     """Tokens a verifier prefilled on its own model (a probe, a judge outside the engine)."""
     eflops: float = 0.0
+    programs: int = 0
+    """Model-written programs run in the sandbox (program-aided strategies)."""
+    sandbox_seconds: float = 0.0
+    """Wall time those programs ran (they run concurrently, so this can exceed wall time)."""
     engine_seconds: float = 0.0
     """Time spent inside engine calls; wall - engine = orchestration overhead."""
     wall_seconds: float = 0.0
@@ -287,6 +291,12 @@ class Ledger:
                 )
         return outputs
 
+    def record_programs(self, seconds: Sequence[float]) -> None:
+        """Record programs run in the sandbox, one wall time each (replayed runs charge
+        the times stored in the pool)."""
+        self.programs += len(seconds)
+        self.sandbox_seconds += float(sum(seconds))
+
     def record_verifier(self, calls: int = 1) -> None:
         self.verifier_calls += calls
 
@@ -320,6 +330,8 @@ class Ledger:
             "verifier_calls": self.verifier_calls,
             "verifier_tokens": self.verifier_tokens,
             "eflops": self.eflops,
+            "programs": self.programs,
+            "sandbox_seconds": round(self.sandbox_seconds, 6),
             "hardware": self.hardware.name,
             "engine_seconds": round(self.engine_seconds, 6),
             "wall_seconds": round(self.wall_seconds, 6),

@@ -71,17 +71,20 @@ def make_backend(name: str, **options: Any) -> Generator:
 
 
 def _replay(pool: Any = None, order_seed: int | None = None) -> Generator:
-    """``make_backend("replay", pool=DIR_or_Pool, order_seed=...)``: serve a sample pool."""
+    """``make_backend("replay", pool=DIR_or_Pool, order_seed=...)``: serve a sample pool, or
+    several (a list: e.g. a chain-of-thought pool and a program pool for ``hybrid``)."""
     from ttscale.pools import Pool, ReplayGenerator, load_pool
 
-    if pool is None:
+    if pool is None or (isinstance(pool, list | tuple) and not pool):
         raise ConfigError(
             "the replay backend needs a sample pool: pool=DIR (CLI: --backend replay --pool DIR; "
             "build one with `ttscale pool build`)"
         )
-    return ReplayGenerator(
-        pool if isinstance(pool, Pool) else load_pool(pool), order_seed=order_seed
-    )
+    pools = [
+        p if isinstance(p, Pool) else load_pool(p)
+        for p in (pool if isinstance(pool, list | tuple) else [pool])
+    ]
+    return ReplayGenerator(pools[0], order_seed=order_seed, also=pools[1:])
 
 
 def __getattr__(name: str) -> Any:

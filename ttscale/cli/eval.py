@@ -118,7 +118,8 @@ def eval_cmd(
         **extra,
     }
     if backend == "replay":  # the pool's own dataset and problems unless told otherwise
-        dataset, chosen = replay_selection(Path(kwargs["pool"]), dataset, chosen)
+        first = kwargs["pool"] if isinstance(kwargs["pool"], str) else kwargs["pool"][0]
+        dataset, chosen = replay_selection(Path(first), dataset, chosen)
     outcome = run_eval(
         dataset or "math500",
         configs,

@@ -45,7 +45,12 @@ Script = Annotated[
     typer.Option(help="JSON {problem substring: [solutions]} for --backend scripted."),
 ]
 PoolDir = Annotated[
-    Path | None, typer.Option("--pool", help="Sample pool directory for --backend replay.")
+    list[Path] | None,
+    typer.Option(
+        "--pool",
+        help="Sample pool directory for --backend replay; repeat it to serve several (a CoT "
+        "pool and a program pool for the hybrid strategy).",
+    ),
 ]
 BackendOptions = Annotated[
     list[str] | None,
@@ -130,16 +135,16 @@ def backend_kwargs(
     model: str | None,
     base_url: str | None,
     script: Path | None,
-    pool: Path | None = None,
+    pool: list[Path] | None = None,
 ) -> dict[str, Any]:
     """Constructor arguments of the backend named on the command line (Ray workers get these)."""
     kwargs: dict[str, Any] = {}
     if backend == "replay":
-        if pool is None:
+        if not pool:
             raise ConfigError(
                 "--backend replay needs --pool DIR (a pool from `ttscale pool build`)"
             )
-        kwargs["pool"] = str(pool)
+        kwargs["pool"] = str(pool[0]) if len(pool) == 1 else [str(p) for p in pool]
     elif backend in ("vllm", "hf") and model is not None:
         kwargs["model"] = model
     elif backend == "openai":

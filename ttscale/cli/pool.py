@@ -79,15 +79,27 @@ def build(
     no_system_prompt: Annotated[
         bool, typer.Option("--no-system-prompt", help="Omit the default system prompt.")
     ] = False,
+    prompt_format: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="cot: chain of thought (boxed answers); program: Program-of-Thought, each "
+            "sample's program run in the sandbox and graded on what it printed.",
+        ),
+    ] = "cot",
     progress: Progress = True,
     verbose: Verbose = False,
 ) -> None:
     """Draw K samples per problem of DATASET into --out (rerun the same command to resume)."""
     from ttscale.evals.pool import build_pool
     from ttscale.pools import Sampling, load_pool
-    from ttscale.types import DEFAULT_SYSTEM_PROMPT
+    from ttscale.types import DEFAULT_SYSTEM_PROMPT, PROGRAM_INSTRUCTION, PROGRAM_SYSTEM_PROMPT
 
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, stream=sys.stderr)
+    if prompt_format not in ("cot", "program"):
+        raise ConfigError(f"--format {prompt_format!r}: choose cot or program")
+    program = prompt_format == "program"
+    system = PROGRAM_SYSTEM_PROMPT if program else DEFAULT_SYSTEM_PROMPT
     try:
         sampling = Sampling(
             k=k,
@@ -96,7 +108,9 @@ def build(
             max_tokens=max_tokens,
             seed=seed,
             logprobs=logprobs or None,
-            system_prompt=None if no_system_prompt else DEFAULT_SYSTEM_PROMPT,
+            system_prompt=None if no_system_prompt else system,
+            instruction=PROGRAM_INSTRUCTION if program else None,
+            execute=program,
         )
     except ValueError as exc:
         raise ConfigError(

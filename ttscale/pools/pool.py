@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ttscale.cost import ModelSpec
 from ttscale.errors import ConfigError
-from ttscale.types import FinishReason
+from ttscale.types import ExecResult, FinishReason
 
 __all__ = [
     "FORMAT_VERSION",
@@ -47,7 +47,10 @@ __all__ = [
     "write_problem",
 ]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""Version 2 added program pools (``Sampling.instruction``/``execute``, per-sample program
+and execution result); version 1 pools read unchanged."""
+READABLE_VERSIONS = (1, 2)
 MANIFEST = "manifest.json"
 PROBLEMS = "problems"
 
@@ -68,6 +71,17 @@ class Sampling(BaseModel):
     logprobs: int | None = Field(default=20, ge=0)
     """Top-k alternatives whose logprobs gave the per-token confidence (``None``: none)."""
     system_prompt: str | None = None
+    instruction: str | None = None
+    """Text appended to each problem in the user message (``PROGRAM_INSTRUCTION`` for
+    program pools); ``None``: the problem alone (chain of thought)."""
+    execute: bool = False
+    """Each sample's last ```python block was run in the sandbox; its printed answer is the
+    sample's answer and its execution result is stored, so program strategies replay without
+    running anything."""
+
+    def user_text(self, problem: str) -> str:
+        """The user message a problem was drawn with."""
+        return problem + (self.instruction or "")
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -86,6 +100,10 @@ class PoolSample:
     """Decode eFLOPs of this sample as priced when drawn (prefill is per problem)."""
     logprobs: np.ndarray | None = None
     confidence: np.ndarray | None = None
+    program: str | None = None
+    """Program pools: the code that was run (``None``: no closed code block)."""
+    execution: ExecResult | None = None
+    """Program pools: what running ``program`` gave (stdout/stderr capped as stored)."""
 
     @property
     def num_tokens(self) -> int:
@@ -152,8 +170,10 @@ class Pool:
         """One line naming what the pool can serve (used in every refusal)."""
         s = self.sampling
         ds = self.manifest.get("dataset", {}).get("name", "?")
+        kind = " program" if s.execute else ""
         return (
-            f"pool {self.name!r} holds {len(self.problems)} {ds} problems x {s.k} samples at "
+            f"{kind.strip() + ' ' if kind else ''}pool {self.name!r} holds {len(self.problems)} "
+            f"{ds} problems x {s.k}{kind} samples at "
             f"temperature={s.temperature:g}, top_p={s.top_p:g}, max_tokens={s.max_tokens}, "
             f"no stop strings"
         )
@@ -203,6 +223,8 @@ def write_problem(pool_dir: Path, problem: PoolProblem) -> Path:
                 "answer": s.answer,
                 "correct": s.correct,
                 "eflops": s.eflops,
+                **({"program": s.program} if s.program is not None else {}),
+                **({"execution": s.execution.to_dict()} if s.execution is not None else {}),
             }
             for s in problem.samples
         ],
@@ -251,6 +273,8 @@ def _read_problem(path: Path) -> PoolProblem:
             eflops=float(m["eflops"]),
             logprobs=lps[i],
             confidence=conf[i],
+            program=m.get("program"),
+            execution=ExecResult.from_dict(m["execution"]) if m.get("execution") else None,
         )
         for i, m in enumerate(meta["samples"])
     ]
@@ -306,10 +330,10 @@ def read_manifest(pool_dir: Path) -> dict[str, Any]:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise ConfigError(f"{path} is unreadable ({exc}); rebuild the pool") from None
-    if data.get("format_version") != FORMAT_VERSION:
+    if data.get("format_version") not in READABLE_VERSIONS:
         raise ConfigError(
             f"{path} has pool format {data.get('format_version')!r}; this ttscale reads "
-            f"version {FORMAT_VERSION}: rebuild the pool"
+            f"versions {', '.join(map(str, READABLE_VERSIONS))}: rebuild the pool"
         )
     try:
         Sampling(**data["sampling"])

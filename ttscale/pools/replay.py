@@ -18,6 +18,10 @@ another prompt (step-wise searches extend prompts mid-solution), stop strings, a
 temperature or top-p, a longer ``max_tokens`` than drawn, prompt logprobs, or more samples
 than the pool has left for the problem. Greedy pools (temperature 0) serve their one
 sample to every request, as a deterministic engine would.
+
+Program pools (``Sampling.execute``) also hold what running each sample's program gave;
+``executor`` serves those results to program strategies, so they replay exactly without
+running anything (a program the pool never ran is refused, naming why).
 """
 
 from __future__ import annotations
@@ -33,17 +37,19 @@ from ttscale.pools.pool import Pool, PoolProblem, PoolSample
 from ttscale.types import (
     Completion,
     ConfidenceStop,
+    ExecResult,
     GenerationOutput,
     GenerationRequest,
     Problem,
 )
 
-__all__ = ["STEPWISE_HINT", "ReplayGenerator"]
+__all__ = ["STEPWISE_HINT", "PoolExecutor", "ReplayGenerator"]
 
 STEPWISE_HINT = (
     "replay serves whole samples only: best_of_n (any select, adaptive stop), auto with "
-    "best-of-N choices and solve_batch; step-wise searches (beam_search, dvts, "
-    "particle_filter, ets, pdr, sequential_refine) need a live backend"
+    "best-of-N choices, solve_batch, and program/hybrid from program pools; step-wise "
+    "searches (beam_search, dvts, particle_filter, ets, pdr, sequential_refine, tir) need "
+    "a live backend"
 )
 _TOL = 1e-9
 
@@ -66,35 +72,55 @@ class ReplayGenerator:
     """Serves ``GenerationRequest.stop_below`` natively: the pooled sample is cut at the token
     where it would have stopped (exact: the pool stores every token's confidence)."""
 
-    def __init__(self, pool: Pool, *, order_seed: int | None = None) -> None:
+    def __init__(
+        self, pool: Pool, *, order_seed: int | None = None, also: Sequence[Pool] = ()
+    ) -> None:
         self.pool = pool
+        self.pools = (pool, *also)
         self.order_seed = order_seed
         self.model_spec = pool.model_spec
-        self._sampling = pool.sampling
-        self._by_prompt = {p.prompt_token_ids: p for p in pool.problems.values()}
-        self._by_text = {p.problem: p for p in pool.problems.values()}
-        self._used: dict[str, int] = {}
+        self._by_prompt: dict[tuple[int, ...], tuple[Pool, PoolProblem]] = {}
+        self._by_text: dict[tuple[str, str | None], tuple[Pool, PoolProblem]] = {}
+        for pl in self.pools:
+            s = pl.sampling
+            for p in pl.problems.values():
+                key = (s.user_text(p.problem), s.system_prompt)
+                if key in self._by_text and self._by_text[key][0] is not pl:
+                    raise ConfigError(
+                        f"pools {self._by_text[key][0].name!r} and {pl.name!r} both hold problem "
+                        f"{p.id!r} with the same prompt; replay one of them at a time"
+                    )
+                self._by_text[key] = (pl, p)
+                self._by_prompt[p.prompt_token_ids] = (pl, p)
+        self._used: dict[tuple[int, str], int] = {}
         self._seen_blocks: set[bytes] = set()
+        program_pools = [pl for pl in self.pools if pl.sampling.execute]
+        self.executor: PoolExecutor | None = PoolExecutor(program_pools) if program_pools else None
+        """Serves the stored execution results of the program pools among ``pools``."""
 
     def fork(self, order_seed: int | None) -> ReplayGenerator:
-        """A fresh run over the same pool (nothing used yet), in ``order_seed``'s order."""
-        return ReplayGenerator(self.pool, order_seed=order_seed)
+        """A fresh run over the same pools (nothing used yet), in ``order_seed``'s order."""
+        return ReplayGenerator(self.pool, order_seed=order_seed, also=self.pools[1:])
+
+    def describe(self) -> str:
+        return "; ".join(pl.describe() for pl in self.pools)
 
     # -- Generator protocol ------------------------------------------------------------------
     def render(self, problem: Problem) -> tuple[int, ...]:
-        found = self._by_text.get(problem.prompt)
-        if found is None:
+        found = self._by_text.get((problem.prompt, problem.system_prompt))
+        if found is not None:
+            return found[1].prompt_token_ids
+        if not any(text == problem.prompt for text, _ in self._by_text):
             raise ConfigError(
-                f"{self.pool.describe()}; the problem {problem.prompt[:60]!r} is not one of "
-                f"them: select problems the pool holds, or build a pool for them"
+                f"{self.describe()}; the problem {problem.prompt[:60]!r} is not one of "
+                f"them: select problems the pool holds, or build a pool for them (a program "
+                f"strategy needs a pool built with --format program)"
             )
-        if problem.system_prompt != self._sampling.system_prompt:
-            raise ConfigError(
-                f"{self.pool.describe()}, drawn with system prompt "
-                f"{self._sampling.system_prompt!r}; this run asks for "
-                f"{problem.system_prompt!r}"
-            )
-        return found.prompt_token_ids
+        systems = sorted({repr(pl.sampling.system_prompt) for pl in self.pools})
+        raise ConfigError(
+            f"{self.describe()}, drawn with system prompt {', '.join(systems)}; this run asks "
+            f"for {problem.system_prompt!r}"
+        )
 
     def encode(self, text: str) -> tuple[int, ...]:
         raise ConfigError(f"the replay backend cannot tokenize text; {STEPWISE_HINT}")
@@ -107,7 +133,7 @@ class ReplayGenerator:
         return {
             **engine,
             "backend": "replay",
-            "pool": self.pool.name,
+            "pool": "+".join(pl.name for pl in self.pools),
             "pool_backend": engine.get("backend"),
             "order_seed": self.order_seed,
             "seeding": self.seeding,
@@ -121,25 +147,26 @@ class ReplayGenerator:
 
     # -- serving -----------------------------------------------------------------------------
     def remaining(self, problem_id: str) -> int:
-        """Samples of ``problem_id`` this run has not used yet."""
-        return len(self.pool.problems[problem_id].samples) - self._used.get(problem_id, 0)
+        """Samples of ``problem_id`` in the first pool this run has not used yet."""
+        return len(self.pool.problems[problem_id].samples) - self._used.get((0, problem_id), 0)
 
     def _serve(self, r: GenerationRequest) -> GenerationOutput:
-        problem = self._check(r)
+        pool, problem = self._check(r)
         samples = problem.samples
-        if self._sampling.temperature == 0:
+        if pool.sampling.temperature == 0:
             picked = [samples[0]] * r.n  # greedy: one deterministic sample, served to all
         else:
-            start = self._used.get(problem.id, 0)
+            key = (self.pools.index(pool), problem.id)
+            start = self._used.get(key, 0)
             if start + r.n > len(samples):
                 raise ConfigError(
-                    f"{self.pool.describe()}; problem {problem.id!r} has "
+                    f"{pool.describe()}; problem {problem.id!r} has "
                     f"{len(samples) - start} unused sample(s) left in this run and the request "
                     f"asks for {r.n}: lower n or the budget, or build a pool with a larger --k"
                 )
             order = self._order(problem)
             picked = [samples[i] for i in order[start : start + r.n]]
-            self._used[problem.id] = start + r.n
+            self._used[key] = start + r.n
         completions = tuple(
             _cut(s, r.max_tokens, r.logprobs is not None, r.stop_below) for s in picked
         )
@@ -149,14 +176,15 @@ class ReplayGenerator:
             cached_tokens=self._cache_hit(r.prompt_token_ids),
         )
 
-    def _check(self, r: GenerationRequest) -> PoolProblem:
-        s = self._sampling
-        problem = self._by_prompt.get(tuple(r.prompt_token_ids))
-        if problem is None:
+    def _check(self, r: GenerationRequest) -> tuple[Pool, PoolProblem]:
+        found = self._by_prompt.get(tuple(r.prompt_token_ids))
+        if found is None:
             raise ConfigError(
-                f"{self.pool.describe()}; this request's prompt ({len(r.prompt_token_ids)} "
+                f"{self.describe()}; this request's prompt ({len(r.prompt_token_ids)} "
                 f"tokens) is not a pooled problem's prompt: {STEPWISE_HINT}"
             )
+        pool, problem = found
+        s = pool.sampling
         why = None
         if r.stop:
             why = f"stop strings {list(r.stop)!r}"
@@ -179,10 +207,10 @@ class ReplayGenerator:
                 else "run with the pool's settings or build a pool with these"
             )
             raise ConfigError(
-                f"{self.pool.describe()}; the request asks for {why}, which it cannot serve "
+                f"{pool.describe()}; the request asks for {why}, which it cannot serve "
                 f"exactly: {fix}"
             )
-        return problem
+        return pool, problem
 
     def _order(self, problem: PoolProblem) -> np.ndarray:
         k = len(problem.samples)
@@ -193,7 +221,7 @@ class ReplayGenerator:
 
     def _cache_hit(self, ids: Sequence[int]) -> int:
         """Full prompt blocks this run has sent before (vLLM caches whole blocks only)."""
-        bs, hit = self.pool.block_size, 0
+        bs, hit = self.pool.block_size, 0  # the pools were drawn on one engine
         for end in range(bs, len(ids) // bs * bs + 1, bs):
             key = hashlib.blake2b(np.asarray(ids[:end], dtype="<i8").tobytes(), digest_size=16)
             digest = key.digest()
@@ -202,6 +230,43 @@ class ReplayGenerator:
             else:
                 self._seen_blocks.add(digest)
         return hit
+
+
+class PoolExecutor:
+    """The sandbox's stand-in on replay: returns the result stored for a program, exactly.
+
+    Programs are looked up by their text; every pooled sample's program ran once when the
+    pool was drawn (a program runs alone in a fresh process, so its stored result is its
+    result). Holds no per-run state."""
+
+    name = "pool"
+
+    def __init__(self, pools: Sequence[Pool]) -> None:
+        self.pools = tuple(pools)
+        self._results: dict[str, ExecResult] = {
+            s.program: s.execution
+            for pool in self.pools
+            for p in pool.problems.values()
+            for s in p.samples
+            if s.program is not None and s.execution is not None
+        }
+
+    def run(self, code: str, *, limits: Any = None) -> ExecResult:
+        found = self._results.get(code)
+        if found is None:
+            raise ConfigError(
+                f"{'; '.join(p.describe() for p in self.pools)}; it never ran this program "
+                f"({len(code)} chars, {code[:40]!r}...), so replay cannot serve its result "
+                f"exactly: a sample cut shorter than drawn ends in another program; run "
+                f"with the pool's max_tokens or a live backend"
+            )
+        return found
+
+    async def arun(self, code: str, *, limits: Any = None) -> ExecResult:
+        return self.run(code, limits=limits)
+
+    async def run_many(self, codes: Sequence[str], *, limits: Any = None) -> list[ExecResult]:
+        return [self.run(c, limits=limits) for c in codes]
 
 
 def _cut(
