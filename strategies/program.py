@@ -226,7 +226,8 @@ class HybridVote:
     program_max_tokens: int = 768
     cot_temperature: float = 0.7
     program_temperature: float = 0.7
-    top_p: float = 0.95
+    cot_top_p: float = 1.0
+    program_top_p: float = 0.95
     program_weight: float = 1.0
     """Weight of a program's vote (a CoT vote weighs 1)."""
     round_size: int = 8
@@ -252,6 +253,9 @@ class HybridVote:
         for name in ("cot_temperature", "program_temperature"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}={getattr(self, name)} must be >= 0")
+        for name in ("cot_top_p", "program_top_p"):
+            if not 0 < getattr(self, name) <= 1:
+                raise ConfigError(f"{name}={getattr(self, name)} must be in (0, 1]")
         if not self.program_weight > 0:
             raise ConfigError(f"program_weight={self.program_weight} must be > 0")
         _check_common(self)
@@ -336,15 +340,15 @@ class HybridVote:
         """This round's requests, programs first (cheaper, and the better votes): each sized
         to the budget, then the CoT request shrunk until both fit together."""
         spec = {
-            "program": (self.program_max_tokens, self.program_temperature),
-            "cot": (self.cot_max_tokens, self.cot_temperature),
+            "program": (self.program_max_tokens, self.program_temperature, self.program_top_p),
+            "cot": (self.cot_max_tokens, self.cot_temperature, self.cot_top_p),
         }
         reqs: list[tuple[str, GenerationRequest]] = []
         for kind in ("program", "cot"):
             left = want[kind] - len(have[kind])
             if left <= 0:
                 continue
-            max_tokens, temperature = spec[kind]
+            max_tokens, temperature, top_p = spec[kind]
             req = size_sample_round(
                 ledger,
                 gen,
@@ -354,7 +358,7 @@ class HybridVote:
                 max_tokens=max_tokens,
                 min_sample_tokens=min(self.min_sample_tokens, max_tokens),
                 temperature=temperature,
-                top_p=self.top_p,
+                top_p=top_p,
                 seed=self.seed + rnd,
             )
             while req is not None and not ledger.affords([r for _, r in reqs] + [req], gen):
@@ -365,10 +369,10 @@ class HybridVote:
 
 
 def _check_common(obj: Any) -> None:
-    if getattr(obj, "temperature", 0) < 0 or not 0 < obj.top_p <= 1:
+    if getattr(obj, "temperature", 0) < 0 or not 0 < getattr(obj, "top_p", 1) <= 1:
         raise ConfigError(
             f"temperature={getattr(obj, 'temperature', None)} must be >= 0 and "
-            f"top_p={obj.top_p} in (0, 1]"
+            f"top_p={getattr(obj, 'top_p', None)} in (0, 1]"
         )
     if not 0.5 < obj.confidence <= 1.0:
         raise ConfigError(f"confidence={obj.confidence} must be in (0.5, 1]")

@@ -245,7 +245,7 @@ def _build(tmp_path: Path, *, program: bool) -> Path:
         sampling=Sampling(
             k=8,
             temperature=0.7,
-            top_p=0.95,
+            top_p=0.95 if program else 1.0,
             max_tokens=768 if program else 1024,
             system_prompt=PROGRAM_SYSTEM_PROMPT if program else DEFAULT_SYSTEM_PROMPT,
             instruction=PROGRAM_INSTRUCTION if program else None,

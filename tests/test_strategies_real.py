@@ -119,3 +119,40 @@ def test_sequential_refine_real(vllm_backend):
     check_common(res, policy, 600)
     assert [c[0].n for c in policy.calls] == [1, 1]
     assert res.extras["sequential_tokens"] == res.extras["total_tokens"]
+
+
+def test_program_and_tir_real(vllm_backend):
+    """The embedded coder writes a program, the sandbox runs it, the vote is over what it
+    printed; TIR runs each closed block and continues after its output."""
+    policy = Recorder(vllm_backend)
+    res = solve(
+        PROMPT,
+        budget="tokens=3000",
+        strategy="program",
+        backend=policy,
+        n=4,
+        round_size=4,
+        temperature=0.0,
+        adaptive=False,
+        max_tokens=256,
+    )
+    assert len(policy.calls) == 1 and res.ledger.engine_calls == 1
+    ran = [c for c in res.candidates if c.execution is not None]
+    assert ran and res.ledger.programs == len(ran) and res.ledger.sandbox_seconds > 0
+    assert res.answer == "84", [c.text for c in res.candidates]
+    assert res.ledger.generated_tokens <= 3000
+    tir = solve(
+        PROMPT,
+        budget="tokens=2000",
+        strategy="tir",
+        backend=vllm_backend,
+        n=2,
+        round_size=2,
+        temperature=0.0,
+        adaptive=False,
+        max_tokens=384,
+        max_calls=2,
+    )
+    assert tir.ledger.generated_tokens <= 2000 and tir.candidates
+    assert tir.ledger.programs == sum(tir.extras["program_calls"])
+    assert tir.trace[0]["round"] == 0

@@ -218,7 +218,12 @@ def print_result(result: Any) -> None:
         f"generated={led['generated_tokens']} prompt={led['prompt_tokens']} "
         f"cached={led['cached_tokens']} rollouts={led['rollouts']} "
         f"engine_calls={led['engine_calls']} eflops={led['eflops']:.3g} "
-        f"wall={led['wall_seconds']:.1f}s engine={led['engine_seconds']:.1f}s "
+        + (
+            f"programs={led['programs']} sandbox={led['sandbox_seconds']:.2f}s "
+            if led.get("programs")
+            else ""
+        )
+        + f"wall={led['wall_seconds']:.1f}s engine={led['engine_seconds']:.1f}s "
         f"stopped_by={led['stopped_by']} stop={result.extras.get('stop_reason')}"
     )
 
