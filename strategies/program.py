@@ -17,6 +17,8 @@ Both sample in rounds with the Beta stopping rule of best-of-N (``adaptive``), s
 to the budget left, and record every program run on the ledger (``programs``,
 ``sandbox_seconds``). On a replay backend over a program pool, execution results come from
 the pool (``ReplayGenerator.executor``), so runs replay exactly without executing anything.
+A verifier passed in is not used (a server may pass one to every strategy): execution is
+the check here.
 """
 
 from __future__ import annotations
