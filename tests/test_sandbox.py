@@ -103,10 +103,20 @@ def wait_until(predicate, seconds: float = 30.0) -> bool:
 
 
 def assert_only_workers_left(box: Sandbox) -> None:
-    """Each worker sandbox holds bwrap's init and the worker, nothing of any program."""
+    """Each worker sandbox holds bwrap's init, the worker (zygote) and its idle runner, all
+    the worker's own uid: nothing of any program."""
+    own = os.getuid()
+
+    def clean(pid: int) -> bool:
+        procs = processes()
+        kids = descendants(pid)
+        return len(kids) <= 3 and all(procs[k][1] == own for k in kids if k in procs)
+
     for pid in box.worker_pids():
         assert pid is not None
-        assert wait_until(lambda pid=pid: len(descendants(pid)) == 2), descendants(pid)
+        assert wait_until(lambda pid=pid: clean(pid)), [
+            (k, processes().get(k)) for k in descendants(pid)
+        ]
 
 
 def program_uid(box: Sandbox) -> set[int]:
@@ -162,6 +172,38 @@ def test_program_runs_in_a_fresh_namespace_each_time(box):
     box.run("leak = 1")
     r = box.run("print('leak' in globals(), __name__)")
     assert r.stdout == "False __main__\n"
+
+
+HEAP_SCAN = """
+import ctypes, re
+needle = re.compile(("CROSS" + "TALK" + r"_[a-z]+_4711").encode())
+found = set()
+with open("/proc/self/maps") as f:
+    for line in f.read().splitlines():
+        span, perm = line.split()[:2]
+        if not perm.startswith("rw") or "[v" in line:
+            continue
+        lo, hi = (int(x, 16) for x in span.split("-"))
+        if hi - lo <= 1 << 28:
+            data = ctypes.string_at(lo, hi - lo)
+            found.update(m.group(0).decode() for m in needle.finditer(data))
+print(sorted(found))
+"""
+
+
+def test_no_bytes_of_an_earlier_program_survive_in_a_later_ones_memory(box):
+    """The zygote never reads requests or outputs (a runner forked per request does), so a
+    later program scanning its whole heap finds neither an earlier program's code nor what
+    it printed (another request's secrets, a grading run's hidden tests)."""
+    for _ in range(box.workers * 2):
+        r = box.run("secret = 'CROSSTALK_code_4711'\nprint('CROSSTALK_' + 'output_4711')")
+        assert r.stdout == "CROSSTALK_output_4711\n"
+    for _ in range(box.workers):
+        r = box.run(HEAP_SCAN)
+        assert r.ok and r.stdout == "[]\n", r
+    # The scan is not blind: it finds the marker in its own program's memory.
+    r = box.run("mine = 'CROSSTALK_' + 'self_4711'\n" + HEAP_SCAN)
+    assert r.stdout == "['CROSSTALK_self_4711']\n", r
 
 
 def test_result_round_trips_and_ok():
@@ -283,7 +325,9 @@ def test_programs_see_no_host_processes_and_cannot_touch_the_worker(box):
     )
     r = box.run(code)
     pids = eval(r.stdout.splitlines()[0])
-    assert len(pids) <= 4 and max(pids) < 100, r  # init, worker, the program
+    # init, the worker (zygote), its runner, the program: none of the host's many processes
+    host = [p for p in os.listdir("/proc") if p.isdigit()]
+    assert len(pids) <= 5 < len(host) and 2 in pids, r
     if ISOLATION.uid_separation:
         assert r.stdout.splitlines()[1] == "PermissionError"
     assert_healthy(box)
@@ -546,11 +590,18 @@ def test_file_size_limit(box):
 
 @needs_namespaces
 def test_a_killed_worker_is_restarted(box):
-    python_workers = []
+    python_workers = []  # the zygotes (their idle runners die with them)
     for pid in box.worker_pids():
+        procs = processes()
         for p in descendants(pid):
+            if p not in procs or procs[p][0] not in procs:
+                continue  # a runner that came or went since the snapshot
             argv = Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0")
-            if os.path.basename(argv[0]) != b"bwrap" and any(b"worker.py" in a for a in argv):
+            parent = Path(f"/proc/{procs[p][0]}/cmdline").read_bytes().split(b"\0")
+            is_worker = os.path.basename(argv[0]) != b"bwrap" and any(
+                b"worker.py" in a for a in argv
+            )
+            if is_worker and os.path.basename(parent[0]) == b"bwrap":  # a zygote, not a runner
                 python_workers.append(p)
     assert len(python_workers) == box.workers
     for p in python_workers:
@@ -574,7 +625,7 @@ def test_a_worker_killed_during_a_program_gives_an_error_result(box):
 
     def busy_worker() -> int | None:
         for pid in box.worker_pids():
-            if pid is not None and len(descendants(pid)) > 2:
+            if pid is not None and len(descendants(pid)) > 3:  # init, zygote, runner, program
                 return pid
         return None
 
@@ -589,18 +640,37 @@ def test_a_worker_killed_during_a_program_gives_an_error_result(box):
 @needs_namespaces
 def test_a_hung_worker_is_replaced(box, monkeypatch):
     monkeypatch.setattr(sandbox_module, "REPLY_GRACE_SECONDS", 1.0)
+
+    def pythons(pid: int) -> list[int]:  # the zygote, then its idle runner
+        return [
+            p
+            for p in descendants(pid)
+            if os.path.basename(Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0")[0]) != b"bwrap"
+        ]
+
     stopped = []
     for pid in box.worker_pids():
-        for p in descendants(pid):
-            argv = Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0")
-            if os.path.basename(argv[0]) != b"bwrap":
-                os.kill(p, signal.SIGSTOP)
-                stopped.append(p)
-    assert len(stopped) == box.workers
+        # Wait for the idle runner, stop the zygote first (it forks no runner after that),
+        # then everything under it: the whole slot is frozen, none of it in transit.
+        assert wait_until(lambda pid=pid: len(pythons(pid)) == 2), descendants(pid)
+        zygote = pythons(pid)[0]
+        os.kill(zygote, signal.SIGSTOP)
+        stopped.append(zygote)
+        for p in descendants(zygote):
+            os.kill(p, signal.SIGSTOP)
+            stopped.append(p)
+    assert len(stopped) == 2 * box.workers  # each zygote and its runner
     for _ in range(box.workers):  # no answer: each hung worker is killed and replaced
         r = box.run("print(6*7)", limits=Limits(wall_seconds=1))
         assert r.ok and r.stdout == "42\n", r
-    assert not any(Path(f"/proc/{p}").exists() for p in stopped)
+
+    def gone(p: int) -> bool:  # exited (a zombie not yet reaped counts as gone)
+        try:
+            return Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+        except OSError:
+            return True
+
+    assert wait_until(lambda: all(gone(p) for p in stopped)), [p for p in stopped if not gone(p)]
     assert_healthy(box)
 
 

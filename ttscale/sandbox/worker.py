@@ -14,6 +14,13 @@ and a UTF-8 JSON object.
   from it whether the program started at all), then ``{"type": "result", ...}`` with the
   ``ExecResult`` fields (plus ``restart: true`` when this worker should be replaced).
 
+The zygote itself never reads a request nor a program's output: for each request it forks
+a *runner* ahead of time, and the runner reads the request, forks the program from itself,
+supervises it, replies and exits. So every program starts from the pristine preloaded image
+plus its own request only: no bytes of an earlier program's code or output (a grading run's
+hidden tests, another user's request) survive in memory a later program could scan. The
+runner is forked while the slot is idle, so it costs no start-up time.
+
 Per program, the child: gets its own session and process group, a fresh work directory
 (mode 700, owned by the program uid; also its ``HOME`` and ``TMPDIR``), drops to the slot's
 uid (setgroups, setresgid, setresuid) with ``PR_SET_NO_NEW_PRIVS``, no core dumps and a
@@ -317,6 +324,8 @@ class Worker:
         self.wipe: list[str] = config.get("wipe", [])
         self.count = 0
         self.seccomp = False
+        self.zygote = os.getpid()
+        """Never signalled by a sweep (the runners are its children)."""
         # The protocol moves to private fds; 0 becomes /dev/null and 1 goes to stderr.
         self.proto_in, self.proto_out = os.dup(0), os.dup(1)
         null = os.open(os.devnull, os.O_RDWR)
@@ -329,7 +338,7 @@ class Worker:
     def run(self, req: dict) -> dict:
         limits = req["limits"]
         self.count += 1
-        wd = os.path.join(self.workroot, f"p{self.count}")
+        wd = os.path.join(self.workroot, f"p{os.getpid()}-{self.count}")
         r_out, w_out = os.pipe()
         r_err, w_err = os.pipe()
         t0 = time.monotonic()
@@ -460,15 +469,21 @@ class Worker:
             os.killpg(pid, signal.SIGKILL)
         except OSError:
             pass
-        if self.pidns:
-            # Every process of this pid namespace but its init and this worker: they can
-            # only be the program's (one slot runs one program at a time).
-            try:
-                os.kill(-1, signal.SIGKILL)
-            except OSError:
-                pass
-        elif self.uid is not None and self._uid_pids():
-            self._kill_uid()
+        self._kill_leftovers()
+
+    def _kill_leftovers(self) -> None:
+        """Kill what is left of the program: with a uid of its own, every process of that
+        uid at once (fork-bomb safe); else, in a pid namespace, every process but its init,
+        the zygote and this runner (one slot runs one program at a time)."""
+        if self.uid is not None:
+            if self._uid_pids():
+                self._kill_uid()
+        elif self.pidns:
+            for p in self._leftovers():
+                try:
+                    os.kill(p, signal.SIGKILL)
+                except OSError:
+                    pass
 
     def _uid_pids(self) -> list[int]:
         return [p for p in _pids() if _uid_of(str(p)) == self.uid]
@@ -486,9 +501,9 @@ class Worker:
         os.waitpid(helper, 0)
 
     def _leftovers(self) -> list[int]:
-        me = os.getpid()
+        keep = (1, self.zygote, os.getpid())
         if self.pidns:
-            return [p for p in _pids() if p not in (1, me) and _uid_of(str(p)) is not None]
+            return [p for p in _pids() if p not in keep and _uid_of(str(p)) is not None]
         if self.uid is not None:
             return self._uid_pids()
         return []
@@ -510,13 +525,7 @@ class Worker:
             if time.monotonic() > give_up:
                 print(f"sweep: processes left {left}", file=sys.stderr, flush=True)
                 return False
-            if self.pidns:
-                try:
-                    os.kill(-1, signal.SIGKILL)
-                except OSError:
-                    pass
-            elif self.uid is not None:
-                self._kill_uid()
+            self._kill_leftovers()
             time.sleep(delay)
             delay = min(delay * 2, 0.05)
 
@@ -672,21 +681,65 @@ def main(argv: list[str]) -> int:
         },
     )
     while True:
-        try:
-            req = read_message(worker.proto_in)
-        except (OSError, ValueError) as e:
-            print(f"protocol error: {e}", file=sys.stderr, flush=True)
-            return 1
-        if req is None:
-            return 0
-        try:
-            reply = worker.run(req)
-        except HostGone:
-            return 0
-        try:
-            write_message(worker.proto_out, reply)
-        except OSError:
-            return 0
+        ask_r, ask_w = os.pipe()
+        ack_r, ack_w = os.pipe()
+        runner = os.fork()
+        if runner == 0:  # pragma: no cover - runs in the runner
+            os.close(ask_r)
+            os.close(ack_w)
+            _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # no orphan runner serves a request
+            if os.getppid() != worker.zygote:
+                os._exit(RUNNER_DONE)
+            os._exit(serve_one(worker, ask_w, ack_r))
+        os.close(ask_w)
+        os.close(ack_r)
+        # The runner asks before it starts a program; a zygote killed meanwhile never
+        # answers (its end closes as it dies), so the runner gives up and the host sees the
+        # worker die before the program started, and retries it on a fresh worker.
+        if os.read(ask_r, 1):
+            os.write(ack_w, b"1")
+        os.close(ask_r)
+        os.close(ack_w)
+        _, status = os.waitpid(runner, 0)
+        code = os.waitstatus_to_exitcode(status)
+        if code == RUNNER_NEXT:
+            continue
+        if code != RUNNER_DONE:
+            print(f"runner failed (exit status {code})", file=sys.stderr, flush=True)
+        return 0 if code == RUNNER_DONE else 1
+
+
+RUNNER_NEXT, RUNNER_DONE = 0, 3
+"""Runner exit codes: served one request (fork the next runner); the host is gone."""
+
+
+def serve_one(worker: Worker, ask: int, ack: int) -> int:
+    """The runner: one request, read here and never by the zygote (see the module doc)."""
+    try:
+        req = read_message(worker.proto_in)
+    except (OSError, ValueError) as e:
+        print(f"protocol error: {e}", file=sys.stderr, flush=True)
+        return 1
+    if req is None:
+        return RUNNER_DONE
+    try:  # is the zygote still alive? (see main)
+        os.write(ask, b"?")
+        alive = os.read(ack, 1) == b"1"
+    except OSError:
+        alive = False
+    if not alive:
+        return RUNNER_DONE
+    os.close(ask)
+    os.close(ack)
+    try:
+        reply = worker.run(req)
+    except HostGone:
+        return RUNNER_DONE
+    try:
+        write_message(worker.proto_out, reply)
+    except OSError:
+        return RUNNER_DONE
+    return RUNNER_NEXT
 
 
 if __name__ == "__main__":
