@@ -78,7 +78,7 @@ case "${1:-}" in
     "${LOCK[@]}" "${PROG[@]}" "${SLICE[@]}" --k 1 --temperature 0 --concurrency 64 \
       --out "$POOLS/math500_150_program_greedy"
     "${LOCK[@]}" "${PROG[@]}" "${SLICE[@]}" --k 1 --temperature 0 --concurrency 64 \
-      --model "$M15" --out "$POOLS/math500_150_program_greedy_1.5b"
+      --model "$M15" -B kv_cache_gib=3 --out "$POOLS/math500_150_program_greedy_1.5b"
     ;;
   program-sweep)
     for t in 0.3 0.5 0.7; do

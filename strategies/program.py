@@ -140,8 +140,12 @@ class ProgramOfThought:
     """Most programs sampled (fewer if the budget or the stopping rule ends it first)."""
     max_tokens: int = 768
     """Cap on generated tokens per program (the embedded 0.5B writes ~200)."""
-    temperature: float = 0.7
-    """Sampling temperature (0: greedy, every sample the same)."""
+    temperature: float = 0.3
+    """Sampling temperature (0: greedy, every sample the same). Chosen on a math_train200
+    sweep (40 problems x 4 programs, embedded 0.5B, top-p 0.95): T = 0.3 / 0.5 / 0.7 gave
+    sample accuracy 0.287 / 0.256 / 0.219, maj@4 0.375 / 0.300 / 0.300, pass@4 0.400 /
+    0.375 / 0.325: hotter sampling breaks a small model's programs faster than it adds
+    useful diversity."""
     top_p: float = 0.95
     round_size: int = 8
     """Programs per engine call; the stopping rule is checked between rounds."""
@@ -227,7 +231,8 @@ class HybridVote:
     cot_max_tokens: int = 1024
     program_max_tokens: int = 768
     cot_temperature: float = 0.7
-    program_temperature: float = 0.7
+    program_temperature: float = 0.3
+    """See ``ProgramOfThought.temperature``."""
     cot_top_p: float = 1.0
     program_top_p: float = 0.95
     program_weight: float = 1.0

@@ -275,7 +275,9 @@ def test_program_pool_stores_programs_and_results(tmp_path):
 def test_program_replay_is_exact_and_runs_nothing(tmp_path, monkeypatch):
     pool = load_pool(_build(tmp_path, program=True))
     live = ReplayGenerator(pool, order_seed=3)
-    opts = dict(n=6, round_size=3, adaptive=False, max_tokens=768, budget="tokens=100000")
+    opts = dict(
+        n=6, round_size=3, adaptive=False, max_tokens=768, temperature=0.7, budget="tokens=100000"
+    )
     import ttscale.strategies.program as program_module
 
     def no_sandbox():
@@ -305,6 +307,7 @@ def test_hybrid_replays_from_a_cot_and_a_program_pool(tmp_path, monkeypatch):
         strategy="hybrid",
         n_cot=4,
         n_program=4,
+        program_temperature=0.7,
         adaptive=False,
         budget="tokens=100000",
     )

@@ -122,7 +122,27 @@ def test_scaling_report_runs_on_scripted_pools(tmp_path):
         str(data),
         "--no-progress",
     ]
-    for out, extra in (("small", ["--k", "4"]), ("greedy", ["--k", "1", "--temperature", "0"])):
+    programs = tmp_path / "programs.json"  # the scripted coder: right 3 times out of 4
+    programs.write_text(
+        json.dumps(
+            {
+                f"What is {i}*{i + 2}?": [
+                    f"```python\nprint({i} * {i + 2})\n```",
+                    f"```python\nfrom sympy import Integer\nprint(Integer({i}) * {i + 2})\n```",
+                    f"```python\nprint({i * (i + 2)})\n```",
+                    f"```python\nprint({i * (i + 2) + 1})\n```",
+                ]
+                for i in range(6)
+            }
+        )
+    )
+    prog = ["--format", "program", "--script", str(programs), "--max-tokens", "768"]
+    for out, extra in (
+        ("small", ["--k", "4"]),
+        ("greedy", ["--k", "1", "--temperature", "0"]),
+        ("program", [*prog, "--k", "4", "--top-p", "0.95"]),
+        ("program_greedy", [*prog, "--k", "1", "--temperature", "0"]),
+    ):
         done = subprocess.run(
             [*cli, "--out", str(tmp_path / out), *extra],
             capture_output=True,
@@ -140,6 +160,12 @@ def test_scaling_report_runs_on_scripted_pools(tmp_path):
             str(tmp_path / "greedy"),
             "--large-greedy",
             str(tmp_path / "greedy"),
+            "--program-pool",
+            str(tmp_path / "program"),
+            "--program-greedy",
+            str(tmp_path / "program_greedy"),
+            "--large-program-greedy",
+            str(tmp_path / "program_greedy"),
             "--orders",
             "2",
             "--out",
@@ -152,8 +178,26 @@ def test_scaling_report_runs_on_scripted_pools(tmp_path):
         timeout=600,
     )
     assert p.returncode == 0, p.stderr[-3000:]
-    result = p.stdout.strip().splitlines()[-1]
-    assert result.startswith("RESULT acc_small_greedy=") and "n_problems=6 k=4" in result
+    cot, result = p.stdout.strip().splitlines()[-2:]
+    assert cot.startswith("COT acc_small_greedy=") and " k=4 " in cot
+    assert result.startswith("RESULT acc_small_best=") and "n_problems=6" in result
+    fields = dict(kv.split("=", 1) for kv in result.split()[1:])
+    assert set(fields) == {
+        "acc_small_best",
+        "best_config",
+        "acc_large_greedy",
+        "eflops_small_best_over_large_greedy",
+        "acc_small_program_greedy",
+        "acc_large_program_greedy",
+        "n_problems",
+        "isa",
+    }
+    # Program greedy replays the pool's one executed answer per problem.
+    from ttscale.pools import load_pool
+
+    pooled = load_pool(tmp_path / "program_greedy")
+    right = sum(p.samples[0].correct for p in pooled.problems.values()) / 6
+    assert fields["acc_small_program_greedy"] == f"{right:.3f}" and right > 0.5
     for f in ("report.md", "scaling.json", "scaling_tokens.png", "scaling_eflops.png"):
         assert (tmp_path / "report" / f).stat().st_size > 0
     summary = json.loads((tmp_path / "report" / "scaling.json").read_text())
@@ -164,4 +208,12 @@ def test_scaling_report_runs_on_scripted_pools(tmp_path):
         "0.5B adaptive best-of-N",
         "0.5B gated best-of-N",
         "1.5B greedy",
+        "0.5B program greedy",
+        "0.5B program maj@n",
+        "0.5B program adaptive",
+        "0.5B hybrid n+n",
+        "0.5B hybrid n+4",
+        "1.5B program greedy",
     } <= families
+    hybrid = [pt for pt in summary["points"] if pt["family"] == "0.5B hybrid n+n"]
+    assert sorted(pt["n"] for pt in hybrid) == [2, 4, 8]  # 1+1, 2+2, 4+4 samples
