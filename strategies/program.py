@@ -137,7 +137,8 @@ class ProgramOfThought:
     """Program-of-Thought with a vote over executed answers (see the module doc)."""
 
     n: int = 8
-    """Most programs sampled (fewer if the budget or the stopping rule ends it first)."""
+    """Most programs sampled (fewer if the budget or the stopping rule ends it first).
+    Greedy (``temperature=0``) draws one: every greedy sample is the same."""
     max_tokens: int = 768
     """Cap on generated tokens per program (the embedded 0.5B writes ~200)."""
     temperature: float = 0.3
@@ -176,12 +177,13 @@ class ProgramOfThought:
         trace: list[dict[str, Any]] = []
         groups: list[Any] = []
         stop_reason, confidence, rnd = "n_reached", 0.0, 0
-        while len(cands) < self.n:
+        n = 1 if self.temperature == 0 else self.n
+        while len(cands) < n:
             req = size_sample_round(
                 ledger,
                 generator,
                 prompt,
-                left=self.n - len(cands),
+                left=n - len(cands),
                 round_size=self.round_size,
                 max_tokens=self.max_tokens,
                 min_sample_tokens=self.min_sample_tokens,
@@ -278,7 +280,10 @@ class HybridVote:
             "program": generator.render(program_problem(problem)),
             "cot": generator.render(problem),
         }
-        want = {"program": self.n_program, "cot": self.n_cot}
+        want = {  # greedy draws one sample of its kind: every greedy sample is the same
+            "program": min(self.n_program, 1 if self.program_temperature == 0 else self.n_program),
+            "cot": min(self.n_cot, 1 if self.cot_temperature == 0 else self.n_cot),
+        }
         have: dict[str, list[Candidate]] = {"program": [], "cot": []}
         trace: list[dict[str, Any]] = []
         groups: list[Any] = []

@@ -135,8 +135,9 @@ class ToolIntegrated:
         trace: list[dict[str, Any]] = []
         groups: list[Any] = []
         stop_reason, confidence, batch = "n_reached", 0.0, 0
-        while len(cands) < self.n:
-            k = int(min(self.round_size, self.n - len(cands), ledger.remaining("rollouts")))
+        n = 1 if self.temperature == 0 else self.n  # every greedy sample is the same
+        while len(cands) < n:
+            k = int(min(self.round_size, n - len(cands), ledger.remaining("rollouts")))
             if k < 1 or not ledger.affords([self._request(prompt, k, 0)], generator):
                 if not cands:
                     raise _unaffordable(budget, self.min_sample_tokens)

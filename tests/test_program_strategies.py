@@ -319,3 +319,15 @@ def test_replay_refuses_a_program_strategy_on_a_cot_pool(tmp_path):
     gen = ReplayGenerator(load_pool(_build(tmp_path, program=False)))
     with pytest.raises(ConfigError, match="--format program"):
         solve("What is 12*7?", backend=gen, strategy="program", budget="tokens=100000")
+
+
+def test_greedy_draws_one_sample_of_each_kind():
+    backend = ScriptedBackend(script=script([prog("print(84)")]))
+    res = run(ProgramOfThought(n=8, temperature=0.0), backend)
+    assert len(res.candidates) == 1 and backend.calls[0][0].n == 1
+    res = run(HybridVote(n_cot=4, n_program=4, program_temperature=0.0, adaptive=False), backend)
+    assert res.extras["programs"] == 1 and res.extras["cot"] == 4
+    res = run(
+        ToolIntegrated(n=4, temperature=0.0), ScriptedBackend(script=lambda p: [TIR_SOLUTION])
+    )
+    assert len(res.candidates) == 1

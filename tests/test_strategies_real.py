@@ -132,11 +132,10 @@ def test_program_and_tir_real(vllm_backend):
         backend=policy,
         n=4,
         round_size=4,
-        temperature=0.0,
         adaptive=False,
         max_tokens=256,
     )
-    assert len(policy.calls) == 1 and res.ledger.engine_calls == 1
+    assert len(policy.calls) == 1 and res.ledger.engine_calls == 1 and len(res.candidates) == 4
     ran = [c for c in res.candidates if c.execution is not None]
     assert ran and res.ledger.programs == len(ran) and res.ledger.sandbox_seconds > 0
     assert res.answer == "84", [c.text for c in res.candidates]
