@@ -331,3 +331,19 @@ def test_greedy_draws_one_sample_of_each_kind():
         ToolIntegrated(n=4, temperature=0.0), ScriptedBackend(script=lambda p: [TIR_SOLUTION])
     )
     assert len(res.candidates) == 1
+
+
+def test_replay_through_a_wrapper_keeps_the_pool_executor(tmp_path, monkeypatch):
+    import ttscale.strategies.program as program_module
+    from ttscale.backends import CoalescingGenerator
+
+    def no_sandbox():
+        raise AssertionError("replay must not run programs")
+
+    monkeypatch.setattr(program_module, "default_sandbox", no_sandbox)
+    gen = CoalescingGenerator(ReplayGenerator(load_pool(_build(tmp_path, program=True))))
+    res = solve(
+        "What is 12*7?", backend=gen, strategy="program", n=4, temperature=0.7,
+        adaptive=False, budget="tokens=100000",
+    )  # fmt: skip
+    assert res.extras["executor"] == "pool"

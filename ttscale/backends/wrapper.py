@@ -30,6 +30,12 @@ class GeneratorWrapper:
         seeding mid-run, and records (pools, ledgers) must say which one a sample had."""
         return self.inner.seeding
 
+    @property
+    def executor(self) -> Any:
+        """The wrapped engine's program executor, if it has one (a replay backend over a
+        program pool serves stored execution results; see ``strategies.program``)."""
+        return getattr(self.inner, "executor", None)
+
     def render(self, problem: Problem) -> tuple[int, ...]:
         return self.inner.render(problem)
 
