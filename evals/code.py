@@ -25,15 +25,12 @@ in the same interpreter as ``check`` and could, by design, tamper with it (patch
 
 from __future__ import annotations
 
-import atexit
 import functools
 import gzip
 import hashlib
 import json
-import os
 import random
 import secrets
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -41,7 +38,7 @@ from typing import Any
 
 from ttscale.errors import ConfigError, describe
 from ttscale.evals.datasets import Selection
-from ttscale.sandbox import ExecResult, Limits, Sandbox
+from ttscale.sandbox import ExecResult, Limits, Sandbox, SharedSandbox
 from ttscale.verifiers.code_tests import CodeTask, PublicTest, parse_examples
 
 __all__ = [
@@ -184,34 +181,18 @@ CODE_DATASETS: dict[str, Callable[[Selection | None], list[CodeProblem]]] = {
 
 # ---- grading ----------------------------------------------------------------------------
 
-_grading: Sandbox | None = None
-_grading_owner = -1
-_grading_lock = threading.Lock()
-_atexit_registered = False
+_GRADING = SharedSandbox()
 
 
 def grading_sandbox() -> Sandbox:
     """The process's grading sandbox (default settings), separate from
     ``default_sandbox()``; created on first use, closed at exit."""
-    global _grading, _grading_owner, _atexit_registered
-    with _grading_lock:
-        if _grading is not None and _grading_owner != os.getpid():
-            _grading = None  # inherited through a fork: the parent's
-        if _grading is None:
-            _grading, _grading_owner = Sandbox(), os.getpid()
-            if not _atexit_registered:
-                atexit.register(close_grading_sandbox)
-                _atexit_registered = True
-        return _grading
+    return _GRADING.get()
 
 
 def close_grading_sandbox() -> None:
     """Close the grading sandbox; the next ``grading_sandbox()`` starts a new one."""
-    global _grading
-    with _grading_lock:
-        box, _grading = _grading, None
-    if box is not None and _grading_owner == os.getpid():
-        box.close()
+    _GRADING.close()
 
 
 # Runs in the sandbox as the whole program. The graded source is data here, exec'd as

@@ -17,6 +17,7 @@ from ttscale.sandbox.sandbox import (
     ExecResult,
     Limits,
     Sandbox,
+    SharedSandbox,
     close_default_sandbox,
     default_sandbox,
 )
@@ -26,6 +27,7 @@ __all__ = [
     "Isolation",
     "Limits",
     "Sandbox",
+    "SharedSandbox",
     "close_default_sandbox",
     "default_sandbox",
     "detect_isolation",

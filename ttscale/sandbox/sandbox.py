@@ -56,6 +56,7 @@ __all__ = [
     "ExecResult",
     "Limits",
     "Sandbox",
+    "SharedSandbox",
     "close_default_sandbox",
     "default_sandbox",
 ]
@@ -625,29 +626,42 @@ def _weak(found: Isolation) -> Isolation:
     )
 
 
-_default: Sandbox | None = None
-_default_lock = threading.Lock()
-_atexit_registered = False
+class SharedSandbox:
+    """One process-wide ``Sandbox`` (default settings): created on first ``get()``, closed
+    at exit or by ``close()`` (the next ``get()`` starts a new one). One inherited through a
+    fork is the parent's: the child gets its own."""
+
+    def __init__(self) -> None:
+        self._box: Sandbox | None = None
+        self._lock = threading.Lock()
+        self._atexit = False
+
+    def get(self) -> Sandbox:
+        with self._lock:
+            if self._box is not None and self._box._owner != os.getpid():
+                self._box = None  # inherited through a fork: the parent's, not ours to use
+            if self._box is None:
+                self._box = Sandbox()
+                if not self._atexit:
+                    atexit.register(self.close)
+                    self._atexit = True
+            return self._box
+
+    def close(self) -> None:
+        with self._lock:
+            box, self._box = self._box, None
+        if box is not None:
+            box.close()
+
+
+_DEFAULT = SharedSandbox()
 
 
 def default_sandbox() -> Sandbox:
     """The process's shared sandbox (default settings), created on first use, closed at exit."""
-    global _default, _atexit_registered
-    with _default_lock:
-        if _default is not None and _default._owner != os.getpid():
-            _default = None  # inherited through a fork: the parent's, not ours to use
-        if _default is None:
-            _default = Sandbox()
-            if not _atexit_registered:
-                atexit.register(close_default_sandbox)
-                _atexit_registered = True
-        return _default
+    return _DEFAULT.get()
 
 
 def close_default_sandbox() -> None:
     """Close the shared sandbox; the next ``default_sandbox()`` starts a new one."""
-    global _default
-    with _default_lock:
-        sandbox, _default = _default, None
-    if sandbox is not None:
-        sandbox.close()
+    _DEFAULT.close()
