@@ -54,7 +54,7 @@ from ttscale.types import Candidate, ConfidenceStop, GenerationRequest, Problem,
 from ttscale.verifiers.answers import extract_answer
 from ttscale.verifiers.base import aggregate, check_scores
 from ttscale.verifiers.confidence import lowest_group_confidence
-from ttscale.verifiers.voting import filter_top, group_answers, leader_confidence
+from ttscale.verifiers.voting import filter_top, group_answers, vote_state
 
 __all__ = ["BestOfN"]
 
@@ -194,10 +194,7 @@ class BestOfN:
             cands.extend(new)
             if self.gate and gate is None and len(cands) >= self.gate_warmup:
                 gate = self._threshold(cands)
-            groups = group_answers([c.answer for c in cands])
-            top = groups[0].votes if groups else 0
-            second = groups[1].votes if len(groups) > 1 else 0
-            confidence = leader_confidence(top, second) if groups else 0.0
+            groups, confidence = vote_state([c.answer for c in cands])
             trace.append(
                 {
                     "round": rnd,

@@ -46,7 +46,7 @@ from ttscale.types import (
 )
 from ttscale.verifiers.answers import extract_answer
 from ttscale.verifiers.programs import extract_program, printed_answer
-from ttscale.verifiers.voting import group_answers, leader_confidence
+from ttscale.verifiers.voting import vote_state
 
 __all__ = ["HybridVote", "ProgramOfThought", "program_problem", "resolve_executor", "run_programs"]
 
@@ -96,13 +96,6 @@ async def run_programs(
             Candidate(c.text, answer, c.num_tokens, c.finish_reason, program=code, execution=r)
         )
     return cands
-
-
-def _vote_state(cands: Sequence[Candidate], weights: Sequence[float] | None = None) -> Any:
-    groups = group_answers([c.answer for c in cands], weights)
-    top = groups[0].votes if groups else 0
-    second = groups[1].votes if len(groups) > 1 else 0
-    return groups, (leader_confidence(top, second) if groups else 0.0)
 
 
 def _table(groups: Sequence[Any]) -> list[dict[str, Any]]:
@@ -199,7 +192,7 @@ class ProgramOfThought:
             out = (await ledger.generate(generator, [req]))[0]
             new = await run_programs(out.completions, executor, ledger, limits)
             cands.extend(new)
-            groups, confidence = _vote_state(cands)
+            groups, confidence = vote_state([c.answer for c in cands])
             trace.append(_round_record(rnd, req, out.cached_tokens, new, groups, confidence))
             rnd += 1
             if self.adaptive and confidence >= self.confidence:
@@ -314,7 +307,7 @@ class HybridVote:
                 }
             cands = have["program"] + have["cot"]  # programs first: ties go to executed answers
             weights = [self.program_weight] * len(have["program"]) + [1.0] * len(have["cot"])
-            groups, confidence = _vote_state(cands, weights)
+            groups, confidence = vote_state([c.answer for c in cands], weights)
             record.update(leader=groups[0].answer if groups else None, confidence=confidence)
             trace.append(record)
             rnd += 1

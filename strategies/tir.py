@@ -29,7 +29,6 @@ from ttscale.strategies.program import (
     _failures,
     _table,
     _unaffordable,
-    _vote_state,
     program_limits,
     resolve_executor,
 )
@@ -45,6 +44,7 @@ from ttscale.types import (
 )
 from ttscale.verifiers.answers import extract_answer
 from ttscale.verifiers.programs import extract_code_blocks, printed_answer
+from ttscale.verifiers.voting import vote_state
 
 __all__ = ["CODE_CLOSE", "ToolIntegrated", "format_output"]
 
@@ -148,7 +148,7 @@ class ToolIntegrated:
             )
             cands.extend(self._candidate(s) for s in samples)
             calls.extend(s.calls for s in samples)
-            groups, confidence = _vote_state(cands)
+            groups, confidence = vote_state([c.answer for c in cands])
             batch += 1
             if self.adaptive and confidence >= self.confidence:
                 stop_reason = "confident"

@@ -13,7 +13,14 @@ from dataclasses import dataclass
 
 from ttscale.verifiers.answers import answers_equal
 
-__all__ = ["VoteGroup", "filter_top", "group_answers", "leader_confidence", "vote"]
+__all__ = [
+    "VoteGroup",
+    "filter_top",
+    "group_answers",
+    "leader_confidence",
+    "vote",
+    "vote_state",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +98,18 @@ def filter_top(
         [a if i in kept else None for i, a in enumerate(answers)],
         [float(s) if i in kept else 0.0 for i, s in enumerate(scores)],
     )
+
+
+def vote_state(
+    answers: Sequence[str | None], scores: Sequence[float] | None = None
+) -> tuple[list[VoteGroup], float]:
+    """The groups of a vote (``group_answers``) and ``leader_confidence`` of its leader over
+    the runner-up by vote count (0 when nobody voted): what the adaptive stops check."""
+    groups = group_answers(answers, scores)
+    if not groups:
+        return groups, 0.0
+    second = groups[1].votes if len(groups) > 1 else 0
+    return groups, leader_confidence(groups[0].votes, second)
 
 
 def leader_confidence(leader_votes: int, runner_up_votes: int) -> float:
