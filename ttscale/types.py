@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Candidate",
     "Completion",
+    "CODE_INSTRUCTION",
     "ConfidenceStop",
     "DEFAULT_SYSTEM_PROMPT",
     "ExecResult",
@@ -27,8 +28,11 @@ __all__ = [
     "PROGRAM_INSTRUCTION",
     "PROGRAM_SYSTEM_PROMPT",
     "Problem",
+    "PublicTest",
     "TIR_INSTRUCTION",
+    "TestOutcome",
     "Result",
+    "code_user_text",
     "topk_confidence",
 ]
 
@@ -54,6 +58,20 @@ TIR_INSTRUCTION = (
 )
 """Appended to a problem for tool-integrated reasoning (ToRA, Gou et al. 2023; the TIR prompt
 of Qwen2.5-Math, reworded for a coder model that was not trained on ```output turns)."""
+
+CODE_INSTRUCTION = (
+    "Please provide a self-contained Python script that solves the following problem in a "
+    "markdown code block:"
+)
+"""Code problems: the prompt (a signature + docstring, or a task in words) is sent after this
+line inside a ``` fence (``code_user_text``): EvalPlus's instruct prompt, the one the
+Qwen2.5-Coder report's HumanEval numbers use."""
+
+
+def code_user_text(prompt: str) -> str:
+    """The user message of a code problem: ``CODE_INSTRUCTION`` and the prompt, fenced."""
+    return f"{CODE_INSTRUCTION}\n```\n{prompt.strip()}\n```\n"
+
 
 FinishReason = Literal["stop", "length", "confidence"]
 """As in vLLM: ``stop`` = EOS or a stop string was hit; ``length`` = cut at ``max_tokens``;
@@ -95,8 +113,41 @@ class ConfidenceStop:
 
 
 @dataclass(frozen=True, slots=True)
+class PublicTest:
+    """One example a code problem shows the model: a call of the entry point and what it
+    should give. Strategies may run these (they are part of the question); hidden tests
+    never travel in a ``Problem``."""
+
+    call: str
+    """The call as Python source, e.g. ``"add(2, 3)"``."""
+    expected: str | None
+    """The expected value as Python source (``"5"``, ``"[1, 2]"``, ``"'abc'"``, ``"0.5"``);
+    ``None`` when the example shows an exception instead."""
+    raises: str | None = None
+    """The exception class name the example shows (``"ValueError"``), else ``None``."""
+
+
+@dataclass(frozen=True, slots=True)
+class TestOutcome:
+    """What one public test gave for one program."""
+
+    __test__ = False  # not a pytest class
+
+    test: PublicTest
+    passed: bool
+    actual: str | None
+    """repr of the returned value (capped), ``!Name`` for an exception,
+    or ``None`` when the call never finished."""
+    error: str | None
+    """Why it failed without a value (exception, time limit, the program did not load)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Problem:
-    """One question to answer. Strategies never see its ground truth."""
+    """One question to answer. Strategies never see its ground truth.
+
+    A code problem also names the function to write (``entry_point``) and may carry public
+    ``tests`` (examples the model may see; the ``code`` strategy runs candidates on them)."""
 
     prompt: str
     """The user's question."""
@@ -106,6 +157,11 @@ class Problem:
     """A reasoning *step* is text up to this delimiter (PRM convention)."""
     id: str | None = None
     """Optional identifier carried into traces and eval rows."""
+    entry_point: str | None = None
+    """Code problems: the function a candidate must define (``None``: inferred from the
+    prompt's last ``def`` or the tests' calls)."""
+    tests: tuple[PublicTest, ...] = ()
+    """Code problems: public tests a strategy may run candidates against."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -57,7 +57,7 @@ from typing import Any
 
 from ttscale.errors import ConfigError, describe
 from ttscale.sandbox import Limits, default_sandbox
-from ttscale.types import ExecResult
+from ttscale.types import ExecResult, PublicTest, TestOutcome
 
 __all__ = [
     "CodeTask",
@@ -79,34 +79,6 @@ SIGNATURE_REPR = 300
 """Characters of a repr kept verbatim in a behaviour signature (longer: prefix + hash)."""
 OUTPUT_BYTES = 1 << 20
 """Stdout kept from one harness run (records only; the program's own output is dropped)."""
-
-
-@dataclass(frozen=True, slots=True)
-class PublicTest:
-    """One docstring example: a call of the entry point and what it should give."""
-
-    call: str
-    """The call as Python source, e.g. ``"add(2, 3)"``."""
-    expected: str | None
-    """The expected value as Python source (``"5"``, ``"[1, 2]"``, ``"'abc'"``, ``"0.5"``);
-    ``None`` when the example shows an exception instead."""
-    raises: str | None = None
-    """The exception class name the example shows (``"ValueError"``), else ``None``."""
-
-
-@dataclass(frozen=True, slots=True)
-class TestOutcome:
-    """What one public test gave for one program."""
-
-    __test__ = False  # not a pytest class
-
-    test: PublicTest
-    passed: bool
-    actual: str | None
-    """repr of the returned value (at most ``MAX_REPR`` chars), ``!Name`` for an exception,
-    or ``None`` when the call never finished."""
-    error: str | None
-    """Why it failed without a value (exception, time limit, the program did not load)."""
 
 
 @dataclass(frozen=True, slots=True)
