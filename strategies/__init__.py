@@ -13,6 +13,7 @@ from ttscale.strategies.allocation.auto import Auto
 from ttscale.strategies.beam_search import DVTS, BeamSearch
 from ttscale.strategies.best_of_n import BestOfN
 from ttscale.strategies.catalog import BASE_STRATEGIES, build_strategy
+from ttscale.strategies.code import CodeSelect
 from ttscale.strategies.particle_filter import ParticleFilter
 from ttscale.strategies.pdr import PDR, SequentialRefine
 from ttscale.strategies.program import HybridVote, ProgramOfThought
@@ -27,6 +28,7 @@ __all__ = [
     "STRATEGIES",
     "BeamSearch",
     "BestOfN",
+    "CodeSelect",
     "HybridVote",
     "ParticleFilter",
     "ProgramOfThought",

@@ -13,6 +13,7 @@ from typing import Any
 from ttscale.errors import ConfigError
 from ttscale.strategies.beam_search import DVTS, BeamSearch
 from ttscale.strategies.best_of_n import BestOfN
+from ttscale.strategies.code import CodeSelect
 from ttscale.strategies.particle_filter import ParticleFilter
 from ttscale.strategies.pdr import PDR, SequentialRefine
 from ttscale.strategies.program import HybridVote, ProgramOfThought
@@ -32,6 +33,7 @@ BASE_STRATEGIES: dict[str, type] = {
     "program": ProgramOfThought,
     "tir": ToolIntegrated,
     "hybrid": HybridVote,
+    "code": CodeSelect,
 }
 
 

