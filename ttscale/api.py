@@ -16,19 +16,26 @@ from typing import Any
 from ttscale.budget import Budget
 from ttscale.errors import ConfigError, describe
 from ttscale.protocols import Generator, Verifier
-from ttscale.types import DEFAULT_SYSTEM_PROMPT, Problem, Result
+from ttscale.types import DEFAULT_SYSTEM_PROMPT, Problem, PublicTest, Result
 from ttscale.verifiers.defaults import DEFAULT, default_verifier_for
+from ttscale.verifiers.test_specs import parse_tests
 
 __all__ = [
     "asolve",
     "asolve_batch",
     "close_default_engines",
+    "code_request",
     "default_engine",
     "solve",
     "solve_batch",
 ]
 
 BudgetLike = Budget | str | int | Mapping[str, Any] | None
+TestsLike = Sequence[PublicTest | str] | None
+
+CODE_STRATEGY = "code"
+"""The strategy that runs public tests; ``tests``/``entry_point`` select it by default."""
+DEFAULT_STRATEGY = "best_of_n"
 
 SHARED_ENGINES = ("auto", "vllm", "hf")
 """Backend names whose engines ``solve`` loads once per process and reuses."""
@@ -77,14 +84,48 @@ def _resolve_backend(backend: Generator | str | None) -> tuple[Generator, bool]:
     return backend, False
 
 
+def code_request(
+    prompt: str,
+    system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
+    *,
+    strategy: str | None = None,
+    tests: TestsLike = None,
+    entry_point: str | None = None,
+) -> tuple[str, Problem]:
+    """``(strategy, problem)`` for a call that may carry public tests; what ``asolve`` and
+    the servers use to read ``tests`` and ``entry_point`` at the boundary.
+
+    Tests (see ``ttscale.verifiers.test_specs``) or an entry point make the strategy
+    ``"code"`` when ``strategy`` is ``None``; ``None`` otherwise means ``"best_of_n"``.
+
+    Raises:
+        ConfigError: A bad test or entry point (the message names the test and the fix), or
+            tests with a strategy other than ``"code"``.
+    """
+    entry, parsed = parse_tests(tests, entry_point)
+    if parsed or entry is not None:
+        if strategy is not None and strategy != CODE_STRATEGY:
+            given = "tests" if parsed else "entry_point"
+            raise ConfigError(
+                f"{given} is for the {CODE_STRATEGY!r} strategy, which runs candidate programs "
+                f"against public tests; strategy={strategy!r} would ignore it: pass "
+                f"strategy={CODE_STRATEGY!r} (or leave strategy out), or drop {given}"
+            )
+        strategy = CODE_STRATEGY
+    problem = Problem(prompt, system_prompt, entry_point=entry, tests=parsed)
+    return strategy or DEFAULT_STRATEGY, problem
+
+
 async def asolve(
     prompt: str,
     budget: BudgetLike = "rollouts=8",
     *,
-    strategy: str = "best_of_n",
+    strategy: str | None = None,
     backend: Generator | str | None = None,
     verifier: Verifier | str | None = DEFAULT,
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
+    tests: TestsLike = None,
+    entry_point: str | None = None,
     **options: Any,
 ) -> Result:
     """Async ``solve``; see there. Use this from inside a running event loop."""
@@ -93,6 +134,9 @@ async def asolve(
     if not isinstance(prompt, str) or not prompt.strip():
         raise ConfigError(f"prompt must be a non-empty string, got {describe(prompt)}")
     parsed = Budget.parse(budget)
+    strategy, problem = code_request(
+        prompt, system_prompt, strategy=strategy, tests=tests, entry_point=entry_point
+    )
     runner = make_strategy(strategy, **options)  # a bad strategy fails before an engine loads
     gen, owned = _resolve_backend(backend)
     if isinstance(verifier, str) and verifier == DEFAULT:
@@ -102,7 +146,7 @@ async def asolve(
             if verifier is not None and defaults:
                 runner = make_strategy(strategy, **{**defaults, **options})
     try:
-        return await runner.run(Problem(prompt, system_prompt), gen, verifier, parsed)
+        return await runner.run(problem, gen, verifier, parsed)
     finally:
         if owned:
             await gen.close()
@@ -112,10 +156,12 @@ def solve(
     prompt: str,
     budget: BudgetLike = "rollouts=8",
     *,
-    strategy: str = "best_of_n",
+    strategy: str | None = None,
     backend: Generator | str | None = None,
     verifier: Verifier | str | None = DEFAULT,
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
+    tests: TestsLike = None,
+    entry_point: str | None = None,
     **options: Any,
 ) -> Result:
     """Spend ``budget`` on ``strategy`` to answer ``prompt``.
@@ -124,7 +170,8 @@ def solve(
         prompt: The question.
         budget: Caps in tokens / rollouts / flops / seconds: ``"tokens=20000,seconds=60"``,
             an int (tokens), a dict, or a ``Budget``.
-        strategy: A name in ``ttscale.strategies.STRATEGIES``.
+        strategy: A name in ``ttscale.strategies.STRATEGIES``; ``None``: ``"best_of_n"``,
+            or ``"code"`` when ``tests`` or ``entry_point`` are given.
         backend: A ``Generator`` instance (reused, not closed), a backend name, or ``None``
             for the embedded model on vLLM (transformers where vLLM is absent). ``None``,
             ``"auto"``, ``"vllm"`` and ``"hf"`` use one engine per process, loaded by the first
@@ -135,13 +182,21 @@ def solve(
             (``ttscale/data/default_verifier.json``; see the README's Verifiers section),
             everything else runs without one.
         system_prompt: System message; ``None`` omits it.
+        tests: Code: public tests the candidate programs run against in the sandbox, as
+            ``PublicTest`` values or strings: ``"add(2, 3) == 5"``, ``"assert add(2, 3) ==
+            5"`` or doctest text ``">>> add(2, 3)\n5"`` (at most 64; see
+            ``ttscale.verifiers.test_specs``). ``result.answer`` is then the chosen
+            program and ``result.extras["tests"]`` its outcome per test.
+        entry_point: Code: the function to write; default: the function the tests call,
+            else the prompt's last ``def``.
         **options: Strategy hyper-parameters (e.g. ``n=16, max_tokens=512``).
 
     Returns:
         ``Result`` with the answer, every candidate, a trace and the ledger.
 
     Raises:
-        ConfigError: Empty prompt, malformed budget, unknown strategy/backend/option.
+        ConfigError: Empty prompt, malformed budget, unknown strategy/backend/option, a bad
+            test, or tests with a strategy other than ``"code"``.
         BudgetError: The budget cannot pay for one step.
         BackendError: The engine failed or is unreachable.
 
@@ -161,6 +216,8 @@ def solve(
             backend=backend,
             verifier=verifier,
             system_prompt=system_prompt,
+            tests=tests,
+            entry_point=entry_point,
             **options,
         )
     )

@@ -3,7 +3,9 @@ sent as ``structuredContent``) and their plain-text rendering (the ``content`` a
 model reads).
 
 A ``solve`` result is the answer, the vote table, a short ledger and the chosen solution
-text; ``solve_batch`` returns one such item per question plus the batch totals;
+text; for code (``tests``/``entry_point`` given, strategy ``code``) also the chosen
+program, its result on each public test and the behaviour clusters. ``solve_batch``
+returns one such item per question plus the batch totals;
 ``strategies`` lists every registered strategy with its options and defaults.
 """
 
@@ -16,18 +18,20 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ttscale.budget import Budget, Ledger
 from ttscale.integrations import representative
-from ttscale.server.schemas import jsonable
+from ttscale.server.schemas import code_report, jsonable
 from ttscale.strategies import STRATEGIES
 from ttscale.types import Result
 
 __all__ = [
     "BatchItem",
     "BatchOutput",
+    "Cluster",
     "LedgerBrief",
     "SolveOutput",
     "StrategiesOutput",
     "StrategyInfo",
     "StrategyOption",
+    "TestResult",
     "Vote",
     "strategy_catalog",
 ]
@@ -95,6 +99,43 @@ class LedgerBrief(BaseModel):
         )
 
 
+class TestResult(BaseModel):
+    """One public test and what the chosen program did on it."""
+
+    model_config = ConfigDict(extra="ignore")
+    __test__ = False  # not a pytest class
+
+    call: str
+    expected: str | None
+    """The expected value as Python source (``None`` when an exception is expected)."""
+    raises: str | None = None
+    passed: bool
+    actual: str | None = None
+    """repr of what the call returned (``!Name`` for an exception); ``None`` if it never
+    finished."""
+    error: str | None = None
+    """Why it failed without a value (exception, time limit, the program did not load)."""
+
+    def line(self) -> str:
+        want = f"== {self.expected}" if self.raises is None else f"raises {self.raises}"
+        if self.passed:
+            return f"- {self.call} {want}: passed"
+        got = f"got {self.actual}" if self.actual is not None else "no value"
+        why = f" ({self.error})" if self.error else ""
+        return f"- {self.call} {want}: FAILED, {got}{why}"
+
+
+class Cluster(BaseModel):
+    """Candidate programs that behaved alike on the clustering inputs."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    size: int
+    passed_public: int
+    """Public tests the cluster's programs pass."""
+    signature_hash: str
+
+
 class SolveOutput(BaseModel):
     """The ``solve`` tool's result."""
 
@@ -106,11 +147,25 @@ class SolveOutput(BaseModel):
     votes: list[Vote]
     ledger: LedgerBrief
     solution: str
-    """The text of the solution that stands for the answer."""
+    """The text of the solution that stands for the answer (the model's whole reply)."""
+    program: str | None = None
+    """Code: the chosen program (full source, defines the entry point); also ``answer``."""
+    entry_point: str | None = None
+    """Code: the function the program defines and the tests call."""
+    tests: list[TestResult] = Field(default_factory=list)
+    """Code: the chosen program's result on each public test."""
+    passed_public: int | None = None
+    """Code: public tests the chosen program passes (of ``len(tests)``)."""
+    clusters: list[Cluster] = Field(default_factory=list)
+    """Code: the candidates grouped by behaviour, largest first."""
+    selection: dict[str, Any] | None = None
+    """Code: how the program was chosen (``select``, the ``rule`` applied, the cluster and
+    candidate picked)."""
 
     @classmethod
     def of(cls, result: Result, strategy: str, budget: Budget) -> SolveOutput:
         cand = representative(result)
+        code = code_report(result) or {}
         return cls(
             answer=result.answer,
             strategy=strategy,
@@ -118,16 +173,42 @@ class SolveOutput(BaseModel):
             votes=[Vote.model_validate(jsonable(v)) for v in result.extras.get("votes", [])],
             ledger=LedgerBrief.of(result.ledger),
             solution=cand.text if cand is not None else "",
+            program=code.get("program"),
+            entry_point=code.get("entry_point"),
+            tests=[TestResult.model_validate(t) for t in code.get("tests") or []],
+            passed_public=code.get("passed_public"),
+            clusters=[Cluster.model_validate(c) for c in code.get("clusters") or []],
+            selection=code.get("selection"),
         )
 
     def text(self) -> str:
-        """Plain text for the calling model: answer, votes and ledger first, then the solution."""
+        """Plain text for the calling model: answer, votes and ledger first, then the
+        solution; for code the program and its test results instead."""
+        head = f"ledger: {self.ledger.line()}\nstrategy: {self.strategy} under budget {self.budget}"
+        if self.strategy == "code":
+            return f"{self._code_text()}\n\n{head}"
         votes = ", ".join(f"{v.answer} x{v.votes}" for v in self.votes) or "none"
-        return (
-            f"answer: {self.answer}\nvotes: {votes}\nledger: {self.ledger.line()}\n"
-            f"strategy: {self.strategy} under budget {self.budget}\n\n"
-            f"solution:\n{self.solution}"
-        )
+        return f"answer: {self.answer}\nvotes: {votes}\n{head}\n\nsolution:\n{self.solution}"
+
+    def _code_text(self) -> str:
+        if self.program is None:
+            return (
+                f"no program: no candidate wrote a ```python block defining "
+                f"{self.entry_point or 'the function'}\n\nlast reply:\n{self.solution}"
+            )
+        passed = sum(t.passed for t in self.tests)
+        program = self.program.strip("\n")
+        lines = [
+            f"program ({self.entry_point}; passes {passed}/{len(self.tests)} public tests):",
+            f"```python\n{program}\n```",
+        ]
+        if self.tests:
+            lines += ["tests:", *(t.line() for t in self.tests)]
+        if self.clusters:
+            sizes = ", ".join(f"{c.size} ({c.passed_public} passed)" for c in self.clusters)
+            rule = (self.selection or {}).get("rule", "")
+            lines.append(f"behaviour clusters (size, public tests passed): {sizes}; chosen: {rule}")
+        return "\n".join(lines)
 
 
 class BatchItem(SolveOutput):

@@ -2,7 +2,8 @@
 stdio (desktop clients start it as a subprocess) or streamable HTTP (``/mcp``, with an
 optional bearer key and an open ``/health``).
 
-Tools: ``solve`` (progress notifications while it searches; cancellation stops the search),
+Tools: ``solve`` (progress notifications while it searches; cancellation stops the search;
+with ``tests``/``entry_point`` it writes a function, strategy ``code``),
 ``solve_batch`` (one shared budget) and ``strategies``. A refused or failed call is a tool
 error (``isError``) whose text names the fix; the server keeps serving.
 """
@@ -24,6 +25,7 @@ from starlette.responses import JSONResponse, Response
 from ttscale import __version__
 from ttscale.mcp.schemas import BatchOutput, SolveOutput, StrategiesOutput
 from ttscale.mcp.service import SolveService, ToolFailure
+from ttscale.verifiers.test_specs import MAX_TESTS
 
 __all__ = ["BearerAuth", "build_server", "http_app"]
 
@@ -31,7 +33,10 @@ INSTRUCTIONS = (
     "ttscale answers questions (math, reasoning) by spending a compute budget on a test-time "
     "scaling strategy over a local model: many samples, a vote, an honest ledger. Call "
     "`solve` with the question; raise the budget (e.g. 'rollouts=16') for harder questions. "
-    "`strategies` lists strategies, their options and this server's caps."
+    "To get a Python function written, call `solve` with the task (a signature and docstring, "
+    "or a description) and `tests` such as ['add(2, 3) == 5']: candidate programs run "
+    "against them in a sandbox and the returned `program` is the one chosen, with each "
+    "test's result. `strategies` lists strategies, their options and this server's caps."
 )
 
 # -- tool arguments (module level: the SDK resolves these annotations into the input schema) --
@@ -55,6 +60,27 @@ StrategyArg = Annotated[
 OptionsArg = Annotated[
     dict[str, Any] | None,
     Field(description='Strategy options, e.g. {"n": 16, "max_tokens": 512}.'),
+]
+TestsArg = Annotated[
+    list[str] | None,
+    Field(
+        description=(
+            "Code: public tests for the function to write, one per string: "
+            "'add(2, 3) == 5', 'assert add(2, 3) == 5' or doctest text '>>> add(2, 3)\\n5'. "
+            f"Literal arguments and expected values; at most {MAX_TESTS}. Giving tests "
+            "selects the 'code' strategy: candidate programs run against them in a sandbox "
+            "and the result's `program` is the chosen one, with each test's outcome."
+        )
+    ),
+]
+EntryPointArg = Annotated[
+    str | None,
+    Field(
+        description=(
+            "Code: the name of the function to write; omit to take the one the tests call "
+            "(or the question's last def)."
+        )
+    ),
 ]
 Questions = Annotated[
     list[Annotated[str, Field(min_length=1, max_length=100_000)]],
@@ -96,7 +122,11 @@ def build_server(service: SolveService) -> MCPServer:
             "Answer a question by spending a compute budget on a test-time scaling strategy "
             "(default: best-of-N with majority vote). Returns the answer, the vote table, the "
             "ledger (tokens, rollouts, eFLOPs, seconds) and the chosen solution. Reports "
-            "progress (samples, tokens, current leader) while it searches."
+            "progress (samples, tokens, current leader) while it searches. To write a Python "
+            "function, pass the task as the question and `tests` (e.g. ['add(2, 3) == 5']), "
+            "optionally `entry_point`: the 'code' strategy runs candidate programs against the "
+            "tests in a sandbox and returns the chosen `program`, each test's result (call, "
+            "expected, passed, actual, error) and the behaviour clusters."
         ),
         annotations=ToolAnnotations(read_only_hint=True, open_world_hint=False),
     )
@@ -106,9 +136,19 @@ def build_server(service: SolveService) -> MCPServer:
         budget: BudgetArg = None,
         strategy: StrategyArg = None,
         options: OptionsArg = None,
+        tests: TestsArg = None,
+        entry_point: EntryPointArg = None,
     ) -> Annotated[CallToolResult, SolveOutput]:
         try:
-            out = await service.solve(question, budget, strategy, options, ctx.report_progress)
+            out = await service.solve(
+                question,
+                budget,
+                strategy,
+                options,
+                ctx.report_progress,
+                tests=tests,
+                entry_point=entry_point,
+            )
         except ToolFailure as exc:
             raise ToolError(str(exc)) from None
         return _result(out.text(), out.model_dump(mode="json"))

@@ -208,12 +208,15 @@ class SolveService:
         budget: str | int | dict[str, float] | None = None,
         strategy: str | None = None,
         options: dict[str, Any] | None = None,
+        tests: list[str] | None = None,
+        entry_point: str | None = None,
     ) -> Plan:
         """Validate a ``solve`` call before any compute, as ``serve`` validates a request.
 
         Raises:
             ToolFailure: Unknown strategy or option, malformed budget, a budget over the
-                server's caps, an empty question; the message names the fix.
+                server's caps, an empty question, a bad test, tests with a strategy other
+                than ``code``; the message names the fix.
         """
         try:
             request = ChatCompletionRequest(
@@ -222,10 +225,14 @@ class SolveService:
                 strategy=strategy,
                 budget=budget,
                 options=options or {},
+                tests=tests,
+                entry_point=entry_point,
             )
             return plan_request(request, self.config)
         except APIError as exc:
-            hint = " (the strategies tool lists them)" if exc.param == "strategy" else ""
+            hint = ""
+            if exc.param == "strategy" and exc.message.startswith("unknown strategy"):
+                hint = " (the strategies tool lists them)"
             raise ToolFailure(exc.message + hint) from None
         except ValueError as exc:  # pydantic validation of the arguments
             raise ToolFailure(f"invalid arguments: {exc}") from None
@@ -237,14 +244,17 @@ class SolveService:
         strategy: str | None = None,
         options: dict[str, Any] | None = None,
         progress: ProgressFn | None = None,
+        tests: list[str] | None = None,
+        entry_point: str | None = None,
     ) -> SolveOutput:
-        """Answer one question; see ``plan`` for what is refused up front.
+        """Answer one question (with ``tests``/``entry_point``: write a function, strategy
+        ``code``); see ``plan`` for what is refused up front.
 
         Raises:
             ToolFailure: A refused call, an engine failure or the timeout (message names
                 the fix).
         """
-        plan = self.plan(question, budget, strategy, options)
+        plan = self.plan(question, budget, strategy, options, tests, entry_point)
 
         def work(gen: Generator) -> Awaitable[Any]:
             return asolve(
@@ -253,6 +263,8 @@ class SolveService:
                 strategy=plan.strategy,
                 backend=gen,
                 system_prompt=plan.problem.system_prompt,
+                tests=plan.problem.tests or None,
+                entry_point=plan.problem.entry_point,
                 **plan.options,
             )
 

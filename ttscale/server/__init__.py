@@ -2,7 +2,9 @@
 
 Point any OpenAI client at it (only ``base_url`` and ``api_key`` change); the model name
 picks the strategy (``ttscale/best_of_n``), ``extra_body`` may add ``strategy``,
-``budget`` and ``options``. See ``docs/serve.md``.
+``budget`` and ``options``, and for code ``tests`` and ``entry_point`` (the reply is then
+the chosen program, with its test results in the ``ttscale`` extension). See
+``docs/serve.md``.
 
     >>> from ttscale.backends import ScriptedBackend
     >>> from ttscale.server import create_app, serve_in_thread

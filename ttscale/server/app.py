@@ -1,7 +1,8 @@
 """The FastAPI app behind ``ttscale serve``: OpenAI chat completions backed by ``asolve``.
 
 Request flow: body-size limit (413) -> auth (401) -> schema validation (422) -> plan: model
-alias and ``extra_body`` give strategy, options and budget, the budget checked against the
+alias and ``extra_body`` give strategy, options, budget and (code) public tests and entry
+point, the tests read and checked (400 naming the test), the budget checked against the
 operator's caps (a unit left uncapped gets the cap; asking for more is a 400, never silently
 clamped) -> admission gate (429 when the queue is full) -> ``asolve`` under the request
 timeout (504) -> OpenAI response with the ledger in ``usage.ttscale_ledger``.
@@ -218,6 +219,8 @@ def create_app(
             backend=gen,
             verifier=verifier,
             system_prompt=plan.problem.system_prompt,
+            tests=plan.problem.tests or None,
+            entry_point=plan.problem.entry_point,
             **plan.options,
         )
 

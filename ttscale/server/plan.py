@@ -2,7 +2,9 @@
 
 Every client mistake is found here and answered with a 4xx before any compute (or any
 streamed byte) is spent. The model alias names the strategy (``ttscale/<strategy>``,
-optionally ``/<budget>``); ``extra_body`` may add ``strategy``, ``budget`` and ``options``.
+optionally ``/<budget>``); ``extra_body`` may add ``strategy``, ``budget`` and ``options``,
+and for code ``tests`` and ``entry_point``, which select the ``code`` strategy unless the
+request names another (then they are a 400).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ttscale.api import CODE_STRATEGY, code_request
 from ttscale.budget import UNITS, Budget
 from ttscale.errors import ConfigError
 from ttscale.integrations import problem_from_chat
@@ -160,7 +163,20 @@ def plan_request(req: ChatCompletionRequest, cfg: ServerConfig) -> Plan:
             f"name the strategy in one place",
             param="strategy",
         )
-    strategy = req.strategy or alias_strategy or cfg.default_strategy
+    named = req.strategy or alias_strategy
+    code = bool(req.tests) or req.entry_point is not None
+    if code and named not in (None, CODE_STRATEGY):
+        given = "tests" if req.tests else "entry_point"
+        where = f"model {req.model!r}" if req.strategy is None else f"strategy {named!r}"
+        raise APIError(
+            400,
+            f"{given} is for the {CODE_STRATEGY!r} strategy, which runs candidate programs "
+            f"against public tests; {where} would ignore it: ask for strategy "
+            f"{CODE_STRATEGY!r} (model '{MODEL_PREFIX}/{CODE_STRATEGY}'), leave the strategy "
+            f"out, or drop {given}",
+            param="strategy",
+        )
+    strategy = CODE_STRATEGY if code else named or cfg.default_strategy
     if strategy not in STRATEGIES:
         raise APIError(
             400,
@@ -206,4 +222,19 @@ def plan_request(req: ChatCompletionRequest, cfg: ServerConfig) -> Plan:
         )
     except ConfigError as exc:
         raise APIError(400, str(exc), code="invalid_value") from None
+    if code:
+        try:
+            _, problem = code_request(
+                problem.prompt,
+                problem.system_prompt,
+                strategy=strategy,
+                tests=req.tests,
+                entry_point=req.entry_point,
+            )
+        except ConfigError as exc:
+            message = str(exc)
+            param = "tests" if req.tests and not message.startswith("entry_point") else None
+            raise APIError(
+                400, message, code="invalid_value", param=param or "entry_point"
+            ) from None
     return Plan(req.model, strategy, budget, options, problem)

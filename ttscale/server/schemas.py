@@ -1,10 +1,11 @@
 """OpenAI-compatible wire schemas for ``ttscale serve`` (pydantic; no web framework).
 
-Requests accept the OpenAI chat-completions fields plus three ttscale fields that the
-official client sends through ``extra_body``: ``strategy``, ``budget`` and ``options``.
-Responses are exactly OpenAI's shapes plus extension fields the official client keeps
-as extras: ``usage.ttscale_ledger`` and a top-level ``ttscale`` object (answer, vote
-table, candidate summary, progress events when streaming).
+Requests accept the OpenAI chat-completions fields plus ttscale fields that the
+official client sends through ``extra_body``: ``strategy``, ``budget``, ``options``, and for
+code ``tests`` and ``entry_point``. Responses are exactly OpenAI's shapes plus extension
+fields the official client keeps as extras: ``usage.ttscale_ledger`` and a top-level
+``ttscale`` object (answer, vote table, candidate summary, progress events when streaming;
+for code the program, its public-test results and the behaviour clusters).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ __all__ = [
     "StreamOptions",
     "TextPart",
     "Usage",
+    "code_report",
     "completion_id",
     "content",
     "jsonable",
@@ -101,6 +103,11 @@ class ChatCompletionRequest(BaseModel):
     """Budget spec (``"tokens=4000,rollouts=8"``, an int = tokens, or a dict)."""
     options: dict[str, Any] = Field(default_factory=dict, max_length=64)
     """Strategy hyper-parameters, e.g. ``{"n": 8, "max_tokens": 512}``."""
+    tests: list[str] | None = None
+    """Code: public tests, ``"add(2, 3) == 5"``, ``"assert add(2, 3) == 5"`` or doctest
+    text (``ttscale.verifiers.test_specs``); they select the ``code`` strategy."""
+    entry_point: str | None = Field(default=None, max_length=256)
+    """Code: the function to write; default: the one the tests call."""
 
 
 # -- responses -------------------------------------------------------------------------------
@@ -194,9 +201,35 @@ def jsonable(value: Any) -> Any:
     return to_jsonable_python(value, fallback=lambda v: v.item() if hasattr(v, "item") else str(v))
 
 
+CODE_STRATEGY = "code"
+CODE_FIELDS = ("entry_point", "tests", "passed_public", "n_public", "clusters", "selection")
+"""What a code result reports beside its program (``Result.extras`` of the ``code``
+strategy): the entry point, one ``{call, expected, raises, passed, actual, error}`` per
+public test, the pass count, the behaviour clusters and how the program was selected."""
+
+
+def code_report(result: Result) -> dict[str, Any] | None:
+    """For a ``code`` result: ``{"program", *CODE_FIELDS}`` (JSON-safe); else ``None``."""
+    if result.strategy != CODE_STRATEGY:
+        return None
+    extras = result.extras
+    report: dict[str, Any] = {"program": result.answer}
+    for key in CODE_FIELDS:
+        report[key] = extras.get(key, [] if key in ("tests", "clusters") else None)
+    return jsonable(report)
+
+
 def summary(result: Result) -> dict[str, Any]:
-    """The ``ttscale`` extension object (see ``ttscale.integrations.summarize``), JSON-safe."""
-    return jsonable(summarize(result))
+    """The ``ttscale`` extension object (see ``ttscale.integrations.summarize``), JSON-safe.
+
+    A code result also has ``program`` and the ``CODE_FIELDS`` at the top level (and not
+    again in ``extras``)."""
+    out = jsonable(summarize(result))
+    code = code_report(result)
+    if code is not None:
+        out["extras"] = {k: v for k, v in out["extras"].items() if k not in CODE_FIELDS}
+        out.update(code)
+    return out
 
 
 def usage(result: Result) -> Usage:
@@ -211,6 +244,11 @@ def usage(result: Result) -> Usage:
 
 
 def content(result: Result) -> tuple[str, str]:
-    """Text and finish reason of the candidate that stands for the answer."""
+    """Text and finish reason of the candidate that stands for the answer; for a code
+    result with a program, the program in a ```python block."""
     cand = representative(result)
-    return (cand.text, cand.finish_reason) if cand is not None else ("", "stop")
+    finish = cand.finish_reason if cand is not None else "stop"
+    if result.strategy == CODE_STRATEGY and isinstance(result.answer, str):
+        program = result.answer.strip("\n")
+        return f"```python\n{program}\n```", finish
+    return (cand.text, finish) if cand is not None else ("", finish)
