@@ -66,6 +66,27 @@ def test_solve_with_script_file(tmp_path):
     assert json.loads(p.stdout)["answer"] == "Paris"
 
 
+def test_solve_code_with_tests(tmp_path):
+    """``--test`` selects the code strategy; the program runs the tests in the sandbox and a
+    wrong program (subtracts) loses to the right one."""
+    right = "```python\ndef add(a, b):\n    return a + b\n```"
+    wrong = "```python\ndef add(a, b):\n    return a - b\n```"
+    script = tmp_path / "s.json"
+    script.write_text(json.dumps({"add": [wrong, right]}))
+    base = ["solve", "Write add(a, b) returning the sum.", "--backend", "scripted"]
+    base += ["--script", str(script), "-t", "add(2, 3) == 5", "-t", "assert add(0, 1) == 1"]
+    p = cli(*base, "--budget", "rollouts=2", "-o", "n=2", "-o", "generated_inputs=0", "--json")
+    assert p.returncode == 0, p.stderr
+    data = json.loads(p.stdout)
+    assert data["strategy"] == "code" and "return a + b" in data["answer"]
+    assert [t["passed"] for t in data["extras"]["tests"]] == [True, True]
+    p = cli(*base, "--budget", "rollouts=2", "-o", "n=2", "-o", "generated_inputs=0")
+    assert p.returncode == 0, p.stderr
+    assert "return a + b" in p.stdout and "pass add(2, 3) == 5" in p.stdout
+    p = cli(*base, "--strategy", "best_of_n")
+    assert p.returncode == 2 and "code" in p.stderr
+
+
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [

@@ -203,7 +203,15 @@ def selection(
 
 
 def print_result(result: Any) -> None:
-    out.print(f"[bold]answer:[/bold] {result.answer}")
+    if result.extras.get("entry_point") and result.answer is not None:  # code: the program
+        out.print("[bold]program:[/bold]")
+        out.print(result.answer, markup=False, highlight=False)
+        for t in result.extras.get("tests") or []:
+            mark = "pass" if t["passed"] else "FAIL"
+            got = "" if t["passed"] else f" (got {t['actual'] or t['error']})"
+            out.print(f"  {mark} {t['call']} == {t['expected']}{got}", markup=False)
+    else:
+        out.print(f"[bold]answer:[/bold] {result.answer}")
     votes = result.extras.get("votes") or []
     if votes:
         table = Table(title="votes", show_edge=False)

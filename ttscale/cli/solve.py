@@ -26,7 +26,10 @@ from ttscale.errors import ConfigError
 
 def solve(
     prompt: Annotated[str, typer.Argument(help="The question to answer.")],
-    strategy: Annotated[str, typer.Option(help="Registered strategy name.")] = "best_of_n",
+    strategy: Annotated[
+        str | None,
+        typer.Option(help="Registered strategy name (default: best_of_n; code with --test)."),
+    ] = None,
     budget: Annotated[
         str,
         typer.Option(
@@ -52,6 +55,19 @@ def solve(
         list[str] | None,
         typer.Option("--verifier-option", "-V", help="Verifier argument key=value (mode=step)."),
     ] = None,
+    test: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--test",
+            "-t",
+            help="Code: a public test the program must pass, e.g. 'add(2, 3) == 5' or "
+            "'assert add(2, 3) == 5' (repeatable; selects the code strategy).",
+        ),
+    ] = None,
+    entry_point: Annotated[
+        str | None,
+        typer.Option(help="Code: the function to write (default: from the tests or prompt)."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the full Result as JSON.")] = False,
     verbose: Verbose = False,
 ) -> None:
@@ -68,7 +84,8 @@ def solve(
     if not prompt.strip():
         raise ConfigError("prompt is empty; pass the question as the first argument")
     verifier_options = parse_options(verifier_option or [])
-    check_verifier(strategy, options, None if verifier in (DEFAULT, "none") else verifier)
+    shown = strategy or ("code" if test or entry_point else "best_of_n")
+    check_verifier(shown, options, None if verifier in (DEFAULT, "none") else verifier)
     gen = load_backend(
         backend, backend_kwargs(backend, model=model, base_url=base_url, script=script)
     )
@@ -79,9 +96,16 @@ def solve(
         scorer = None
     else:
         scorer = make_verifier(verifier, gen, verifier_options)
-    with err.status(f"solving with {strategy} under {parsed}...", spinner="dots"):
+    with err.status(f"solving with {shown} under {parsed}...", spinner="dots"):
         result = run_solve(
-            prompt, parsed, strategy=strategy, backend=gen, verifier=scorer, **options
+            prompt,
+            parsed,
+            strategy=strategy,
+            backend=gen,
+            verifier=scorer,
+            tests=test or None,
+            entry_point=entry_point,
+            **options,
         )
     if as_json:
         sys.stdout.write(result.to_json(indent=2) + "\n")
