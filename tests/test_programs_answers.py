@@ -58,6 +58,10 @@ def test_bare_fence_counts_only_when_it_is_code():
     reply = "```python\nprint(13/15)\n```\n```\n0.8666666666666667\n```"
     assert extract_program(reply) == "print(13/15)"
     assert extract_program("```\nthis is not python at all\n```") is None
+    # The embedded 0.5B coder's real reply to the EvalPlus prompt: the tag on its own line.
+    reply = "```\npython\ndef add(a, b):\n    return a + b\n```"
+    assert extract_program(reply) == "def add(a, b):\n    return a + b"
+    assert extract_program("```\nbash\nls -la\n```") is None
 
 
 def test_unclosed_block_is_ignored():

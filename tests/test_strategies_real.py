@@ -155,3 +155,28 @@ def test_program_and_tir_real(vllm_backend):
     assert tir.ledger.generated_tokens <= 2000 and tir.candidates
     assert tir.ledger.programs == sum(tir.extras["program_calls"])
     assert tir.trace[0]["round"] == 0
+
+
+CODE_PROMPT = "Write a Python function `add(a, b)` that returns the sum of a and b."
+
+
+def test_code_real(vllm_backend):
+    """The embedded coder writes ``add``; the tests passed in run in the sandbox; the
+    model's own test inputs cluster the programs."""
+    policy = Recorder(vllm_backend)
+    res = solve(
+        CODE_PROMPT,
+        budget="tokens=3000",
+        backend=policy,
+        tests=["add(-1, 1) == 0", "add(2, 3) == 5"],
+        n=2,
+        round_size=2,
+        generated_inputs=3,
+        adaptive=False,
+        max_tokens=192,
+    )
+    assert res.strategy == "code" and len(res.candidates) == 2
+    assert len(policy.calls) == 1 and len(policy.calls[0]) == 2  # samples + inputs, one call
+    assert res.answer is not None and "def add" in res.answer, [c.text for c in res.candidates]
+    assert res.extras["n_public"] == 2 and res.extras["passed_public"] == 2
+    assert res.ledger.programs >= 2 and res.ledger.generated_tokens <= 3000

@@ -76,7 +76,8 @@ def extract_code_blocks(text: str) -> list[str]:
     A block counts when its fence is tagged ``python``/``py`` (any case) or when it is
     untagged and its content parses as a Python program that does something (a statement
     or a call): an untagged block holding only a value such as ``5`` or ``13/15`` is
-    printed output, not code, although it parses. Blocks tagged with another language
+    printed output, not code, although it parses. A tag alone on the fence's next line
+    (```` ``` ```` then ``python``: small coders write it so) is read as the tag. Blocks tagged with another language
     (``output``, ``bash``, ``text``) never count. A fence left open at the end (the reply
     was cut off) yields no block. ``\\r\\n`` line ends are accepted.
     """
@@ -105,6 +106,8 @@ def extract_code_blocks(text: str) -> list[str]:
             j += 1
         if not closed:
             break
+        if not tag and body and body[0].strip().lower() in _PYTHON_TAGS:
+            tag = body.pop(0).strip().lower()  # "```\npython\n...": the tag on its own line
         code = textwrap.dedent("\n".join(body)).strip("\n")
         if code.strip() and (tag in _PYTHON_TAGS or (not tag and _looks_like_program(code))):
             blocks.append(code)
