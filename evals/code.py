@@ -47,6 +47,7 @@ __all__ = [
     "CodeProblem",
     "agrade_programs",
     "close_grading_sandbox",
+    "code_dataset_path",
     "code_dataset_sha256",
     "grade_program",
     "grading_sandbox",
@@ -168,9 +169,19 @@ def load_humaneval(selection: Selection | None = None) -> list[CodeProblem]:
 
 def code_dataset_sha256(name: str) -> str:
     """sha256 of a code dataset's file, for provenance in ``run.json``."""
+    _check_name(name)
+    return hashlib.sha256(_humaneval_file().read_bytes()).hexdigest()
+
+
+def code_dataset_path(name: str) -> str:
+    """Where a code dataset's file is (inside its installed package), for ``run.json``."""
+    _check_name(name)
+    return str(_humaneval_file())
+
+
+def _check_name(name: str) -> None:
     if name != "humaneval":
         raise ConfigError(f"unknown code dataset {name!r}; known: {', '.join(CODE_DATASETS)}")
-    return hashlib.sha256(_humaneval_file().read_bytes()).hexdigest()
 
 
 CODE_DATASETS: dict[str, Callable[[Selection | None], list[CodeProblem]]] = {

@@ -8,6 +8,11 @@ then seeds within each resampled problem, so the interval carries both the probl
 order variance. Row fields used: ``problem_id``, ``strategy``, ``budget``, ``level``,
 ``correct``, ``candidates`` (``answer``, ``correct``, ``score``) and ``ledger``
 (``generated_tokens``, ``eflops``, ``wall_seconds``).
+
+Code rows (``domain: "code"``): ``correct`` is the selected program's hidden-test verdict
+(pass@1 of the selection), each candidate's ``correct`` its own, so ``pass_n`` is the
+oracle pass@n; their ``answer`` values are program ids, not answers, so the answer votes
+(``maj``, ``weighted``) are ``None``.
 """
 
 from __future__ import annotations
@@ -140,7 +145,7 @@ def majority_correct(row: Row, k: int | None = None) -> bool | None:
     from ttscale.verifiers.voting import group_answers
 
     cands = list(row.get("candidates") or [])[: k or None]
-    if not cands:
+    if not cands or row.get("domain") == "code":
         return None
     groups = group_answers([c["answer"] for c in cands])
     return bool(groups and cands[groups[0].members[0]]["correct"])
@@ -154,7 +159,7 @@ def weighted_correct(row: Row) -> bool | None:
     from ttscale.verifiers.voting import group_answers
 
     cands = list(row.get("candidates") or [])
-    if not cands or all(c.get("score") is None for c in cands):
+    if not cands or row.get("domain") == "code" or all(c.get("score") is None for c in cands):
         return None
     scores = [float(c["score"]) if c.get("score") is not None else 0.0 for c in cands]
     groups = group_answers([c["answer"] for c in cands], scores)

@@ -12,6 +12,15 @@ SIGINT/SIGTERM drains (problems in flight finish and are written), as ``ttscale 
 Samples of a problem are drawn with the per-request seed ``problem_seed(seed, id)``, so a
 pool does not depend on which problems shared a batch when the backend seeds per request
 (the manifest records the mode each problem was drawn under).
+
+Code pools (``Sampling.code``, a code dataset such as ``humaneval``): the K samples are drawn
+with the code prompt (``code_user_text``, ``PROGRAM_SYSTEM_PROMPT``), then the ``code``
+strategy itself runs over them (n = K, one round, select = majority, cluster, public and
+first) on a generator that serves the drawn samples and sends any other prompt it asks for
+(its generated-inputs request, greedy) to the engine, while every sandbox run it makes is
+recorded by the sha256 of its source (``ttscale.pools.pool``). So the pool holds exactly
+what a replay of the strategy asks for, whatever its internals; each sample also gets its
+program, its public-test run and its hidden-test grade (grading sandbox).
 """
 
 from __future__ import annotations
@@ -29,31 +38,35 @@ from typing import Any
 
 import numpy as np
 
-from ttscale.cost import default_hardware
+from ttscale.cost import default_hardware, sample_eflops
 from ttscale.errors import ConfigError
+from ttscale.evals.code import CODE_DATASETS, CodeProblem, agrade_programs
 from ttscale.evals.datasets import (
     EvalProblem,
     Selection,
     dataset_path,
-    dataset_sha256,
-    load_dataset,
 )
-from ttscale.evals.draw import draw_problem
+from ttscale.evals.draw import draw_problem, to_pool_sample
 from ttscale.evals.record import environment, portable
+from ttscale.evals.runner import eval_dataset
 from ttscale.evals.store import atomic_write_text
 from ttscale.evals.work import Drain, coalesce
 from ttscale.pools.pool import (
-    FORMAT_VERSION,
     MANIFEST,
     Pool,
     PoolProblem,
+    PoolPrompt,
     Sampling,
     discard_partial_writes,
+    format_version,
     pool_problem_ids,
     read_manifest,
+    source_key,
     write_problem,
 )
+from ttscale.pools.replay import ReplayGenerator
 from ttscale.sandbox import default_sandbox
+from ttscale.types import ExecResult, GenerationOutput, GenerationRequest, Problem
 from ttscale.verifiers.answers import answers_equal, gold_answer
 from ttscale.verifiers.voting import vote
 
@@ -185,7 +198,15 @@ def build_pool(
             f"temperature 0 is greedy: every sample is the same; use --k 1 (got --k {sampling.k})"
         )
     selection = selection or Selection()
-    problems = load_dataset(dataset, selection)
+    code = str(dataset) in CODE_DATASETS
+    if code != (sampling.code is not None):
+        raise ConfigError(
+            f"dataset {dataset!s} is {'a code' if code else 'not a code'} dataset; "
+            + ("draw it with --format code" if code else "--format code is for humaneval")
+        )
+    if code and executor != "local":
+        raise ConfigError("code pools are drawn with --executor local (Ray: not yet)")
+    problems, info = eval_dataset(dataset, selection)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if stale := discard_partial_writes(out):
@@ -195,8 +216,8 @@ def build_pool(
     skipped = len(problems) - len(todo)
     dataset_info = {
         "name": str(dataset),
-        "path": portable(dataset_path(dataset)),
-        "sha256": dataset_sha256(dataset),
+        "path": info["path"] if code else portable(dataset_path(dataset)),
+        "sha256": info["sha256"],
         "selections": [dataclasses.asdict(selection)],
         "problem_ids": [p.id for p in problems],
     }
@@ -218,7 +239,7 @@ def build_pool(
         nonlocal bar
         env = environment({k: v for k, v in profile.items() if k != "model_spec"}, argv)
         fresh = {
-            "format_version": FORMAT_VERSION,
+            "format_version": format_version(sampling),
             "name": out.name,
             "created": env["created"],
             "sampling": sampling.model_dump(),
@@ -232,7 +253,7 @@ def build_pool(
             "packages": env["packages"],
             "git": env["git"],
         }
-        if sampling.execute:
+        if sampling.execute or sampling.code is not None:
             fresh["sandbox"] = sandbox_record()
         invocation = {
             "command": env["command"],
@@ -292,7 +313,7 @@ def build_pool(
 
 
 def _draw_local(
-    todo: list[EvalProblem],
+    todo: list[EvalProblem] | list[CodeProblem],
     sampling: Sampling,
     on_problem: Any,
     start: Any,
@@ -316,8 +337,11 @@ def _draw_local(
         shared = coalesce(gen)
         executor = default_sandbox() if sampling.execute else None
 
-        async def one(p: EvalProblem) -> None:
-            on_problem(await draw_problem(p, shared, sampling, hardware, executor))
+        async def one(p: EvalProblem | CodeProblem) -> None:
+            if isinstance(p, CodeProblem):
+                on_problem(await draw_code_problem(p, shared, sampling, hardware))
+            else:
+                on_problem(await draw_problem(p, shared, sampling, hardware, executor))
 
         async def main() -> None:
             async with Drain(concurrency) as drain:
@@ -329,9 +353,193 @@ def _draw_local(
             asyncio.run(gen.close())
 
 
+CODE_SELECTS = ("majority", "cluster", "public", "first")
+"""The ``code`` strategy's selections a code pool is drawn to replay (pairwise judging and
+self-debug rounds send candidate-dependent prompts: live only)."""
+
+
+class _Recorder:
+    """The sandbox, remembering every run by ``source_key``: a source run twice (the
+    strategy's four selections share their runs) runs once."""
+
+    name = "sandbox"
+
+    def __init__(self, box: Any) -> None:
+        self.box = box
+        self.runs: dict[str, ExecResult] = {}
+
+    def run(self, code: str, *, limits: Any = None) -> ExecResult:
+        key = source_key(code)
+        if key not in self.runs:
+            self.runs[key] = self.box.run(code, limits=limits)
+        return self.runs[key]
+
+    async def arun(self, code: str, *, limits: Any = None) -> ExecResult:
+        key = source_key(code)
+        if key not in self.runs:
+            self.runs[key] = await self.box.arun(code, limits=limits)
+        return self.runs[key]
+
+    async def run_many(self, codes: list[str], *, limits: Any = None) -> list[ExecResult]:
+        fresh = [c for c in dict.fromkeys(codes) if source_key(c) not in self.runs]
+        if fresh:
+            done = await self.box.run_many(fresh, limits=limits)
+            self.runs.update({source_key(c): r for c, r in zip(fresh, done, strict=True)})
+        return [self.runs[source_key(c)] for c in codes]
+
+
+class _CodeDraw:
+    """The generator the ``code`` strategy runs on while a problem is drawn: the drawn
+    samples (and auxiliary prompts already drawn) from a replay of the problem, any other
+    prompt from the engine, greedy only, recorded as a ``PoolPrompt``."""
+
+    name = "pool-build"
+
+    def __init__(
+        self, replay: ReplayGenerator, live: Any, hardware: Any, executor: _Recorder
+    ) -> None:
+        self.replay, self.live, self.hardware, self.executor = replay, live, hardware, executor
+        self.model_spec = live.model_spec
+        self.seeding = getattr(live, "seeding", None)
+        self.asked: dict[tuple[int, ...], tuple[str, str | None]] = {}
+        self.drawn: list[PoolPrompt] = []
+
+    def render(self, problem: Problem) -> tuple[int, ...]:
+        try:
+            return self.replay.render(problem)
+        except ConfigError:
+            ids = tuple(self.live.render(problem))
+            self.asked[ids] = (problem.prompt, problem.system_prompt)
+            return ids
+
+    def encode(self, text: str) -> tuple[int, ...]:
+        return tuple(self.live.encode(text))
+
+    def decode(self, ids: Any) -> str:
+        return str(self.live.decode(ids))
+
+    def profile(self) -> dict[str, Any]:
+        return dict(self.live.profile())
+
+    async def close(self) -> None:
+        return None
+
+    async def generate(self, requests: list[GenerationRequest]) -> list[GenerationOutput]:
+        outs = []
+        for r in requests:
+            ids = tuple(r.prompt_token_ids)
+            if ids not in self.asked:
+                outs.append((await self.replay.generate([r]))[0])
+                continue
+            if r.temperature != 0 or r.stop or r.stop_below is not None or r.prompt_logprobs:
+                raise ConfigError(
+                    "the code strategy asked for a sampled (not greedy) or stop-string "
+                    "completion of another prompt than the samples'; a code pool stores "
+                    "greedy auxiliary completions only"
+                )
+            out = (await self.live.generate([dataclasses.replace(r, n=1)]))[0]
+            c = out.completions[0]
+            spec = self.model_spec
+            text, system = self.asked[ids]
+            self.drawn.append(
+                PoolPrompt(
+                    kind="inputs",
+                    user_text=text,
+                    system_prompt=system,
+                    prompt_token_ids=ids,
+                    max_tokens=r.max_tokens,
+                    sample=to_pool_sample(
+                        c,
+                        None,
+                        decode=self.live.decode,
+                        eflops=0.0
+                        if spec is None
+                        else sample_eflops(
+                            spec,
+                            self.hardware,
+                            prompt_tokens=len(ids),
+                            generated=c.num_tokens,
+                            batch=1,
+                        ),
+                    ),
+                    temperature=0.0,
+                )
+            )
+            outs.append(GenerationOutput((c,) * r.n, out.prompt_tokens, out.cached_tokens))
+        return outs
+
+
+async def draw_code_problem(
+    p: CodeProblem, generator: Any, sampling: Sampling, hardware: Any
+) -> PoolProblem:
+    """Draw one code problem's K samples and everything a replay of the ``code`` strategy
+    needs (see the module doc)."""
+    from ttscale.budget import Budget
+    from ttscale.strategies import make_strategy
+
+    settings = sampling.code
+    assert settings is not None
+    as_eval = EvalProblem(p.id, p.prompt, "")
+    drawn = await draw_problem(as_eval, generator, sampling, hardware)
+    drawn.gold, drawn.entry_point = None, p.entry_point
+    problem = Problem(
+        p.prompt, sampling.system_prompt, id=p.id, entry_point=p.entry_point, tests=p.public_tests
+    )
+    recorder = _Recorder(default_sandbox())
+    k = sampling.k
+    results = {}
+    for select in CODE_SELECTS:
+        pool = Pool(
+            Path("."), {"name": "drawing", "sampling": sampling.model_dump()}, {p.id: drawn}
+        )
+        gen = _CodeDraw(ReplayGenerator(pool), generator, hardware, recorder)
+        strategy = make_strategy(
+            "code",
+            n=k,
+            round_size=k,
+            max_tokens=sampling.max_tokens,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            select=select,
+            generated_inputs=settings.generated_inputs,
+            debug_rounds=0,
+            adaptive=False,
+            timeout=settings.timeout,
+        )
+        results[select] = await strategy.run(problem, gen, None, Budget.parse(None))
+        drawn.prompts.extend(gen.drawn)
+    cands = results[CODE_SELECTS[0]].candidates
+    if len(cands) != len(drawn.samples) or any(
+        c.text != s.text for c, s in zip(cands, drawn.samples, strict=False)
+    ):
+        raise ConfigError(
+            f"{p.id}: the code strategy's candidates are not the drawn samples in order; "
+            f"the pool cannot pair each sample with its runs"
+        )
+    programs = [c.program if c.program is not None else c.answer for c in cands]
+    graded = [x for x in dict.fromkeys(programs) if x is not None]
+    verdicts = await agrade_programs([p] * len(graded), graded) if graded else []
+    grade = {x: v.passed for x, v in zip(graded, verdicts, strict=True)}
+    drawn.samples = [
+        dataclasses.replace(
+            s,
+            answer=None,
+            correct=prog is not None and grade[prog],
+            program=prog,
+            execution=c.execution,
+        )
+        for s, c, prog in zip(drawn.samples, cands, programs, strict=True)
+    ]
+    drawn.runs = dict(recorder.runs)
+    return drawn
+
+
 def pool_summary(pool: Pool) -> dict[str, Any]:
-    """pass@k, mean sample accuracy, maj@k (math-verify classes), tokens and the share of
-    samples cut at the cap, overall and per level."""
+    """pass@k, mean sample accuracy, maj@k (math-verify classes; ``None`` for a code pool,
+    whose programs are graded on hidden tests), tokens and the share of samples cut at the
+    cap, overall and per level."""
+
+    code = pool.sampling.code is not None  # programs graded on hidden tests: no answer vote
 
     def cell(level: Any, probs: list[PoolProblem]) -> dict[str, Any]:
         samples = [s for p in probs for s in p.samples]
@@ -347,7 +555,7 @@ def pool_summary(pool: Pool) -> dict[str, Any]:
             "problems": len(probs),
             "pass_at_k": sum(any(p.correct) for p in probs) / n,
             "mean_accuracy": sum(bool(s.correct) for s in samples) / max(len(samples), 1),
-            "maj_at_k": sum(maj) / n,
+            "maj_at_k": None if code else sum(maj) / n,
             "tokens_mean": float(np.mean([s.num_tokens for s in samples])) if samples else 0.0,
             "truncated": sum(s.finish_reason == "length" for s in samples) / max(len(samples), 1),
         }

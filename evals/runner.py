@@ -10,8 +10,10 @@
   OpenAI-compatible server); see ``ttscale.evals.ray_executor``.
 
 Every finished row is graded against the reference with math-verify
-(``ttscale.verifiers.grade``; every candidate too, for pass@k and voting metrics) and
-appended durably (``RowStore``) by the one driver process, so SIGKILL loses nothing that
+(``ttscale.verifiers.grade``; every candidate too, for pass@k and voting metrics), or, for
+a code dataset (``CODE_DATASETS``: ``humaneval``), on the hidden tests in the grading
+sandbox (``ttscale.evals.work``: the strategy sees the public tests only), and appended
+durably (``RowStore``) by the one driver process, so SIGKILL loses nothing that
 was written and a rerun of the same command never duplicates a row. ``run.json`` holds the
 reproducibility record (``ttscale.evals.record``).
 """
@@ -32,6 +34,12 @@ from typing import Any
 
 from ttscale.budget import Budget
 from ttscale.errors import ConfigError
+from ttscale.evals.code import (
+    CODE_DATASETS,
+    CodeProblem,
+    code_dataset_path,
+    code_dataset_sha256,
+)
 from ttscale.evals.datasets import (
     EvalProblem,
     Selection,
@@ -42,6 +50,7 @@ from ttscale.evals.datasets import (
 from ttscale.evals.record import environment
 from ttscale.evals.store import RowStore, atomic_write_text
 from ttscale.evals.work import (
+    GRADE_TIMEOUT,
     Drain,
     OnRow,
     RunStopped,
@@ -52,11 +61,14 @@ from ttscale.evals.work import (
     solve_item,
 )
 from ttscale.pools import ReplayGenerator
-from ttscale.types import DEFAULT_SYSTEM_PROMPT
+from ttscale.pools.replay import CODE_HINT
+from ttscale.types import DEFAULT_SYSTEM_PROMPT, PROGRAM_SYSTEM_PROMPT
 
 __all__ = [
     "EXECUTORS",
     "Drain",
+    "check_code_replay",
+    "eval_dataset",
     "RunOutcome",
     "RunStopped",
     "StrategyConfig",
@@ -199,6 +211,77 @@ def parse_budgets(specs: Sequence[str] | str) -> list[Budget]:
     return list({str(b): b for b in budgets}.values())
 
 
+def is_code_dataset(dataset: str | Path | None) -> bool:
+    """A code dataset (``CODE_DATASETS``), graded on hidden tests."""
+    return dataset is not None and str(dataset) in CODE_DATASETS
+
+
+def eval_dataset(
+    dataset: str | Path, selection: Selection | None = None
+) -> tuple[list[EvalProblem] | list[CodeProblem], dict[str, Any]]:
+    """The selected problems of a math or code dataset and its provenance record."""
+    selection = selection or Selection()
+    if is_code_dataset(dataset):
+        problems: list[EvalProblem] | list[CodeProblem] = CODE_DATASETS[str(dataset)](selection)
+        path, sha = code_dataset_path(str(dataset)), code_dataset_sha256(str(dataset))
+    else:
+        problems = load_dataset(dataset, selection)
+        path, sha = str(dataset_path(dataset)), dataset_sha256(dataset)
+    info = {
+        "name": str(dataset),
+        "path": path,
+        "sha256": sha,
+        "selection": dataclasses.asdict(selection),
+        "problem_ids": [p.id for p in problems],
+    }
+    return problems, info
+
+
+def _sha256(dataset: str | Path) -> str:
+    return (
+        code_dataset_sha256(str(dataset)) if is_code_dataset(dataset) else dataset_sha256(dataset)
+    )
+
+
+def check_code_replay(configs: Sequence[StrategyConfig], generator: ReplayGenerator) -> None:
+    """Refuse, before any row runs, a ``code`` strategy a code pool cannot replay exactly:
+    pairwise judging or self-debug rounds (their prompts depend on the candidates drawn),
+    or other ``generated_inputs``/``timeout`` than the pool's runs were made with.
+
+    Raises:
+        ConfigError: Names the option and the fix (the pool's value, or a live backend).
+    """
+    from ttscale.strategies import make_strategy
+
+    code_pools = [pl for pl in generator.pools if pl.sampling.code is not None]
+    for c in configs:
+        if c.name != "code":
+            continue
+        runner = make_strategy(c.name, **c.options_for(0))
+        select = getattr(runner, "select", None)
+        if select == "pairwise" or getattr(runner, "debug_rounds", 0):
+            what = "select=pairwise" if select == "pairwise" else "debug_rounds > 0"
+            raise ConfigError(f"strategy {c.label!r} ({what}) cannot be replayed: {CODE_HINT}")
+        clusters = (
+            getattr(runner, "select", None) in ("majority", "cluster")
+            and getattr(runner, "n", 1) >= 2
+            and getattr(runner, "temperature", 0) > 0
+        )
+        for pl in code_pools:
+            settings = pl.sampling.code
+            assert settings is not None
+            checked = [("timeout", settings.timeout)]
+            if clusters:  # only clustering asks for inputs and runs behaviour harnesses
+                checked.append(("generated_inputs", settings.generated_inputs))
+            for opt, drawn in checked:
+                if getattr(runner, opt, drawn) != drawn:
+                    raise ConfigError(
+                        f"strategy {c.label!r} has {opt}={getattr(runner, opt)!r}, but pool "
+                        f"{pl.name!r} ran its tests with {opt}={drawn!r}; pass "
+                        f"-o {c.label}.{opt}={drawn} to replay it exactly (or run live)"
+                    )
+
+
 def replay_selection(
     pool_dir: Path, dataset: str | None, selection: Selection
 ) -> tuple[str, Selection]:
@@ -212,7 +295,7 @@ def replay_selection(
 
     manifest = read_manifest(pool_dir)
     pooled = manifest["dataset"]["name"]
-    if dataset is not None and dataset_sha256(dataset) != manifest["dataset"]["sha256"]:
+    if dataset is not None and _sha256(dataset) != manifest["dataset"]["sha256"]:
         raise ConfigError(
             f"--dataset {dataset} is not the dataset pool {pool_dir} was drawn from ({pooled}); "
             f"leave --dataset out to use the pool's"
@@ -221,7 +304,7 @@ def replay_selection(
     if selection == Selection():
         order = [i for i in manifest["dataset"]["problem_ids"] if i in have]
         return pooled, Selection(ids=tuple(order))
-    missing = [p.id for p in load_dataset(pooled, selection) if p.id not in have]
+    missing = [p.id for p in eval_dataset(pooled, selection)[0] if p.id not in have]
     if missing:
         raise ConfigError(
             f"pool {pool_dir} has no samples for {len(missing)} selected problem(s), e.g. "
@@ -231,7 +314,7 @@ def replay_selection(
 
 
 def build_grid(
-    problems: Sequence[EvalProblem],
+    problems: Sequence[EvalProblem] | Sequence[CodeProblem],
     configs: Sequence[StrategyConfig],
     budgets: Sequence[Budget],
     seeds: Iterable[int],
@@ -252,6 +335,7 @@ async def run_local(
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
     concurrency: int = 16,
     generator_for: Callable[[WorkItem], Any] | None = None,
+    grade_timeout: float = GRADE_TIMEOUT,
 ) -> None:
     """Solve ``items`` concurrently on one (coalescing) backend; ``on_row`` as each finishes.
 
@@ -266,7 +350,9 @@ async def run_local(
     pick = generator_for or (lambda _item: generator)
 
     async def one(item: WorkItem) -> tuple[WorkItem, dict[str, Any], dict[str, Any]]:
-        row, trace = await solve_item(item, pick(item), verifier, system_prompt)
+        row, trace = await solve_item(
+            item, pick(item), verifier, system_prompt, grade_timeout=grade_timeout
+        )
         return item, row, trace
 
     async with Drain(concurrency) as drain:
@@ -410,11 +496,14 @@ def run_eval(
     progress: bool = True,
     argv: list[str] | None = None,
     traces: bool = True,
+    grade_timeout: float = GRADE_TIMEOUT,
 ) -> RunOutcome:
     """Run (or resume) an eval grid into ``out``.
 
     Args:
-        dataset: Packaged name (``math500``...) or a JSONL path.
+        dataset: Packaged name (``math500``...), a JSONL path, or a code dataset
+            (``humaneval``: each problem reaches the strategy with its entry point and public
+            tests; programs are graded on the hidden tests).
         strategies: From ``parse_strategies``.
         budgets: ``Budget`` objects or strings.
         out: Run directory (``rows.jsonl``, ``traces/``, ``run.json``).
@@ -430,6 +519,7 @@ def run_eval(
         argv: Command line for ``run.json`` (default ``sys.argv``).
         traces: Write each row's full trace (candidate texts, search steps) to ``traces/``.
             Replay grids of many thousand rows can skip them: the pool reproduces them.
+        grade_timeout: Code datasets: CPU seconds of a program's hidden tests.
 
     Raises:
         ConfigError: Bad dataset/options, or ``out`` holds a different run.
@@ -437,7 +527,9 @@ def run_eval(
     if executor not in EXECUTORS:
         raise ConfigError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
     selection = selection or Selection()
-    problems = load_dataset(dataset, selection)
+    problems, ds = eval_dataset(dataset, selection)
+    if is_code_dataset(dataset) and system_prompt == DEFAULT_SYSTEM_PROMPT:
+        system_prompt = PROGRAM_SYSTEM_PROMPT  # the math default asks for \boxed{} answers
     seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
     if not seed_list:
         raise ConfigError("seeds must be >= 1")
@@ -447,13 +539,6 @@ def run_eval(
     items = build_grid(problems, strategies, parsed, seed_list)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    ds = {
-        "name": str(dataset),
-        "path": str(dataset_path(dataset)),
-        "sha256": dataset_sha256(dataset),
-        "selection": dataclasses.asdict(selection),
-        "problem_ids": [p.id for p in problems],
-    }
     settings = {
         "executor": executor,
         "concurrency": concurrency,
@@ -462,6 +547,7 @@ def run_eval(
         "verifier_options": dict(verifier_options or {}),
         "backend_options": {k: v for k, v in (backend_options or {}).items() if k != "script"},
         **({"workers": workers, "ray_address": ray_address} if executor == "ray" else {}),
+        **({"grade_timeout": grade_timeout} if is_code_dataset(dataset) else {}),
     }
     with RowStore(out) as store:
         todo = [i for i in items if i.key not in store.rows]
@@ -515,6 +601,8 @@ def run_eval(
                     verifier_options=verifier_options,
                     system_prompt=system_prompt,
                     concurrency=concurrency,
+                    grade_timeout=grade_timeout,
+                    configs=strategies,
                 )
             else:
                 from ttscale.evals.ray_executor import run_ray
@@ -578,6 +666,8 @@ def _execute_local(
     verifier_options: Mapping[str, Any] | None,
     system_prompt: str | None,
     concurrency: int,
+    grade_timeout: float = GRADE_TIMEOUT,
+    configs: Sequence[StrategyConfig] = (),
 ) -> None:
     from ttscale.backends import make_backend
 
@@ -587,8 +677,10 @@ def _execute_local(
     else:
         gen = backend() if owned else backend
     try:
-        start(gen.profile())
         replay = isinstance(gen, ReplayGenerator)
+        if replay:
+            check_code_replay(configs, gen)  # before run.json records this run
+        start(gen.profile())
         # Replay has no engine to share; each row replays the pool in its own seed's order.
         shared = gen if replay else coalesce(gen)
         judge = make_verifier(verifier, shared, verifier_options)
@@ -602,6 +694,7 @@ def _execute_local(
                     verifier=judge,
                     system_prompt=system_prompt,
                     concurrency=concurrency,
+                    grade_timeout=grade_timeout,
                 )
             )
     finally:

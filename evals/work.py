@@ -1,11 +1,18 @@
 """One eval row's work, shared by the local and the Ray executor: what a row is
 (``StrategyConfig``, ``WorkItem``), solving and grading it (``solve_item``), the verifier and
-engine sharing it runs with, and the signal drain every long row-writing loop uses."""
+engine sharing it runs with, and the signal drain every long row-writing loop uses.
+
+A code problem (``ttscale.evals.code.CodeProblem``) reaches its strategy as a ``Problem``
+with the prompt, entry point and public tests only; the selected program (``Result.answer``)
+and every candidate's program are graded on the hidden tests in the grading sandbox
+(``agrade_programs``), or, on a replay backend, by the grade the pool stored for the same
+program (the same grading, run once when the pool was drawn)."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import signal
 import sys
 import threading
@@ -16,11 +23,13 @@ from typing import Any, TypeVar
 
 from ttscale.budget import Budget, Ledger
 from ttscale.errors import BudgetError, ContextLengthError
+from ttscale.evals.code import CodeProblem, agrade_programs
 from ttscale.evals.datasets import EvalProblem
 from ttscale.evals.store import row_key
-from ttscale.types import DEFAULT_SYSTEM_PROMPT
+from ttscale.types import DEFAULT_SYSTEM_PROMPT, Problem, Result
 
 __all__ = [
+    "GRADE_TIMEOUT",
     "ROW_ERRORS",
     "Drain",
     "OnRow",
@@ -36,6 +45,8 @@ T = TypeVar("T")
 
 ROW_ERRORS = (BudgetError, ContextLengthError)
 """Per-problem outcomes recorded as a (wrong) row; any other error stops the run."""
+GRADE_TIMEOUT = 10.0
+"""CPU seconds a code problem's hidden tests may take per program (wall: twice that)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +77,7 @@ class StrategyConfig:
 class WorkItem:
     """One row to compute."""
 
-    problem: EvalProblem
+    problem: EvalProblem | CodeProblem
     config: StrategyConfig
     budget: str
     seed: int
@@ -84,12 +95,17 @@ async def solve_item(
     generator: Any,
     verifier: Any = None,
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
+    *,
+    grade_timeout: float = GRADE_TIMEOUT,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Solve and grade one row. Returns ``(row, trace)``; the store adds ``trace`` path.
 
     Budget and context-length errors become a wrong row carrying the error (the budget
-    could not pay for a step; the prompt does not fit); other errors propagate.
+    could not pay for a step; the prompt does not fit); other errors propagate. A code
+    problem is graded on its hidden tests (``grade_timeout`` CPU seconds per program).
     """
+    if isinstance(item.problem, CodeProblem):
+        return await _solve_code_item(item, generator, verifier, system_prompt, grade_timeout)
     from ttscale.api import asolve
     from ttscale.verifiers.answers import grade
 
@@ -148,6 +164,116 @@ async def solve_item(
     }
     trace = {"key": item.key, "problem": item.problem.problem, "gold": gold, **trace}
     return row, trace
+
+
+async def _solve_code_item(
+    item: WorkItem,
+    generator: Any,
+    verifier: Any,
+    system_prompt: str | None,
+    grade_timeout: float,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A code row: the strategy sees the public tests only; the programs are graded on the
+    hidden ones (see the module doc)."""
+    from ttscale.strategies import make_strategy
+
+    cp = item.problem
+    assert isinstance(cp, CodeProblem)
+    problem = Problem(
+        cp.prompt, system_prompt, id=cp.id, entry_point=cp.entry_point, tests=cp.public_tests
+    )
+    runner = make_strategy(item.config.name, **item.config.options_for(item.seed))
+    t0 = time.perf_counter()
+    error: str | None = None
+    result: Result | None
+    try:
+        result = await runner.run(
+            problem,
+            generator,
+            verifier if item.config.use_verifier else None,
+            Budget.parse(item.budget),
+        )
+    except ROW_ERRORS as exc:
+        result = exc.partial
+        error = f"{type(exc).__name__}: {exc}"
+    answer = result.answer if result is not None else None
+    programs = [
+        c.program if c.program is not None else c.answer
+        for c in (result.candidates if result is not None else [])
+    ]
+    grades = await _grade_code(cp, [answer, *programs], generator, grade_timeout)
+    extras = result.extras if result is not None else {}
+    if result is not None:
+        ledger = result.ledger.to_dict()
+        candidates = [
+            {
+                "answer": _program_id(prog),
+                "correct": grades[prog] if prog is not None else False,
+                "score": c.score,
+                "tokens": c.tokens,
+                "finish_reason": c.finish_reason,
+            }
+            for c, prog in zip(result.candidates, programs, strict=True)
+        ]
+        trace = result.to_dict()
+        trace.pop("ledger")
+    else:
+        candidates, trace = [], {}
+        empty = Ledger(Budget.parse(item.budget))
+        empty.engine = generator.profile()
+        ledger = empty.finish().to_dict()
+    row = {
+        "key": item.key,
+        "problem_id": cp.id,
+        "level": None,
+        "subject": None,
+        "domain": "code",
+        "strategy": item.config.label,
+        "strategy_name": item.config.name,
+        "options": dict(item.config.options),
+        "budget": item.budget,
+        "seed": item.seed,
+        "answer": answer,
+        "gold": None,
+        "correct": answer is not None and grades[answer],
+        "public_passed": extras.get("passed_public"),
+        "public_tests": extras.get("n_public", len(cp.public_tests)),
+        "pass_at_n": any(c["correct"] for c in candidates),
+        "selection": extras.get("selection"),
+        "candidates": candidates,
+        "ledger": ledger,
+        "error": error,
+        "seconds": round(time.perf_counter() - t0, 4),
+    }
+    trace = {"key": item.key, "problem": cp.prompt, "entry_point": cp.entry_point, **trace}
+    return row, trace
+
+
+def _program_id(program: str | None) -> str | None:
+    """A short stand-in for a program in a row (the trace keeps the program itself)."""
+    if program is None:
+        return None
+    return "sha256:" + hashlib.sha256(program.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+async def _grade_code(
+    problem: CodeProblem, programs: list[str | None], generator: Any, timeout: float
+) -> dict[str, bool]:
+    """Hidden-test verdict of each distinct program: the pool's stored grade on replay,
+    else one grading-sandbox run each, all at once."""
+    stored = getattr(generator, "stored_grade", None)
+    out: dict[str, bool] = {}
+    todo: list[str] = []
+    for prog in dict.fromkeys(p for p in programs if p is not None):
+        known = stored(problem.id, prog) if stored is not None else None
+        if known is None:
+            todo.append(prog)
+        else:
+            out[prog] = known
+    if todo:
+        verdicts = await agrade_programs([problem] * len(todo), todo, timeout=timeout)
+        out.update({prog: v.passed for prog, v in zip(todo, verdicts, strict=True)})
+    return out
 
 
 # -- executors -------------------------------------------------------------------------------

@@ -15,7 +15,6 @@ from ttscale.cli.options import (
     Backend,
     BackendOptions,
     BaseUrl,
-    Dataset,
     Executor,
     GpusPerWorker,
     Ids,
@@ -41,6 +40,14 @@ from ttscale.cli.options import (
     selection,
     split_list,
 )
+
+Dataset = Annotated[
+    str | None,
+    typer.Option(
+        help="math500 | aime24 | amc23 | gsm8k | math_train200 | FILE.jsonl | humaneval "
+        "(code: graded on hidden tests; use --strategy code)"
+    ),
+]
 
 
 def eval_cmd(
@@ -90,6 +97,10 @@ def eval_cmd(
     traces: Annotated[
         bool, typer.Option(help="Write each row's full trace (off for big replay grids).")
     ] = True,
+    grade_timeout: Annotated[
+        float,
+        typer.Option(help="Code datasets: CPU seconds of one program's hidden tests."),
+    ] = 10.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     verbose: Verbose = False,
 ) -> None:
@@ -139,6 +150,7 @@ def eval_cmd(
         gpus_per_worker=gpus_per_worker,
         progress=progress,
         traces=traces,
+        grade_timeout=grade_timeout,
     )
     wanted = {(c.label, str(b)) for c in configs for b in budgets}
     rows = [r for r in read_rows(out_dir) if (r["strategy"], r["budget"]) in wanted]
@@ -154,14 +166,19 @@ def eval_cmd(
         sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
         return
     table = Table(title=f"{out_dir} ({outcome.written} new rows, {outcome.skipped} resumed)")
-    for col in ("strategy", "budget", "problems", "accuracy [95% CI]", "tokens", "eFLOPs"):
+    code = any(r.get("domain") == "code" for r in rows)
+    score = "pass@1 [95% CI]" if code else "accuracy [95% CI]"
+    cols = ("strategy", "budget", "problems", score, *(("oracle pass@n",) if code else ()))
+    for col in (*cols, "tokens", "eFLOPs"):
         table.add_column(col)
     for c in cells:
+        oracle = (f"{c.pass_n:.3f}" if c.pass_n is not None else "-",) if code else ()
         table.add_row(
             c.strategy,
             c.budget,
             str(c.problems),
             f"{c.accuracy:.3f} [{c.ci[0]:.3f}, {c.ci[1]:.3f}]",
+            *oracle,
             f"{c.tokens_mean:.0f}",
             f"{c.eflops_mean:.3g}",
         )

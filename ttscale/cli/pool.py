@@ -14,7 +14,6 @@ from ttscale.cli.options import (
     Backend,
     BackendOptions,
     BaseUrl,
-    Dataset,
     Executor,
     GpusPerWorker,
     Ids,
@@ -38,6 +37,14 @@ from ttscale.cli.options import (
     selection,
 )
 from ttscale.errors import ConfigError
+
+Dataset = Annotated[
+    str,
+    typer.Option(
+        help="math500 | aime24 | amc23 | gsm8k | math_train200 | FILE.jsonl | humaneval "
+        "(code: with --format code)"
+    ),
+]
 
 pool_app = typer.Typer(
     no_args_is_help=True,
@@ -84,22 +91,41 @@ def build(
         typer.Option(
             "--format",
             help="cot: chain of thought (boxed answers); program: Program-of-Thought, each "
-            "sample's program run in the sandbox and graded on what it printed.",
+            "sample's program run in the sandbox and graded on what it printed; code: a code "
+            "dataset (humaneval), each program run on the public tests and the behaviour "
+            "inputs and graded on the hidden tests, so the code strategy replays exactly.",
         ),
     ] = "cot",
+    generated_inputs: Annotated[
+        int,
+        typer.Option(
+            help="--format code: inputs asked from the model per problem for behaviour "
+            "clustering (the code strategy's generated_inputs; 0: none)."
+        ),
+    ] = 8,
+    test_timeout: Annotated[
+        float,
+        typer.Option(help="--format code: seconds per test call (the code strategy's timeout)."),
+    ] = 5.0,
     progress: Progress = True,
     verbose: Verbose = False,
 ) -> None:
     """Draw K samples per problem of DATASET into --out (rerun the same command to resume)."""
     from ttscale.evals.pool import build_pool
     from ttscale.pools import Sampling, load_pool
+    from ttscale.pools.pool import CodeSettings
     from ttscale.types import DEFAULT_SYSTEM_PROMPT, PROGRAM_INSTRUCTION, PROGRAM_SYSTEM_PROMPT
 
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, stream=sys.stderr)
-    if prompt_format not in ("cot", "program"):
-        raise ConfigError(f"--format {prompt_format!r}: choose cot or program")
+    if prompt_format not in ("cot", "program", "code"):
+        raise ConfigError(f"--format {prompt_format!r}: choose cot, program or code")
     program = prompt_format == "program"
-    system = PROGRAM_SYSTEM_PROMPT if program else DEFAULT_SYSTEM_PROMPT
+    code = prompt_format == "code"
+    if code and no_system_prompt:
+        raise ConfigError(
+            "--format code draws with the code strategy's system prompt; drop --no-system-prompt"
+        )
+    system = PROGRAM_SYSTEM_PROMPT if program or code else DEFAULT_SYSTEM_PROMPT
     try:
         sampling = Sampling(
             k=k,
@@ -111,6 +137,9 @@ def build(
             system_prompt=None if no_system_prompt else system,
             instruction=PROGRAM_INSTRUCTION if program else None,
             execute=program,
+            code=CodeSettings(generated_inputs=generated_inputs, timeout=test_timeout)
+            if code
+            else None,
         )
     except ValueError as exc:
         raise ConfigError(
@@ -185,7 +214,7 @@ def _print_summary(pool: object, *, as_json: bool) -> None:
             str(row["problems"]),
             f"{row['pass_at_k']:.3f}",
             f"{row['mean_accuracy']:.3f}",
-            f"{row['maj_at_k']:.3f}",
+            "-" if row["maj_at_k"] is None else f"{row['maj_at_k']:.3f}",
             f"{row['tokens_mean']:.0f}",
             f"{row['truncated']:.3f}",
         )

@@ -12,6 +12,13 @@ reference (math-verify), per-token logprob and DeepConf confidence (float16), an
 eFLOPs it cost. Stored as compressed numpy ``.npz`` (JSON metadata plus binary arrays):
 small enough to commit the pools behind a report, readable with numpy alone.
 
+Code pools (format 3, ``Sampling.code``) add, per problem: the entry point; the other
+prompts the ``code`` strategy sends besides the samples' own (``PoolPrompt``: its
+generated-inputs request), each with its one greedy completion; and every sandbox run a
+replay needs (each sample's public-test run and its behaviour-signature run), keyed by the
+sha256 of the exact source that ran. Each sample's ``program`` is its full program (prompt
++ code), ``execution`` its public-test run and ``correct`` its hidden-test grade.
+
 Nothing here runs an engine: building a pool is ``ttscale.evals.pool`` (it needs datasets
 and grading); replaying one is ``ttscale.pools.replay``.
 """
@@ -32,27 +39,47 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ttscale.cost import ModelSpec
 from ttscale.errors import ConfigError
-from ttscale.types import ExecResult, FinishReason
+from ttscale.types import ExecResult, FinishReason, code_user_text
 
 __all__ = [
     "FORMAT_VERSION",
     "MANIFEST",
+    "CodeSettings",
     "Pool",
     "PoolProblem",
+    "PoolPrompt",
     "PoolSample",
     "Sampling",
+    "format_version",
     "load_pool",
     "pool_problem_ids",
     "problem_file",
+    "source_key",
     "write_problem",
 ]
 
-FORMAT_VERSION = 2
-"""Version 2 added program pools (``Sampling.instruction``/``execute``, per-sample program
-and execution result); version 1 pools read unchanged."""
-READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 3
+"""Version 3 added code pools (``Sampling.code``; per problem the entry point, auxiliary
+prompts with their greedy completions and a table of sandbox runs by source sha256).
+Version 2 added program pools (``Sampling.instruction``/``execute``, per-sample program
+and execution result). A pool without code settings is still written as version 2, so
+older readers keep reading it; versions 1 and 2 read unchanged."""
+READABLE_VERSIONS = (1, 2, 3)
 MANIFEST = "manifest.json"
 PROBLEMS = "problems"
+
+
+class CodeSettings(BaseModel):
+    """How a code pool's sandbox runs were made: a ``code`` strategy replays exactly only
+    with the same ``generated_inputs`` and ``timeout`` (they are part of each run's source)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    generated_inputs: int = Field(default=8, ge=0)
+    """Inputs asked from the model per problem (0: no generated-inputs completion; the
+    behaviour signatures run on the docstring's calls only)."""
+    timeout: float = Field(default=5.0, gt=0, allow_inf_nan=False)
+    """Seconds per test call in the public-test and signature runs."""
 
 
 class Sampling(BaseModel):
@@ -78,10 +105,26 @@ class Sampling(BaseModel):
     """Each sample's last ```python block was run in the sandbox; its printed answer is the
     sample's answer and its execution result is stored, so program strategies replay without
     running anything."""
+    code: CodeSettings | None = None
+    """Code pools: each problem (a signature + docstring) was sent as ``code_user_text``;
+    the samples' programs ran on the public tests and the behaviour inputs (see the
+    module doc). ``None``: not a code pool."""
 
     def user_text(self, problem: str) -> str:
         """The user message a problem was drawn with."""
+        if self.code is not None:
+            return code_user_text(problem)
         return problem + (self.instruction or "")
+
+
+def format_version(sampling: Sampling) -> int:
+    """The format a pool drawn with ``sampling`` is written in (the oldest that holds it)."""
+    return 3 if sampling.code is not None else 2
+
+
+def source_key(source: str) -> str:
+    """The key of a sandbox run in a code pool's run table: sha256 of the exact source."""
+    return hashlib.sha256(source.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -101,9 +144,11 @@ class PoolSample:
     logprobs: np.ndarray | None = None
     confidence: np.ndarray | None = None
     program: str | None = None
-    """Program pools: the code that was run (``None``: no closed code block)."""
+    """Program pools: the code that was run (``None``: no closed code block). Code pools:
+    the full program (prompt + code, as the ``code`` strategy assembles it)."""
     execution: ExecResult | None = None
-    """Program pools: what running ``program`` gave (stdout/stderr capped as stored)."""
+    """Program pools: what running ``program`` gave (stdout/stderr capped as stored). Code
+    pools: its public-test run (whole)."""
 
     @property
     def num_tokens(self) -> int:
@@ -114,6 +159,24 @@ class PoolSample:
         if m >= self.num_tokens:
             return self.text
         return self.text[: int(self.offsets[m - 1])] if m > 0 else ""
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class PoolPrompt:
+    """Another prompt of a problem that a strategy sends besides the samples' own (the
+    ``code`` strategy's generated-inputs request), with its one greedy completion: replay
+    serves it to every request for that prompt, as a deterministic engine would."""
+
+    kind: str
+    """What it is for (``"inputs"``)."""
+    user_text: str
+    system_prompt: str | None
+    prompt_token_ids: tuple[int, ...]
+    max_tokens: int
+    """Cap it was drawn with (replay serves any cap up to it)."""
+    sample: PoolSample
+    temperature: float = 0.0
+    prefill_eflops: float = 0.0
 
 
 @dataclass(slots=True)
@@ -134,6 +197,12 @@ class PoolProblem:
     prefill_eflops: float = 0.0
     seconds: float = 0.0
     """Wall time of the engine call that drew this problem's samples."""
+    entry_point: str | None = None
+    """Code pools: the function the programs define."""
+    prompts: list[PoolPrompt] = field(default_factory=list)
+    """Code pools: the auxiliary prompts with their greedy completions."""
+    runs: dict[str, ExecResult] = field(default_factory=dict)
+    """Code pools: every sandbox run a replay needs, by ``source_key`` of its source."""
 
     @property
     def correct(self) -> list[bool]:
@@ -170,7 +239,7 @@ class Pool:
         """One line naming what the pool can serve (used in every refusal)."""
         s = self.sampling
         ds = self.manifest.get("dataset", {}).get("name", "?")
-        kind = " program" if s.execute else ""
+        kind = " code" if s.code is not None else " program" if s.execute else ""
         return (
             f"{kind.strip() + ' ' if kind else ''}pool {self.name!r} holds {len(self.problems)} "
             f"{ds} problems x {s.k}{kind} samples at "
@@ -201,11 +270,63 @@ def _concat(arrays: list[np.ndarray | None], dtype: str) -> np.ndarray | None:
     )
 
 
+def _sample_meta(s: PoolSample) -> dict[str, Any]:
+    return {
+        "text": s.text,
+        "finish_reason": s.finish_reason,
+        "answer": s.answer,
+        "correct": s.correct,
+        "eflops": s.eflops,
+        **({"program": s.program} if s.program is not None else {}),
+        **({"execution": s.execution.to_dict()} if s.execution is not None else {}),
+    }
+
+
+def _pack(samples: Sequence[PoolSample], prefix: str = "") -> dict[str, np.ndarray]:
+    """The per-token arrays of ``samples``, concatenated, under ``prefix``-ed names."""
+    arrays: dict[str, np.ndarray] = {
+        f"{prefix}lengths": np.asarray([s.num_tokens for s in samples], dtype="<i4"),
+        f"{prefix}token_ids": _concat([s.token_ids for s in samples], "<i4"),  # type: ignore[dict-item]
+        f"{prefix}offset_deltas": _concat([np.diff(s.offsets, prepend=0) for s in samples], "<u2"),  # type: ignore[dict-item]
+    }
+    for name in ("logprobs", "confidence"):
+        joined = _concat([getattr(s, name) for s in samples], "<f2")
+        if joined is not None:
+            arrays[f"{prefix}{name}"] = joined
+    return arrays
+
+
+def _unpack(z: Any, metas: Sequence[dict[str, Any]], prefix: str = "") -> list[PoolSample]:
+    lengths = z[f"{prefix}lengths"]
+    cuts = np.cumsum(lengths)[:-1]
+    ids = np.split(z[f"{prefix}token_ids"], cuts)
+    offsets = [np.cumsum(d, dtype=np.int32) for d in np.split(z[f"{prefix}offset_deltas"], cuts)]
+    none = [None] * len(lengths)
+    lps = np.split(z[f"{prefix}logprobs"], cuts) if f"{prefix}logprobs" in z.files else none
+    conf = np.split(z[f"{prefix}confidence"], cuts) if f"{prefix}confidence" in z.files else none
+    return [
+        PoolSample(
+            text=m["text"],
+            token_ids=ids[i],
+            offsets=offsets[i],
+            finish_reason=m["finish_reason"],
+            answer=m["answer"],
+            correct=m["correct"],
+            eflops=float(m["eflops"]),
+            logprobs=lps[i],
+            confidence=conf[i],
+            program=m.get("program"),
+            execution=ExecResult.from_dict(m["execution"]) if m.get("execution") else None,
+        )
+        for i, m in enumerate(metas)
+    ]
+
+
 def write_problem(pool_dir: Path, problem: PoolProblem) -> Path:
     """Write one problem atomically (temp file + rename): a kill never leaves half a file."""
     path = problem_file(pool_dir, problem.id)
     path.parent.mkdir(parents=True, exist_ok=True)
-    meta = {
+    meta: dict[str, Any] = {
         "id": problem.id,
         "problem": problem.problem,
         "gold": problem.gold,
@@ -216,29 +337,32 @@ def write_problem(pool_dir: Path, problem: PoolProblem) -> Path:
         "seeding": problem.seeding,
         "prefill_eflops": problem.prefill_eflops,
         "seconds": round(problem.seconds, 3),
-        "samples": [
-            {
-                "text": s.text,
-                "finish_reason": s.finish_reason,
-                "answer": s.answer,
-                "correct": s.correct,
-                "eflops": s.eflops,
-                **({"program": s.program} if s.program is not None else {}),
-                **({"execution": s.execution.to_dict()} if s.execution is not None else {}),
-            }
-            for s in problem.samples
-        ],
+        "samples": [_sample_meta(s) for s in problem.samples],
     }
+    if problem.entry_point is not None:
+        meta["entry_point"] = problem.entry_point
+    if problem.prompts:
+        meta["prompts"] = [
+            {
+                "kind": a.kind,
+                "user_text": a.user_text,
+                "system_prompt": a.system_prompt,
+                "prompt_token_ids": list(a.prompt_token_ids),
+                "max_tokens": a.max_tokens,
+                "temperature": a.temperature,
+                "prefill_eflops": a.prefill_eflops,
+                "sample": _sample_meta(a.sample),
+            }
+            for a in problem.prompts
+        ]
+    if problem.runs:
+        meta["runs"] = {key: r.to_dict() for key, r in problem.runs.items()}
     arrays: dict[str, np.ndarray] = {
         "meta": np.frombuffer(json.dumps(meta, separators=(",", ":")).encode(), dtype=np.uint8),
-        "lengths": np.asarray([s.num_tokens for s in problem.samples], dtype="<i4"),
-        "token_ids": _concat([s.token_ids for s in problem.samples], "<i4"),  # type: ignore[dict-item]
-        "offset_deltas": _concat([np.diff(s.offsets, prepend=0) for s in problem.samples], "<u2"),  # type: ignore[dict-item]
+        **_pack(problem.samples),
     }
-    for name in ("logprobs", "confidence"):
-        joined = _concat([getattr(s, name) for s in problem.samples], "<f2")
-        if joined is not None:
-            arrays[name] = joined
+    if problem.prompts:
+        arrays.update(_pack([a.sample for a in problem.prompts], "prompt_"))
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
     try:
         os.fchmod(fd, 0o644)
@@ -256,27 +380,21 @@ def write_problem(pool_dir: Path, problem: PoolProblem) -> Path:
 def _read_problem(path: Path) -> PoolProblem:
     with np.load(path, allow_pickle=False) as z:
         meta = json.loads(z["meta"].tobytes())
-        lengths = z["lengths"]
-        cuts = np.cumsum(lengths)[:-1]
-        ids = np.split(z["token_ids"], cuts)
-        offsets = [np.cumsum(d, dtype=np.int32) for d in np.split(z["offset_deltas"], cuts)]
-        lps = np.split(z["logprobs"], cuts) if "logprobs" in z.files else [None] * len(lengths)
-        conf = np.split(z["confidence"], cuts) if "confidence" in z.files else [None] * len(lengths)
-    samples = [
-        PoolSample(
-            text=m["text"],
-            token_ids=ids[i],
-            offsets=offsets[i],
-            finish_reason=m["finish_reason"],
-            answer=m["answer"],
-            correct=m["correct"],
-            eflops=float(m["eflops"]),
-            logprobs=lps[i],
-            confidence=conf[i],
-            program=m.get("program"),
-            execution=ExecResult.from_dict(m["execution"]) if m.get("execution") else None,
+        samples = _unpack(z, meta["samples"])
+        extra = meta.get("prompts") or []
+        aux = _unpack(z, [a["sample"] for a in extra], "prompt_") if extra else []
+    prompts = [
+        PoolPrompt(
+            kind=a["kind"],
+            user_text=a["user_text"],
+            system_prompt=a["system_prompt"],
+            prompt_token_ids=tuple(int(t) for t in a["prompt_token_ids"]),
+            max_tokens=int(a["max_tokens"]),
+            sample=sample,
+            temperature=float(a.get("temperature") or 0.0),
+            prefill_eflops=float(a.get("prefill_eflops") or 0.0),
         )
-        for i, m in enumerate(meta["samples"])
+        for a, sample in zip(extra, aux, strict=True)
     ]
     return PoolProblem(
         id=meta["id"],
@@ -290,6 +408,9 @@ def _read_problem(path: Path) -> PoolProblem:
         seeding=meta.get("seeding"),
         prefill_eflops=float(meta.get("prefill_eflops") or 0.0),
         seconds=float(meta.get("seconds") or 0.0),
+        entry_point=meta.get("entry_point"),
+        prompts=prompts,
+        runs={k: ExecResult.from_dict(v) for k, v in (meta.get("runs") or {}).items()},
     )
 
 

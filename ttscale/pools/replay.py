@@ -22,6 +22,13 @@ sample to every request, as a deterministic engine would.
 Program pools (``Sampling.execute``) also hold what running each sample's program gave;
 ``executor`` serves those results to program strategies, so they replay exactly without
 running anything (a program the pool never ran is refused, naming why).
+
+Code pools (``Sampling.code``) serve the ``code`` strategy: its samples (the problem sent
+as ``code_user_text``), its generated-inputs request (a ``PoolPrompt`` of the problem: one
+greedy completion, served to every request for that prompt) and, through ``executor``,
+every public-test and behaviour-signature run, looked up by the sha256 of the exact harness
+source. Pairwise judging and self-debug rounds send prompts that depend on the candidates
+drawn; no pool holds them, and the refusal says to run those live.
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from ttscale.errors import ConfigError
-from ttscale.pools.pool import Pool, PoolProblem, PoolSample
+from ttscale.pools.pool import Pool, PoolProblem, PoolPrompt, PoolSample, source_key
 from ttscale.types import (
     Completion,
     ConfidenceStop,
@@ -43,15 +50,25 @@ from ttscale.types import (
     Problem,
 )
 
-__all__ = ["STEPWISE_HINT", "PoolExecutor", "ReplayGenerator"]
+__all__ = ["CODE_HINT", "STEPWISE_HINT", "PoolExecutor", "ReplayGenerator"]
 
 STEPWISE_HINT = (
     "replay serves whole samples only: best_of_n (any select, adaptive stop), auto with "
-    "best-of-N choices, solve_batch, and program/hybrid from program pools; step-wise "
-    "searches (beam_search, dvts, particle_filter, ets, pdr, sequential_refine, tir) need "
-    "a live backend"
+    "best-of-N choices, solve_batch, program/hybrid from program pools and code (select "
+    "first, majority, public or cluster) from code pools; step-wise searches (beam_search, "
+    "dvts, particle_filter, ets, pdr, sequential_refine, tir) need a live backend"
+)
+CODE_HINT = (
+    "a code pool replays the code strategy with select=first, majority, public or cluster, "
+    "debug_rounds=0, and the pool's generated_inputs and timeout; pairwise judging and "
+    "self-debug rounds ask for text that depends on the candidates drawn, which no pool "
+    "holds: run those live (e.g. --backend vllm)"
 )
 _TOL = 1e-9
+
+_Slot = tuple[Pool, PoolProblem, PoolPrompt | None]
+"""What a prompt is served from: a pool's problem, and its auxiliary prompt (``None``:
+the problem's own samples)."""
 
 
 class ReplayGenerator:
@@ -79,28 +96,40 @@ class ReplayGenerator:
         self.pools = (pool, *also)
         self.order_seed = order_seed
         self.model_spec = pool.model_spec
-        self._by_prompt: dict[tuple[int, ...], tuple[Pool, PoolProblem]] = {}
-        self._by_text: dict[tuple[str, str | None], tuple[Pool, PoolProblem]] = {}
+        self._by_prompt: dict[tuple[int, ...], _Slot] = {}
+        self._by_text: dict[tuple[str, str | None], _Slot] = {}
         for pl in self.pools:
             s = pl.sampling
             for p in pl.problems.values():
-                key = (s.user_text(p.problem), s.system_prompt)
-                if key in self._by_text and self._by_text[key][0] is not pl:
-                    raise ConfigError(
-                        f"pools {self._by_text[key][0].name!r} and {pl.name!r} both hold problem "
-                        f"{p.id!r} with the same prompt; replay one of them at a time"
-                    )
-                self._by_text[key] = (pl, p)
-                self._by_prompt[p.prompt_token_ids] = (pl, p)
+                entries: list[tuple[str, str | None, tuple[int, ...], PoolPrompt | None]] = [
+                    (s.user_text(p.problem), s.system_prompt, p.prompt_token_ids, None)
+                ]
+                entries += [
+                    (a.user_text, a.system_prompt, a.prompt_token_ids, a) for a in p.prompts
+                ]
+                for text, system, ids, aux in entries:
+                    key = (text, system)
+                    if key in self._by_text and self._by_text[key][0] is not pl:
+                        raise ConfigError(
+                            f"pools {self._by_text[key][0].name!r} and {pl.name!r} both hold "
+                            f"problem {p.id!r} with the same prompt; replay one of them at a time"
+                        )
+                    self._by_text[key] = (pl, p, aux)
+                    self._by_prompt[ids] = (pl, p, aux)
         self._used: dict[tuple[int, str], int] = {}
         self._seen_blocks: set[bytes] = set()
-        program_pools = [pl for pl in self.pools if pl.sampling.execute]
+        self._grades: dict[tuple[str, str], bool] | None = None
+        program_pools = [
+            pl for pl in self.pools if pl.sampling.execute or pl.sampling.code is not None
+        ]
         self.executor: PoolExecutor | None = PoolExecutor(program_pools) if program_pools else None
-        """Serves the stored execution results of the program pools among ``pools``."""
+        """Serves the stored execution results of the program and code pools among ``pools``."""
 
     def fork(self, order_seed: int | None) -> ReplayGenerator:
         """A fresh run over the same pools (nothing used yet), in ``order_seed``'s order."""
-        return ReplayGenerator(self.pool, order_seed=order_seed, also=self.pools[1:])
+        forked = ReplayGenerator(self.pool, order_seed=order_seed, also=self.pools[1:])
+        forked._grades = self._grade_table()  # read-only: built once, shared
+        return forked
 
     def describe(self) -> str:
         return "; ".join(pl.describe() for pl in self.pools)
@@ -109,12 +138,19 @@ class ReplayGenerator:
     def render(self, problem: Problem) -> tuple[int, ...]:
         found = self._by_text.get((problem.prompt, problem.system_prompt))
         if found is not None:
-            return found[1].prompt_token_ids
+            aux = found[2]
+            return found[1].prompt_token_ids if aux is None else aux.prompt_token_ids
         if not any(text == problem.prompt for text, _ in self._by_text):
+            if any(pl.sampling.code is not None for pl in self.pools):
+                raise ConfigError(
+                    f"{self.describe()}; this run asks for the prompt "
+                    f"{problem.prompt[:60]!r}, which the pool does not hold: {CODE_HINT}"
+                )
             raise ConfigError(
                 f"{self.describe()}; the problem {problem.prompt[:60]!r} is not one of "
                 f"them: select problems the pool holds, or build a pool for them (a program "
-                f"strategy needs a pool built with --format program)"
+                f"strategy needs a pool built with --format program, the code strategy one "
+                f"built with --format code)"
             )
         systems = sorted({repr(pl.sampling.system_prompt) for pl in self.pools})
         raise ConfigError(
@@ -145,15 +181,34 @@ class ReplayGenerator:
     async def generate(self, requests: list[GenerationRequest]) -> list[GenerationOutput]:
         return [self._serve(r) for r in requests]
 
+    def stored_grade(self, problem_id: str, program: str) -> bool | None:
+        """The hidden-test grade a code pool stored for ``program`` on ``problem_id`` (it
+        graded every sample's program when drawn), or ``None`` if no pool holds it."""
+        return self._grade_table().get((problem_id, program))
+
+    def _grade_table(self) -> dict[tuple[str, str], bool]:
+        if self._grades is None:
+            self._grades = {
+                (p.id, s.program): bool(s.correct)
+                for pl in self.pools
+                if pl.sampling.code is not None
+                for p in pl.problems.values()
+                for s in p.samples
+                if s.program is not None and s.correct is not None
+            }
+        return self._grades
+
     # -- serving -----------------------------------------------------------------------------
     def remaining(self, problem_id: str) -> int:
         """Samples of ``problem_id`` in the first pool this run has not used yet."""
         return len(self.pool.problems[problem_id].samples) - self._used.get((0, problem_id), 0)
 
     def _serve(self, r: GenerationRequest) -> GenerationOutput:
-        pool, problem = self._check(r)
+        pool, problem, aux = self._check(r)
         samples = problem.samples
-        if pool.sampling.temperature == 0:
+        if aux is not None:
+            picked = [aux.sample] * r.n  # greedy: one deterministic completion, served to all
+        elif pool.sampling.temperature == 0:
             picked = [samples[0]] * r.n  # greedy: one deterministic sample, served to all
         else:
             key = (self.pools.index(pool), problem.id)
@@ -176,14 +231,17 @@ class ReplayGenerator:
             cached_tokens=self._cache_hit(r.prompt_token_ids),
         )
 
-    def _check(self, r: GenerationRequest) -> tuple[Pool, PoolProblem]:
+    def _check(self, r: GenerationRequest) -> _Slot:
         found = self._by_prompt.get(tuple(r.prompt_token_ids))
         if found is None:
             raise ConfigError(
                 f"{self.describe()}; this request's prompt ({len(r.prompt_token_ids)} "
                 f"tokens) is not a pooled problem's prompt: {STEPWISE_HINT}"
             )
-        pool, problem = found
+        pool, problem, aux = found
+        if aux is not None:
+            self._check_aux(pool, problem, aux, r)
+            return found
         s = pool.sampling
         why = None
         if r.stop:
@@ -210,7 +268,30 @@ class ReplayGenerator:
                 f"{pool.describe()}; the request asks for {why}, which it cannot serve "
                 f"exactly: {fix}"
             )
-        return pool, problem
+        return found
+
+    def _check_aux(
+        self, pool: Pool, problem: PoolProblem, aux: PoolPrompt, r: GenerationRequest
+    ) -> None:
+        """An auxiliary prompt is served greedily, as drawn, up to its cap."""
+        why = None
+        if r.stop:
+            why = f"stop strings {list(r.stop)!r}"
+        elif abs(r.temperature - aux.temperature) > _TOL:
+            why = f"temperature={r.temperature:g} (drawn greedy)"
+        elif r.max_tokens > aux.max_tokens:
+            why = f"max_tokens={r.max_tokens} (drawn with {aux.max_tokens})"
+        elif r.prompt_logprobs:
+            why = "prompt logprobs"
+        elif r.logprobs is not None and aux.sample.logprobs is None:
+            why = f"logprobs={r.logprobs} (drawn without)"
+        elif r.stop_below is not None:
+            why = "a confidence stop"
+        if why is not None:
+            raise ConfigError(
+                f"{pool.describe()}; the {aux.kind} request of problem {problem.id!r} asks for "
+                f"{why}, which it cannot serve exactly: {CODE_HINT}"
+            )
 
     def _order(self, problem: PoolProblem) -> np.ndarray:
         k = len(problem.samples)
@@ -235,9 +316,11 @@ class ReplayGenerator:
 class PoolExecutor:
     """The sandbox's stand-in on replay: returns the result stored for a program, exactly.
 
-    Programs are looked up by their text; every pooled sample's program ran once when the
-    pool was drawn (a program runs alone in a fresh process, so its stored result is its
-    result). Holds no per-run state."""
+    A source is looked up by its text among the program pools' programs (every pooled
+    sample's program ran once when the pool was drawn; a program runs alone in a fresh
+    process, so its stored result is its result), then by its sha256 among the code pools'
+    runs (the public-test and behaviour harnesses, pure functions of their inputs). Holds
+    no per-run state."""
 
     name = "pool"
 
@@ -246,13 +329,34 @@ class PoolExecutor:
         self._results: dict[str, ExecResult] = {
             s.program: s.execution
             for pool in self.pools
+            if pool.sampling.code is None  # a code sample's execution is its test run
             for p in pool.problems.values()
             for s in p.samples
             if s.program is not None and s.execution is not None
         }
+        self._runs: dict[str, ExecResult] = {
+            key: r
+            for pool in self.pools
+            for p in pool.problems.values()
+            for key, r in p.runs.items()
+        }
 
     def run(self, code: str, *, limits: Any = None) -> ExecResult:
         found = self._results.get(code)
+        if found is None and self._runs:
+            found = self._runs.get(source_key(code))
+            if found is None:
+                drawn = "; ".join(
+                    f"{p.name!r} ran them with generated_inputs={p.sampling.code.generated_inputs}"
+                    f" and timeout={p.sampling.code.timeout:g}"
+                    for p in self.pools
+                    if p.sampling.code is not None
+                )
+                raise ConfigError(
+                    f"{'; '.join(p.describe() for p in self.pools)}; it never ran this "
+                    f"source ({len(code)} chars), so replay cannot serve its result "
+                    f"exactly ({drawn}): {CODE_HINT}"
+                )
         if found is None:
             raise ConfigError(
                 f"{'; '.join(p.describe() for p in self.pools)}; it never ran this program "
