@@ -77,9 +77,9 @@ def extract_code_blocks(text: str) -> list[str]:
     untagged and its content parses as a Python program that does something (a statement
     or a call): an untagged block holding only a value such as ``5`` or ``13/15`` is
     printed output, not code, although it parses. A tag alone on the fence's next line
-    (```` ``` ```` then ``python``: small coders write it so) is read as the tag. Blocks tagged with another language
-    (``output``, ``bash``, ``text``) never count. A fence left open at the end (the reply
-    was cut off) yields no block. ``\\r\\n`` line ends are accepted.
+    (```` ``` ```` then ``python``: small coders write it so) is read as the tag. Blocks
+    tagged with another language (``output``, ``bash``, ``text``) never count. A fence
+    left open at the end (the reply was cut off) yields no block. ``\\r\\n`` line ends are accepted.
     """
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     blocks: list[str] = []
