@@ -80,6 +80,7 @@ __all__ = [
     "behaviour_signature",
     "harness_source",
     "infer_entry_point",
+    "literal_source_of",
     "parse_calls",
     "parse_examples",
     "run_public_tests",
@@ -293,7 +294,7 @@ def _doctest_test(source: str, output: str, entry: str) -> PublicTest | None:
         and _calls(body.left, entry)
         and output in ("", "True")
     ):
-        expected = _literal_node(body.comparators[0])
+        expected = literal_source_of(body.comparators[0])
         return None if expected is None else PublicTest(ast.unparse(body.left), expected)
     if output.startswith("Traceback (most recent call last)"):
         last = output.splitlines()[-1].strip()
@@ -536,7 +537,7 @@ def _literal_source(text: str) -> str | None:
             node = ast.parse(attempt, mode="eval").body
         except (SyntaxError, ValueError, RecursionError, MemoryError):
             continue
-        value = _literal_node(node)
+        value = literal_source_of(node)
         if value is not None:
             return value
     # `1 + 9 + 0 + 0 = 10`: worked arithmetic ending in the value; kept once it checks out.
@@ -554,7 +555,9 @@ def _literal_source(text: str) -> str | None:
     return None
 
 
-def _literal_node(node: ast.AST) -> str | None:
+def literal_source_of(node: ast.AST) -> str | None:
+    """Canonical source of a literal node (its value's ``repr`` when that reads back equal,
+    else the node unparsed), or ``None`` when the node is not a literal."""
     try:
         value = ast.literal_eval(node)
     except (ValueError, TypeError, SyntaxError, RecursionError, MemoryError):
@@ -607,7 +610,7 @@ def _args_literal(node: ast.Call) -> bool:
     ):
         return False
     return all(
-        _literal_node(a) is not None for a in [*node.args, *(k.value for k in node.keywords)]
+        literal_source_of(a) is not None for a in [*node.args, *(k.value for k in node.keywords)]
     )
 
 

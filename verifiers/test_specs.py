@@ -25,7 +25,7 @@ from collections.abc import Sequence
 
 from ttscale.errors import ConfigError, describe
 from ttscale.types import PublicTest
-from ttscale.verifiers.code_tests import parse_examples
+from ttscale.verifiers.code_tests import literal_source_of, parse_examples
 
 __all__ = ["MAX_TEST_CHARS", "MAX_TESTS", "check_entry_point", "parse_test", "parse_tests"]
 
@@ -235,20 +235,13 @@ def _checked(test: PublicTest, entry_point: str | None) -> PublicTest:
 
 def _literal(node: ast.expr) -> str:
     """Canonical source of a literal expected value (``repr`` when it round-trips)."""
-    try:
-        value = ast.literal_eval(node)
-    except (ValueError, TypeError, SyntaxError, RecursionError, MemoryError):
+    source = literal_source_of(node)
+    if source is None:
         raise ConfigError(
             f"the expected value {_short(ast.unparse(node))} is not a Python literal; give "
             f"the value itself (numbers, strings, lists, tuples, dicts, sets, None, booleans)"
-        ) from None
-    source = repr(value)
-    try:
-        if ast.literal_eval(source) == value:
-            return source
-    except (ValueError, TypeError, SyntaxError, RecursionError, MemoryError):
-        pass
-    return ast.unparse(node)
+        )
+    return source
 
 
 def _parse(source: str, mode: str, shown: str) -> ast.AST:
