@@ -338,7 +338,9 @@ class Worker:
     def run(self, req: dict) -> dict:
         limits = req["limits"]
         self.count += 1
-        wd = os.path.join(self.workroot, f"p{os.getpid()}-{self.count}")
+        # Unique per program: runners of different workers share pid numbers (each worker
+        # has its own pid namespace) and each runner is a fresh fork (count restarts).
+        wd = os.path.join(self.workroot, f"p{os.getpid()}-{self.count}-{os.urandom(6).hex()}")
         r_out, w_out = os.pipe()
         r_err, w_err = os.pipe()
         t0 = time.monotonic()
