@@ -532,9 +532,13 @@ class Worker:
             delay = min(delay * 2, 0.05)
 
     def clean(self, wd: str) -> None:
+        roots = {os.path.normpath(d) for d in (self.workroot, *self.wipe)}
+
         def force(func, path, _exc):  # a program may leave a 000 directory behind
             try:
-                os.chmod(os.path.dirname(path), 0o700)
+                parent = os.path.dirname(path)
+                if os.path.normpath(parent) not in roots:  # never lock /tmp for the next program
+                    os.chmod(parent, 0o700)
                 os.chmod(path, 0o700)
                 func(path)
             except OSError:
