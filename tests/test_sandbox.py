@@ -14,8 +14,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import signal
 import socket
+import tempfile
 import threading
 import time
 import uuid
@@ -373,6 +375,7 @@ def test_no_network_not_even_the_hosts_loopback(box):
     server.setblocking(False)
     port = server.getsockname()[1]
     code = f"""
+import shutil
 import socket
 for host in ("127.0.0.1", "localhost"):
     s = socket.socket()
@@ -715,3 +718,43 @@ def test_a_forked_copy_neither_uses_nor_kills_the_parents_workers(box):
     _, status = os.waitpid(pid, 0)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
     assert_healthy(box)
+
+
+@needs_namespaces
+def test_python_bound_back_under_tmp_survives_the_wipe_and_attacks(monkeypatch):
+    """A checkout or venv under /tmp is mounted back inside the worker's private /tmp: the
+    wipe after each program, and a program that tries to delete, lock or litter the folders
+    leading to it, must leave it reachable for the next program (a CI clone under /tmp once
+    broke ``import numpy`` for every program after the first)."""
+    top = Path(tempfile.mkdtemp(dir="/tmp", prefix="ttscale-keep-"))
+    try:
+        lib = top / "deep" / "lib"
+        lib.mkdir(parents=True)
+        (lib / "keepmod.py").write_text("VALUE = 7\n")
+        monkeypatch.setenv("PYTHONPATH", str(lib))
+        monkeypatch.setenv("TTSCALE_SANDBOX", "")
+        attack = (
+            "import os, shutil\n"
+            f"top, deep = {str(top)!r}, {str(top / 'deep')!r}\n"
+            "for d in (deep, top):\n"
+            "    try: open(os.path.join(d, 'stray'), 'w').close()\n"
+            "    except OSError: pass\n"
+            "shutil.rmtree('/tmp', ignore_errors=True)\n"
+            "for d in (deep, top):\n"
+            "    try: os.chmod(d, 0)\n"
+            "    except OSError: pass\n"
+            "print('done')\n"
+        )
+        probe = (
+            "import os, keepmod\n"
+            f"print(keepmod.VALUE, sorted(os.listdir({str(top)!r})),"
+            f" sorted(os.listdir({str(top / 'deep')!r})))\n"
+        )
+        with Sandbox(workers=1) as sandbox:
+            for _ in range(2):
+                first = sandbox.run(attack)
+                assert first.ok and first.stdout == "done\n", first
+                r = sandbox.run(probe)
+                assert r.ok and r.stdout == "7 ['deep'] ['lib']\n", r
+    finally:
+        shutil.rmtree(top, ignore_errors=True)

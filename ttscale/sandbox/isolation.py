@@ -187,6 +187,27 @@ def _hidden_roots() -> list[str]:
     return out
 
 
+def _bound_back(hidden: list[str]) -> list[str]:
+    """The needed paths mounted back (read-only) below a hidden root, outermost only.
+
+    A needed path that *is* a hidden root (Python installed as /srv) would unhide all of it:
+    only what lies strictly below a hidden root is mounted back.
+    """
+    needed = [p for p in _needed_paths() if any(_under(p, h) and p != h for h in hidden)]
+    kept: list[str] = []
+    for p in sorted(needed, key=len):
+        if not any(_under(p, k) for k in kept):
+            kept.append(p)
+    return kept
+
+
+def tmp_mounts() -> list[str]:
+    """The paths mounted back inside the worker's private ``/tmp`` (a checkout or a venv under
+    ``/tmp``): the worker's wipe of ``/tmp`` after each program must leave them, and the
+    folders leading to them, in place."""
+    return [p for p in _bound_back(_hidden_roots()) if _under(p, "/tmp") and p != "/tmp"]
+
+
 def bwrap_argv(tool: str, command: list[str], *, user_namespace: bool) -> list[str]:
     """The bubblewrap command line that runs ``command`` as a sandboxed worker.
 
@@ -204,15 +225,8 @@ def bwrap_argv(tool: str, command: list[str], *, user_namespace: bool) -> list[s
         if root == "/tmp":
             argv += ["--size", str(TMP_MB << 20)]
         argv += ["--tmpfs", root]
-    # A needed path that *is* a hidden root (Python installed as /srv) would unhide all of
-    # it: only what lies strictly below a hidden root is mounted back.
-    needed = [p for p in _needed_paths() if any(_under(p, h) and p != h for h in hidden)]
-    kept: list[str] = []
     made: set[str] = set()
-    for p in sorted(needed, key=len):
-        if any(_under(p, k) for k in kept):
-            continue
-        kept.append(p)
+    for p in _bound_back(hidden):
         # bwrap would create the folders between the tmpfs and the mount point with mode
         # 700: a program uid could not reach the Python mounted back there.
         root = next(h for h in hidden if _under(p, h))

@@ -47,6 +47,7 @@ from ttscale.sandbox.isolation import (
     bwrap_argv,
     detect_isolation,
     sandbox_env,
+    tmp_mounts,
     worker_argv,
 )
 from ttscale.sandbox.worker import HEADER, MAX_MESSAGE
@@ -490,6 +491,7 @@ class Sandbox:
                 "pidns": namespaces,
                 "workroot": "/tmp" if namespaces else self._workroot,
                 "wipe": ["/tmp", "/dev/shm"] if namespaces else [],
+                "keep": tmp_mounts() if namespaces else [],
                 "preload": list(preload),
                 "host_pid": os.getpid(),
             }

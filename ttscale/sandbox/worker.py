@@ -322,6 +322,8 @@ class Worker:
         self.pidns: bool = config["pidns"]
         self.workroot: str = config["workroot"]
         self.wipe: list[str] = config.get("wipe", [])
+        self.keep: list[str] = [os.path.normpath(k) for k in config.get("keep", [])]
+        """Mount points inside a wiped root (Python bound back under /tmp): never wiped."""
         self.count = 0
         self.seccomp = False
         self.zygote = os.getpid()
@@ -367,10 +369,12 @@ class Worker:
             self.kill_all(pid)
             raise HostGone from None
         swept = self.sweep()
-        self.clean(wd)
+        intact = self.clean(wd)
         if not swept:
             reply["error"] = "processes of the program survived the sweep; worker replaced"
             reply["restart"] = True
+        elif not intact:
+            reply["restart"] = True  # a mount point is gone: the next program needs a fresh one
         return reply
 
     def supervise(self, pid: int, r_out: int, r_err: int, limits: dict, t0: float) -> dict:
@@ -531,34 +535,54 @@ class Worker:
             time.sleep(delay)
             delay = min(delay * 2, 0.05)
 
-    def clean(self, wd: str) -> None:
+    def clean(self, wd: str) -> bool:
+        """Remove the program's work directory and empty the wiped roots (private tmpfs:
+        nothing a program wrote may reach the next one), except the mount points in
+        ``keep`` and the folders leading to them. False when a mount point is gone."""
         roots = {os.path.normpath(d) for d in (self.workroot, *self.wipe)}
+        on_way = {os.path.dirname(k) for k in self.keep}
+        for k in list(on_way):
+            while k not in roots and k != "/":
+                on_way.add(k)
+                k = os.path.dirname(k)
 
         def force(func, path, _exc):  # a program may leave a 000 directory behind
             try:
                 parent = os.path.dirname(path)
-                if os.path.normpath(parent) not in roots:  # never lock /tmp for the next program
+                if os.path.normpath(parent) not in roots | on_way:  # never lock a kept path
                     os.chmod(parent, 0o700)
                 os.chmod(path, 0o700)
                 func(path)
             except OSError:
                 pass
 
-        shutil.rmtree(wd, onerror=force)
-        for d in self.wipe:  # private tmpfs: nothing a program wrote may reach the next one
+        def empty(d: str) -> None:
             try:
                 names = os.listdir(d)
             except OSError:
-                continue
+                return
             for name in names:
                 path = os.path.join(d, name)
-                if os.path.isdir(path) and not os.path.islink(path):
+                if path in self.keep:
+                    continue
+                if path in on_way and os.path.isdir(path) and not os.path.islink(path):
+                    try:
+                        os.chmod(path, 0o755)  # as bwrap made it, whatever a program did
+                    except OSError:
+                        pass
+                    empty(path)
+                elif os.path.isdir(path) and not os.path.islink(path):
                     shutil.rmtree(path, onerror=force)
                 else:
                     try:
                         os.unlink(path)
                     except OSError:
                         pass
+
+        shutil.rmtree(wd, onerror=force)
+        for d in self.wipe:
+            empty(os.path.normpath(d))
+        return all(os.path.ismount(k) for k in self.keep)
 
     # ---- the child ---------------------------------------------------------------------
 
