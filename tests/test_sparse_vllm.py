@@ -83,6 +83,54 @@ def test_cli_sparse_option_reaches_the_backend_constructor():
         backend_kwargs("vllm", **kw, sparse="kk=3")
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["solve", "What is 2+2?"],
+        ["eval", "--dataset", "math500", "--limit", "1", "--out", "unused-rows.jsonl"],
+        ["serve"],
+        ["mcp"],
+        ["pool", "build", "--dataset", "math500", "--limit", "1", "--out", "unused-pool"],
+    ],
+)
+def test_every_engine_command_takes_sparse(argv, tmp_path, monkeypatch):
+    """``--sparse`` exists on each command that loads an engine, and is checked before any
+    engine loads: a wrong backend or a malformed config is refused with the fix named."""
+    from typer.testing import CliRunner
+
+    from ttscale.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    r = runner.invoke(app, [*argv, "--backend", "scripted", "--sparse", "on"])
+    assert r.exit_code != 0 and isinstance(r.exception, ConfigError), r.output
+    assert "--backend vllm or hf" in str(r.exception)
+    r = runner.invoke(app, [*argv, "--backend", "vllm", "--sparse", "k=0"])
+    assert r.exit_code != 0 and isinstance(r.exception, ConfigError), r.output
+
+
+def test_auto_falls_back_to_hf_with_the_same_sparse_config(monkeypatch):
+    """``make_backend("auto", sparse=...)`` on a host without vLLM gives the transformers
+    backend the same block top-k config (its own kernels), not a TypeError."""
+    import ttscale.backends as backends
+    from ttscale.backends import hf, vllm
+    from ttscale.errors import BackendUnavailable
+
+    def no_vllm(**kwargs):
+        raise BackendUnavailable("vllm is not installed")
+
+    seen = {}
+
+    def fake_hf(**kwargs):
+        seen.update(kwargs)
+        return "hf-backend"
+
+    monkeypatch.setattr(vllm, "VLLMBackend", no_vllm)
+    monkeypatch.setattr(hf, "HFBackend", fake_hf)
+    assert backends.make_backend("auto", sparse="k=16,recent=3") == "hf-backend"
+    assert seen == {"sparse_attention": TopKBlocks(k=16, num_local=3)}
+
+
 def test_vllm_backend_refuses_settings_it_cannot_honour(monkeypatch):
     from ttscale.backends import vllm as vb
 

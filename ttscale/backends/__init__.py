@@ -50,6 +50,10 @@ def make_backend(name: str, **options: Any) -> Generator:
             return make_backend("vllm", **options)
         except BackendUnavailable as exc:
             log.warning("vLLM unavailable (%s); using the transformers backend", exc)
+            if "sparse" in options:  # the same block top-k decode, on the HF kernels
+                from ttscale.kernels.config import sparse_config
+
+                options["sparse_attention"] = sparse_config(options.pop("sparse"))
             return make_backend("hf", **options)
     if name == "vllm":
         from ttscale.backends.vllm import VLLMBackend

@@ -27,6 +27,7 @@ from ttscale.cli.options import (
     Sample,
     SampleSeed,
     Script,
+    SparseOption,
     Stratify,
     Subjects,
     Verbose,
@@ -67,6 +68,7 @@ def eval_cmd(
     model: Model = None,
     base_url: BaseUrl = None,
     script: Script = None,
+    sparse: SparseOption = None,
     option: Annotated[
         list[str] | None,
         typer.Option(
@@ -125,7 +127,9 @@ def eval_cmd(
     )
     extra = parse_options(backend_option or [])
     kwargs = {
-        **backend_kwargs(backend, model=model, base_url=base_url, script=script, pool=pool),
+        **backend_kwargs(
+            backend, model=model, base_url=base_url, script=script, pool=pool, sparse=sparse
+        ),
         **extra,
     }
     if backend == "replay":  # the pool's own dataset and problems unless told otherwise

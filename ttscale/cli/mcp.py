@@ -17,6 +17,7 @@ from ttscale.cli.options import (
     Model,
     PoolDir,
     Script,
+    SparseOption,
     Verbose,
     backend_kwargs,
     err,
@@ -40,6 +41,7 @@ def mcp(
     model: Model = None,
     base_url: BaseUrl = None,
     script: Script = None,
+    sparse: SparseOption = None,
     pool: PoolDir = None,
     backend_option: BackendOptions = None,
     api_key: Annotated[
@@ -90,7 +92,9 @@ def mcp(
     if backend not in BACKENDS:
         raise ConfigError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     kwargs = {
-        **backend_kwargs(backend, model=model, base_url=base_url, script=script, pool=pool),
+        **backend_kwargs(
+            backend, model=model, base_url=base_url, script=script, pool=pool, sparse=sparse
+        ),
         **parse_options(backend_option or []),
     }
     # The engine loads in the background: the client's handshake and tool list do not wait

@@ -25,6 +25,7 @@ from ttscale.cli.options import (
     Sample,
     SampleSeed,
     Script,
+    SparseOption,
     Stratify,
     Subjects,
     Verbose,
@@ -68,6 +69,7 @@ def build(
     model: Model = None,
     base_url: BaseUrl = None,
     script: Script = None,
+    sparse: SparseOption = None,
     backend_option: BackendOptions = None,
     limit: Limit = None,
     levels: Levels = None,
@@ -155,7 +157,10 @@ def build(
         stratify=stratify,
     )
     extra = parse_options(backend_option or [])
-    kwargs = {**backend_kwargs(backend, model=model, base_url=base_url, script=script), **extra}
+    kwargs = {
+        **backend_kwargs(backend, model=model, base_url=base_url, script=script, sparse=sparse),
+        **extra,
+    }
     outcome = build_pool(
         dataset,
         out=out_dir,

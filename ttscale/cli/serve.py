@@ -13,6 +13,7 @@ from ttscale.cli.options import (
     BaseUrl,
     Model,
     Script,
+    SparseOption,
     Verbose,
     backend_kwargs,
     err,
@@ -29,6 +30,7 @@ def serve(
     model: Model = None,
     base_url: BaseUrl = None,
     script: Script = None,
+    sparse: SparseOption = None,
     api_key: Annotated[
         str | None,
         typer.Option(envvar="TTSCALE_API_KEY", help="Require 'Authorization: Bearer <key>'."),
@@ -57,7 +59,8 @@ def serve(
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr)
     uvicorn = import_uvicorn()
     gen = load_backend(
-        backend, backend_kwargs(backend, model=model, base_url=base_url, script=script)
+        backend,
+        backend_kwargs(backend, model=model, base_url=base_url, script=script, sparse=sparse),
     )
     application = create_app(
         gen,

@@ -13,6 +13,7 @@ from ttscale.cli.options import (
     BaseUrl,
     Model,
     Script,
+    SparseOption,
     Verbose,
     backend_kwargs,
     check_verifier,
@@ -40,6 +41,7 @@ def solve(
     model: Model = None,
     base_url: BaseUrl = None,
     script: Script = None,
+    sparse: SparseOption = None,
     option: Annotated[
         list[str] | None,
         typer.Option("--option", "-o", help="Strategy option key=value (repeatable)."),
@@ -87,7 +89,8 @@ def solve(
     shown = strategy or ("code" if test or entry_point else "best_of_n")
     check_verifier(shown, options, None if verifier in (DEFAULT, "none") else verifier)
     gen = load_backend(
-        backend, backend_kwargs(backend, model=model, base_url=base_url, script=script)
+        backend,
+        backend_kwargs(backend, model=model, base_url=base_url, script=script, sparse=sparse),
     )
     scorer: Any
     if verifier == DEFAULT:
