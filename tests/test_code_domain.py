@@ -409,7 +409,10 @@ def tt_probe():
         texts.append("no source: " + type(exc).__name__)
     texts.append("/: " + " ".join(os.listdir("/")))
     for top in {"/tmp", "/dev/shm", "/run", os.getcwd(), os.path.expanduser("~")}:
-        for root, _dirs, names in os.walk(top):
+        for root, dirs, names in os.walk(top):
+            # Not into mount points: the host's read-only Python, mounted back here when the
+            # checkout lives under /tmp (GBs of venv; not walked when it lives elsewhere).
+            dirs[:] = [d for d in dirs if not os.path.ismount(os.path.join(root, d))]
             texts.append(root + ": " + " ".join(names))
             for name in names:
                 try:
