@@ -38,13 +38,17 @@ are shared and the modes alternate per measurement.
    once per sequence): decode tok/s = ``n * (T - 1) / (t(T) - t(1))`` with the prompt already
    cached, median over ``--reps``; the share of a decode step spent in the attention layers
    (timed around the attention impl, selection included), per mode.
-2. **accuracy**: passkey retrieval, ``--cases`` prompts per length (fixed seeds; a 5-digit key
-   at a seeded depth in filler text), answered greedily in both modes; the second mode's
-   prefill is a prefix-cache hit (prefill is dense in both).
+2. **accuracy**: multi-key needle retrieval (RULER's MK-NIAH), ``--cases`` questions per length:
+   haystacks of filler text (fixed seeds), each hiding the 5-digit pass keys of 10 names, one
+   per tenth of the text at a seeded depth inside it; each question asks one name's key and is
+   answered greedily in both modes. The questions about one haystack share its prefill, and
+   the second mode's is a prefix-cache hit (prefill is dense in both), so 50 cases at 32k cost
+   5 long prefills, not 100.
 
 Resumable: every finished unit (a speed row, a case) is appended to
 ``benchmarks/results/sparse_attention_vllm.jsonl`` and skipped on the next run (``--fresh``
-starts over). Run it alone on the machine:
+starts over; ``--redo GLOB`` measures matching units again, e.g. ``--redo 'speed/*/1/*' --reps
+7`` for steadier one-sequence rows; the newest row of a unit wins). Run it alone on the machine:
 
     flock /tmp/ttscale-cpu.lock .venv/bin/python benchmarks/sparse_attention.py --engine vllm \\
         [--vllm-lengths 2048,4096,8192,16384,32768] [--cases 50] [--k 32 --block-size 64]
@@ -52,13 +56,16 @@ starts over). Run it alone on the machine:
 ``--smoke`` checks the whole path in minutes (2k/4k context, 3 cases, few tokens) and writes
 ``*_smoke`` files. Results: ``benchmarks/results/sparse_attention_vllm.json``; last line
 ``RESULT engine=vllm ctx=16384 decode_speedup=<n=8> acc_dense=<> acc_sparse=<>
-crossover=<shortest measured context where sparse is not slower, n=8> isa=<>``.
+crossover=<shortest measured context where the sparse path is not slower, n=8> isa=<>``. A
+length at or under ``--threshold`` would run the stock path in both modes: its speed rows run
+the sparse path anyway (threshold 0), so the crossover is measured, not assumed.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import fnmatch
 import json
 import random
 import re
@@ -388,7 +395,7 @@ PASSKEY_Q = "What is the pass key? Answer with the number only."
 
 
 def passkey_case(tok: Any, length: int, seed: int) -> tuple[list[int], str]:
-    """A ~``length``-token prompt hiding a 5-digit pass key at a seeded depth."""
+    """A ~``length``-token prompt hiding a 5-digit pass key at a seeded depth (speed rows)."""
     rng = random.Random(seed * 1_000_003 + length)
     key = str(rng.randint(10000, 99999))
     per = len(tok.encode(FILLER, add_special_tokens=False))
@@ -400,10 +407,42 @@ def passkey_case(tok: Any, length: int, seed: int) -> tuple[list[int], str]:
     return chat_ids(tok, intro + "".join(parts), PASSKEY_Q), key
 
 
+NEEDLES_PER_CONTEXT = 10
+
+
+def needle_context(tok: Any, length: int, group: int) -> tuple[str, list[tuple[str, str]]]:
+    """A ~``length``-token haystack hiding one 5-digit pass key per name of ``NAMES``, one
+    name per tenth of the text at a seeded depth inside it (multi-key needle retrieval, as
+    RULER's MK-NIAH): the questions about one haystack share its prefill (prefix cache)."""
+    rng = random.Random(group * 1_000_003 + length)
+    per = len(tok.encode(FILLER, add_special_tokens=False))
+    n_fill = max(NEEDLES_PER_CONTEXT * 2, (length - 200) // per)
+    names = rng.sample(NAMES, NEEDLES_PER_CONTEXT)
+    slot = n_fill / NEEDLES_PER_CONTEXT
+    at = {int(i * slot + rng.random() * slot): i for i in range(NEEDLES_PER_CONTEXT)}
+    keys = [str(rng.randint(10000, 99999)) for _ in names]
+    parts = []
+    for j in range(n_fill):
+        if j in at:
+            name, key = names[at[j]], keys[at[j]]
+            parts.append(f"The pass key of {name} is {key}. Remember it. ")
+        parts.append(FILLER)
+    intro = "Pass keys of several people are hidden inside a lot of irrelevant text.\n\n"
+    return intro + "".join(parts), list(zip(names, keys, strict=True))
+
+
+def needle_case(tok: Any, length: int, case: int) -> tuple[list[int], str]:
+    """Case ``case`` of a length: haystack ``case // 10``, the question about one of its names."""
+    context, facts = needle_context(tok, length, case // NEEDLES_PER_CONTEXT)
+    name, key = facts[case % NEEDLES_PER_CONTEXT]
+    q = f"What is the pass key of {name}? Answer with the number only."
+    return chat_ids(tok, context, q), key
+
+
 class _Units:
     """Finished units of a resumable run, one JSON object per line."""
 
-    def __init__(self, path: Path, fresh: bool) -> None:
+    def __init__(self, path: Path, fresh: bool, redo: str | None = None) -> None:
         self.path = path
         if fresh and path.exists():
             path.unlink()
@@ -412,7 +451,9 @@ class _Units:
             for line in path.read_text().splitlines():
                 if line.strip():
                     row = json.loads(line)
-                    self.done[row["unit"]] = row
+                    self.done[row["unit"]] = row  # the newest row of a unit wins
+        if redo:  # measured again and appended; the older rows stay in the file
+            self.done = {u: r for u, r in self.done.items() if not fnmatch.fnmatch(u, redo)}
 
     def add(self, unit: str, row: dict[str, Any]) -> dict[str, Any]:
         row = {"unit": unit, **row}
@@ -479,7 +520,7 @@ def vllm_bench(args: argparse.Namespace) -> dict[str, Any]:
         num_sink=args.sink,
         num_local=args.recent,
     )
-    units = _Units(RESULTS.with_name(f"sparse_attention_vllm{suffix}.jsonl"), args.fresh)
+    units = _Units(RESULTS.with_name(f"sparse_attention_vllm{suffix}.jsonl"), args.fresh, args.redo)
     be = VLLMBackend(
         args.model,
         sparse=cfg,
@@ -493,17 +534,27 @@ def vllm_bench(args: argparse.Namespace) -> dict[str, Any]:
     speed: list[dict[str, Any]] = []
     for length in lengths:
         ids, _ = passkey_case(tok, length, seed=10_000)
+        # At or under the threshold the sparse setting runs the stock path: measure the sparse
+        # path there anyway (threshold 0), so the rows show where it starts to pay (crossover).
+        run_cfg = cfg
+        if not cfg.sparse_at(len(ids)) and dataclasses.replace(cfg, threshold=0).sparse_at(
+            len(ids)
+        ):
+            run_cfg = dataclasses.replace(cfg, threshold=0)
         for n in [int(x) for x in args.vllm_batches.split(",")]:
-            unit = f"speed/{length}/{n}/{cfg}"
+            unit = f"speed/{length}/{n}/{run_cfg}"
             if unit in units.done:
-                speed.append(units.done[unit])
+                row = units.done[unit]
+                row.setdefault("threshold", run_cfg.threshold)
+                row.setdefault("sparse_path", run_cfg.sparse_at(row["kv_len"]))
+                speed.append(row)
                 continue
             be.set_sparse(None)
             _gen_seconds(be, ids, 1, 1, 0)  # prefill once: later calls hit the prefix cache
             rows: dict[str, dict[str, list[float]]] = {}
             for rep in range(args.reps):
                 for mode in ("dense", "sparse"):
-                    be.set_sparse(None if mode == "dense" else cfg)
+                    be.set_sparse(None if mode == "dense" else run_cfg)
                     t1, a1, m1 = _gen_seconds(be, ids, n, 1, rep)
                     tt, at, mt = _gen_seconds(be, ids, n, args.decode_tokens, rep)
                     r = rows.setdefault(mode, {"tok_s": [], "attn_share": []})
@@ -516,6 +567,8 @@ def vllm_bench(args: argparse.Namespace) -> dict[str, Any]:
                     "kv_len": len(ids),
                     "context": length,
                     "n": n,
+                    "threshold": run_cfg.threshold,
+                    "sparse_path": run_cfg.sparse_at(len(ids)),
                     "dense_tok_s": med["dense"]["tok_s"],
                     "sparse_tok_s": med["sparse"]["tok_s"],
                     "speedup": med["sparse"]["tok_s"] / med["dense"]["tok_s"],
@@ -536,9 +589,9 @@ def vllm_bench(args: argparse.Namespace) -> dict[str, Any]:
     for length in lengths:
         hits = {"dense": 0, "sparse": 0}
         for case in range(args.cases):
-            unit = f"passkey/{length}/{case}/{cfg}"
+            unit = f"needle/{length}/{case}/{cfg}"
             if unit not in units.done:
-                ids, key = passkey_case(tok, length, seed=case)
+                ids, key = needle_case(tok, length, case)
                 got = {}
                 for mode in ("dense", "sparse"):
                     be.set_sparse(None if mode == "dense" else cfg)
@@ -578,17 +631,22 @@ def vllm_main(args: argparse.Namespace) -> None:
     report = 16384 if 16384 in ctxs else max(ctxs)
     n8 = [r for r in speed if r["n"] == max(x["n"] for x in speed)]
     at = next((r for r in n8 if r["context"] == report), None)
-    cross = next(
-        (r["context"] for r in sorted(n8, key=lambda r: r["context"]) if r["speedup"] >= 1.0), None
-    )
+    # Rows where the sparse path ran (k blocks cover less than the context).
+    engaged = sorted((r for r in n8 if r.get("sparse_path", True)), key=lambda r: r["context"])
+    cross = next((r["context"] for r in engaged if r["speedup"] >= 1.0), None)
     pk = result["vllm"]["passkey"].get(report, {})
     fmt = lambda x: "na" if x is None else f"{x:.3g}"  # noqa: E731
-    print("| context | n | dense tok/s | sparse tok/s | speedup | attn share dense | sparse |")
+    print(
+        "| context (KV tokens) | n | dense tok/s | sparse tok/s | speedup "
+        "| attention share dense | sparse |"
+    )
     print("|---|---|---|---|---|---|---|")
     for r in sorted(speed, key=lambda r: (r["context"], r["n"])):
+        note = "" if r.get("sparse_path", True) else " (k covers every block: stock in both)"
         print(
-            f"| {r['context']} | {r['n']} | {r['dense_tok_s']:.2f} | {r['sparse_tok_s']:.2f} | "
-            f"{r['speedup']:.2f}x | {r['attn_share_dense']:.0%} | {r['attn_share_sparse']:.0%} |"
+            f"| {r['context']} ({r['kv_len']}) | {r['n']} | {r['dense_tok_s']:.2f} | "
+            f"{r['sparse_tok_s']:.2f} | {r['speedup']:.2f}x{note} | {r['attn_share_dense']:.0%} "
+            f"| {r['attn_share_sparse']:.0%} |"
         )
     for ctx, a in sorted(result["vllm"]["passkey"].items()):
         print(f"passkey {ctx}: dense {a['dense']:.2f} sparse {a['sparse']:.2f} ({a['cases']})")
@@ -614,6 +672,11 @@ def main() -> None:
     ap.add_argument("--kv-cache-gib", type=int, default=2, help="fp32 0.5B: ~24 KiB/token")
     ap.add_argument("--smoke", action="store_true", help="--engine vllm: minutes, 2k/4k")
     ap.add_argument("--fresh", action="store_true", help="--engine vllm: ignore saved units")
+    ap.add_argument(
+        "--redo",
+        default=None,
+        help="--engine vllm: measure saved units matching this glob again (e.g. 'speed/*/1/*')",
+    )
     ap.add_argument("--kernel-lengths", default="4096,16384,32768")
     ap.add_argument("--kernel-batches", default="1,8")
     ap.add_argument("--kernel-reps", type=int, default=15)
