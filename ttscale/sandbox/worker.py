@@ -324,6 +324,14 @@ class Worker:
         self.wipe: list[str] = config.get("wipe", [])
         self.keep: list[str] = [os.path.normpath(k) for k in config.get("keep", [])]
         """Mount points inside a wiped root (Python bound back under /tmp): never wiped."""
+        self.roots = {os.path.normpath(d) for d in (self.workroot, *self.wipe)}
+        self.on_way: set[str] = set()
+        """Folders between a wiped root and a kept mount point: emptied, never removed."""
+        for k in self.keep:
+            d = os.path.dirname(k)
+            while d not in self.roots and d != "/":
+                self.on_way.add(d)
+                d = os.path.dirname(d)
         self.count = 0
         self.seccomp = False
         self.zygote = os.getpid()
@@ -539,17 +547,11 @@ class Worker:
         """Remove the program's work directory and empty the wiped roots (private tmpfs:
         nothing a program wrote may reach the next one), except the mount points in
         ``keep`` and the folders leading to them. False when a mount point is gone."""
-        roots = {os.path.normpath(d) for d in (self.workroot, *self.wipe)}
-        on_way = {os.path.dirname(k) for k in self.keep}
-        for k in list(on_way):
-            while k not in roots and k != "/":
-                on_way.add(k)
-                k = os.path.dirname(k)
 
         def force(func, path, _exc):  # a program may leave a 000 directory behind
             try:
-                parent = os.path.dirname(path)
-                if os.path.normpath(parent) not in roots | on_way:  # never lock a kept path
+                parent = os.path.normpath(os.path.dirname(path))
+                if parent not in self.roots and parent not in self.on_way:  # never lock them
                     os.chmod(parent, 0o700)
                 os.chmod(path, 0o700)
                 func(path)
@@ -565,7 +567,7 @@ class Worker:
                 path = os.path.join(d, name)
                 if path in self.keep:
                     continue
-                if path in on_way and os.path.isdir(path) and not os.path.islink(path):
+                if path in self.on_way and os.path.isdir(path) and not os.path.islink(path):
                     try:
                         os.chmod(path, 0o755)  # as bwrap made it, whatever a program did
                     except OSError:
