@@ -536,11 +536,8 @@ def vllm_bench(args: argparse.Namespace) -> dict[str, Any]:
         ids, _ = passkey_case(tok, length, seed=10_000)
         # At or under the threshold the sparse setting runs the stock path: measure the sparse
         # path there anyway (threshold 0), so the rows show where it starts to pay (crossover).
-        run_cfg = cfg
-        if not cfg.sparse_at(len(ids)) and dataclasses.replace(cfg, threshold=0).sparse_at(
-            len(ids)
-        ):
-            run_cfg = dataclasses.replace(cfg, threshold=0)
+        forced = dataclasses.replace(cfg, threshold=0)
+        run_cfg = forced if forced.sparse_at(len(ids)) and not cfg.sparse_at(len(ids)) else cfg
         for n in [int(x) for x in args.vllm_batches.split(",")]:
             unit = f"speed/{length}/{n}/{run_cfg}"
             if unit in units.done:
