@@ -532,11 +532,11 @@ def vllm_bench(args: argparse.Namespace) -> dict[str, Any]:
     log = lambda msg: print(msg, flush=True)  # noqa: E731
 
     speed: list[dict[str, Any]] = []
+    # At or under the threshold the sparse setting runs the stock path: measure the sparse
+    # path there anyway (threshold 0), so the rows show where it starts to pay (crossover).
+    forced = dataclasses.replace(cfg, threshold=0)
     for length in lengths:
         ids, _ = passkey_case(tok, length, seed=10_000)
-        # At or under the threshold the sparse setting runs the stock path: measure the sparse
-        # path there anyway (threshold 0), so the rows show where it starts to pay (crossover).
-        forced = dataclasses.replace(cfg, threshold=0)
         run_cfg = forced if forced.sparse_at(len(ids)) and not cfg.sparse_at(len(ids)) else cfg
         for n in [int(x) for x in args.vllm_batches.split(",")]:
             unit = f"speed/{length}/{n}/{run_cfg}"
