@@ -260,6 +260,10 @@ def build_pool(
             "started": env["created"],
             "git": env["git"],
             "executor": executor,
+            # a pool resumed on another machine records each host; samples stay comparable
+            # because backend and dtype must match (_merge_manifest), but speed does not
+            "host": env["host"],
+            "problems_before": skipped,
         }
         state["manifest"] = _merge_manifest(out, fresh, invocation)
         atomic_write_text(out / MANIFEST, _dumps(state["manifest"]))
