@@ -20,9 +20,9 @@ and every sandbox run come from the pool, the hidden-test grade of every program
   samples passes the hidden tests; the unbiased estimator of Chen et al. 2021).
 
 95% CIs: a two-level bootstrap over problems and orders (``ttscale.evals.metrics``). eFLOPs per
-problem: the ledger's Kinetics cost model on the hardware preset of the pools' host, as in
-``benchmarks/scaling.py``. Results: ``<out>/report.md``, ``<out>/code.json`` and
-``<out>/code_eflops.png`` (pass@1 vs eFLOPs).
+problem: the ledger's Kinetics cost model on one hardware preset for every row, the replaying
+host's (``$TTSCALE_HARDWARE`` picks another), as in ``benchmarks/scaling.py``. Results:
+``<out>/report.md``, ``<out>/code.json`` and ``<out>/code_eflops.png`` (pass@1 vs eFLOPs).
 
     .venv/bin/python benchmarks/code.py --pool runs/pools/humaneval_k16_t0.7 \\
         --greedy runs/pools/humaneval_greedy --large-greedy runs/pools/humaneval_greedy_1.5b \\

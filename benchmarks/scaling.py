@@ -23,7 +23,9 @@ replay (``ttscale eval --backend replay``) with ``--orders`` replay orders per p
 Each grid is one ``ttscale eval`` command (printed, and listed in the report as a user would
 type it); reruns resume. Results: ``<out>/report.md``, ``<out>/scaling.json``, accuracy vs
 generated tokens and vs eFLOPs per problem (``<out>/scaling_tokens.png``,
-``scaling_eflops.png``; 95% CIs from a two-level bootstrap over problems and orders).
+``scaling_eflops.png``; 95% CIs from a two-level bootstrap over problems and orders). eFLOPs
+use one hardware preset for every row: the replaying host's (``$TTSCALE_HARDWARE`` picks
+another; the report names it), whatever hosts drew the pools.
 
     flock /tmp/ttscale-cpu.lock .venv/bin/python benchmarks/scaling.py \\
         --pool runs/pools/math500_150_k16_t0.7 --greedy runs/pools/math500_150_greedy \\
@@ -424,9 +426,12 @@ def _fmt_pool(path: Path) -> str:
     # paths relative to the repository (pools built from another checkout recorded theirs)
     cmds = "; ".join(f"`{i['command'].replace(f'{ROOT}/', '')}`" for i in m.get("invocations", []))
     n = len(m["dataset"]["problem_ids"])
+    # drawn where: the first host, and any host a resumed invocation recorded
+    hosts = [m.get("host", {}), *[i.get("host", {}) for i in m.get("invocations", [])]]
+    where = ", ".join(dict.fromkeys(f"{h['cpu_model']} {h['isa']}" for h in hosts if h))
     return (
         f"| `{m['name']}` | {model} ({m['engine'].get('dtype')}) | {n} "
-        f"| {s['k']} | {s['temperature']:g} | {s['max_tokens']} | {cmds} |"
+        f"| {s['k']} | {s['temperature']:g} | {s['max_tokens']} | {where} | {cmds} |"
     )
 
 
@@ -448,13 +453,14 @@ def write_report(summary: dict[str, Any], args: argparse.Namespace) -> Path:
         f"Host ISA: **{summary['isa']}** (2 vCPU). {summary['n_problems']} MATH-500 problems "
         f"(level-stratified: `--sample {summary['n_problems']} --stratify --sample-seed 0`), "
         f"{summary['orders']} replay orders per problem; 95% CIs from a two-level bootstrap "
-        f"(problems, then orders). eFLOPs from the Kinetics cost model on the hardware preset "
-        f"of the pools' host.",
+        f"(problems, then orders). eFLOPs from the Kinetics cost model on one hardware preset "
+        f"for every row, `{summary.get('hardware', '?')}` (the replaying host's; "
+        f"`TTSCALE_HARDWARE` picks another); accuracy and tokens do not depend on it.",
         "",
         "## Pools",
         "",
-        "| pool | model | problems | K | T | max tokens | built with |",
-        "|---|---|---|---|---|---|---|",
+        "| pool | model | problems | K | T | max tokens | drawn on | built with |",
+        "|---|---|---|---|---|---|---|---|",
         *[_fmt_pool(p) for p in _pools(args)],
         "",
         "## Evaluated with",
@@ -555,6 +561,7 @@ def main() -> None:
     ap.add_argument("--runs", type=Path, default=ROOT / "runs" / "scaling")
     args = ap.parse_args()
 
+    from ttscale.cost import default_hardware
     from ttscale.host import host_info
     from ttscale.pools import load_pool
 
@@ -587,6 +594,7 @@ def main() -> None:
         "k": k,
         "sampling": pool.sampling.model_dump(),
         "isa": host_info().isa,
+        "hardware": default_hardware().name,
         "pass_at_k_small": pass_k,
         "points": points,
         "best": best,

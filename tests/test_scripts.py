@@ -217,3 +217,10 @@ def test_scaling_report_runs_on_scripted_pools(tmp_path):
     } <= families
     hybrid = [pt for pt in summary["points"] if pt["family"] == "0.5B hybrid n+n"]
     assert sorted(pt["n"] for pt in hybrid) == [2, 4, 8]  # 1+1, 2+2, 4+4 samples
+    from ttscale.cost import default_hardware
+    from ttscale.host import host_info
+
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert summary["hardware"] == default_hardware().name  # one preset prices every row
+    assert f"`{summary['hardware']}`" in report
+    assert f"| {host_info().cpu_model} {host_info().isa} |" in report  # where pools were drawn
