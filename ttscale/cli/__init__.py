@@ -13,6 +13,7 @@ import sys
 import warnings
 
 import typer
+from rich.markup import escape
 
 from ttscale.cli import (
     calibrate,
@@ -81,10 +82,11 @@ def main(argv: list[str] | None = None) -> None:
         app(args=args, standalone_mode=False)
     except TTScaleError as exc:
         message = exc.cli_message() if hasattr(exc, "cli_message") else str(exc)
-        err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+        # escaped: a fix such as pip install 'ttscale[model-1-5b]' is not rich markup
+        err.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
         raise SystemExit(2) from None
     except ValueError as exc:  # pydantic validation at a boundary
-        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise SystemExit(2) from None
     except KeyboardInterrupt:
         err.print("interrupted")
