@@ -19,6 +19,17 @@ and every sandbox run come from the pool, the hidden-test grade of every program
 - from the pool itself: the mean single-sample pass@1 (c/K) and the oracle pass@n (any of n
   samples passes the hidden tests; the unbiased estimator of Chen et al. 2021).
 
+With ``--live vllm`` (the pool's model, loaded once), S*'s steps that ask for text no pool
+holds run on the pool extended live (``-B live=vllm``: the samples, generated inputs and
+their runs still come from the pool; the new prompts are generated, their programs run in the
+sandbox and graded there), ``--live-orders`` orders each (default 1: they cost generation):
+
+- ``debug``: greedy plus S*'s self-debug (``debug_rounds=2``, the public-test failures shown);
+- ``pairwise``: ``cluster`` at n = ``--live-ns``, then S*'s pairwise judge of the two leading
+  clusters on a model-written distinguishing input;
+- ``sstar``: S* as a whole, adaptive: rounds of ``--round``, self-debug (one round) of what
+  fails, pairwise selection.
+
 95% CIs: a two-level bootstrap over problems and orders (``ttscale.evals.metrics``). eFLOPs per
 problem: the ledger's Kinetics cost model on one hardware preset for every row, the replaying
 host's (``$TTSCALE_HARDWARE`` picks another), as in ``benchmarks/scaling.py``. Results:
@@ -64,9 +75,13 @@ class Grid:
     seeds: int = 1
     samples: dict[str, int] = field(default_factory=dict)
     """Programs sampled per strategy label."""
+    live: bool = False
+    """Extends the replay with the live engine (S*'s pairwise and self-debug steps)."""
 
-    def command(self, runs: Path) -> list[str]:
+    def command(self, runs: Path, live: str | None = None) -> list[str]:
         cmd = ["ttscale", "eval", "--backend", "replay", "--pool", str(self.pool)]
+        if self.live:
+            cmd += ["-B", f"live={live}"]
         cmd += ["--out", str(runs / self.name), "--strategy", self.strategy]
         cmd += ["--budget", BUDGET, "--seeds", str(self.seeds)]
         cmd += ["--no-traces", "--no-progress", "--json"]
@@ -166,18 +181,85 @@ def grids(args: argparse.Namespace) -> list[Grid]:
             {"adaptive": k},
         )
     )
+    if args.live:
+        out += live_grids(args, sampled, k)
     return out
 
 
-def run_grid(g: Grid, runs: Path) -> None:
-    """The grid's ``ttscale eval`` command, run in this process (resumable, as the CLI)."""
+LIVE_GRIDS = ("debug", "pairwise", "sstar")
+
+
+def live_grids(args: argparse.Namespace, sampled: list[str], k: int) -> list[Grid]:
+    """S*'s steps no pool holds (see the module docstring), on the pool extended live."""
+    chosen = [x.strip() for x in args.live_grids.split(",") if x.strip()]
+    if unknown := sorted(set(chosen) - set(LIVE_GRIDS)):
+        raise SystemExit(f"--live-grids: unknown {unknown}; choose from {LIVE_GRIDS}")
+    out = []
+    if "debug" in chosen:
+        out.append(
+            Grid(
+                "small_greedy_debug",
+                "0.5B greedy + self-debug",
+                args.greedy,
+                "debug:code",
+                ["n=1", "temperature=0", "round_size=1", "select=first", "adaptive=false"]
+                + ["debug_rounds=2", *_common(args.greedy)],
+                1,
+                {"debug": 1},
+                live=True,
+            )
+        )
+    if "pairwise" in chosen:
+        ns = [int(x) for x in args.live_ns.split(",")]
+        if bad := [n for n in ns if not 2 <= n <= k]:
+            raise SystemExit(f"--live-ns: {bad} outside 2..{k} (the pool's K)")
+        labels = {f"pairwise{n}": n for n in ns}
+        options = list(sampled)
+        for label, n in labels.items():
+            options += [f"{label}.n={n}", f"{label}.select=pairwise"]
+        out.append(
+            Grid(
+                "small_pairwise",
+                "0.5B pairwise (S*)",
+                args.pool,
+                ",".join(f"{label}:code" for label in labels),
+                options,
+                args.live_orders,
+                labels,
+                live=True,
+            )
+        )
+    if "sstar" in chosen:
+        options = [o for o in sampled if not o.startswith(("round_size=", "adaptive="))]
+        out.append(
+            Grid(
+                "small_sstar",
+                "0.5B S* adaptive (debug + pairwise)",
+                args.pool,
+                "sstar:code",
+                [*options, f"n={k}", f"round_size={args.round}", "adaptive=true"]
+                + ["select=pairwise", "debug_rounds=1"],
+                args.live_orders,
+                {"sstar": k},
+                live=True,
+            )
+        )
+    return out
+
+
+def run_grid(g: Grid, runs: Path, live: Any = None, live_name: str | None = None) -> None:
+    """The grid's ``ttscale eval`` command, run in this process (resumable, as the CLI).
+    ``live``: the engine a live grid extends the replay with (shared by the live grids)."""
     from ttscale.backends import make_backend
     from ttscale.cli.options import parse_options
     from ttscale.evals.datasets import Selection
     from ttscale.evals.runner import parse_strategies, replay_selection, run_eval
 
-    print("$", shlex.join(g.command(runs)), flush=True)
+    argv = g.command(runs, live_name)
+    print("$", shlex.join(argv), flush=True)
     dataset, chosen = replay_selection(g.pool, None, Selection())
+    extra = {"live": live} if g.live else {}
+    gen = make_backend("replay", pool=str(g.pool), **extra)
     run_eval(
         dataset,
         parse_strategies([g.strategy], parse_options(g.options)),
@@ -185,12 +267,13 @@ def run_grid(g: Grid, runs: Path) -> None:
         out=runs / g.name,
         seeds=g.seeds,
         selection=chosen,
-        backend=lambda: make_backend("replay", pool=str(g.pool)),
+        backend=gen,
         backend_name="replay",
-        backend_options={"pool": str(g.pool)},
+        backend_options={"pool": str(g.pool), **({"live": live_name} if g.live else {})},
         progress=False,
         traces=False,
-        argv=g.command(runs),
+        argv=argv,
+        concurrency=32 if g.live else 16,  # live: more problems in flight batch better
     )
 
 
@@ -275,7 +358,7 @@ def plot(points: list[dict[str, Any]], figures: dict[str, Any], out: Path) -> Pa
     for family in dict.fromkeys(p["family"] for p in points):
         pts = sorted((p for p in points if p["family"] == family), key=lambda p: p["eflops"])
         xs = [p["eflops"] for p in pts]
-        if "greedy" in family:
+        if family in ("0.5B greedy", "1.5B greedy"):
             ax.axhline(pts[0]["pass1"], ls="--" if "1.5B" in family else ":", lw=0.9, c="k")
             ax.annotate(family, (xs[0], pts[0]["pass1"]), fontsize=7)
             continue
@@ -322,6 +405,17 @@ def write_report(summary: dict[str, Any], args: argparse.Namespace) -> Path:
         f"(problems, then orders). pass@1 is the hidden-test verdict of the one selected "
         f"program; the public tests are the docstring examples the model sees.",
         "",
+        *(
+            [
+                f"Rows marked *live* replay the pool extended with the live engine "
+                f"(`-B live={args.live}`): S*'s pairwise and self-debug prompts are generated, "
+                f"their programs run and graded in the sandbox; {args.live_orders} order(s) "
+                f"per problem.",
+                "",
+            ]
+            if args.live
+            else []
+        ),
         "## Pools",
         "",
         "| pool | model | problems | K | T | top-p | max tokens | built with |",
@@ -341,8 +435,9 @@ def write_report(summary: dict[str, Any], args: argparse.Namespace) -> Path:
     ]
     for p in summary["points"]:
         oracle = "-" if p["oracle"] is None else f"{p['oracle']:.3f}"
+        live = " *live*" if p["grid"] in summary["live_grids"] else ""
         lines.append(
-            f"| {p['family']} | {p['n']} | {p['pass1']:.3f} [{p['ci'][0]:.3f}, "
+            f"| {p['family']}{live} | {p['n']} | {p['pass1']:.3f} [{p['ci'][0]:.3f}, "
             f"{p['ci'][1]:.3f}] | {oracle} | {p['tokens']:.0f} | {p['eflops']:.3g} |"
         )
     lines += [
@@ -400,16 +495,37 @@ def main() -> None:
     ap.add_argument("--round", type=int, default=4, help="adaptive cluster: programs per round")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "code")
     ap.add_argument("--runs", type=Path, default=ROOT / "runs" / "code")
+    ap.add_argument("--live", help="engine for S*'s live steps (vllm; scripted in tests)")
+    ap.add_argument("--live-script", type=Path, help="--live scripted: the replies file")
+    ap.add_argument("--live-grids", default=",".join(LIVE_GRIDS), help="which live grids")
+    ap.add_argument("--live-ns", default="16", help="pairwise: n values, comma-separated")
+    ap.add_argument("--live-orders", type=int, default=1, help="replay orders of live grids")
     args = ap.parse_args()
 
     from ttscale.host import host_info
 
     args.out.mkdir(parents=True, exist_ok=True)
-    commands, points = [], []
-    for g in grids(args):
-        commands.append(shlex.join(g.command(Path("runs/code"))))
-        run_grid(g, args.runs)
-        points += summarize(g, args.runs)
+    live = None
+    if args.live:
+        from ttscale.backends import make_backend
+        from ttscale.backends.batching import CoalescingGenerator
+        from ttscale.cli.options import backend_kwargs
+
+        kwargs = backend_kwargs(args.live, model=None, base_url=None, script=args.live_script)
+        live = CoalescingGenerator(make_backend(args.live, **kwargs))
+    commands, points, live_names = [], [], []
+    try:
+        for g in grids(args):
+            if g.live:
+                live_names.append(g.name)
+            commands.append(shlex.join(g.command(Path("runs/code"), args.live)))
+            run_grid(g, args.runs, live, args.live)
+            points += summarize(g, args.runs)
+    finally:
+        if live is not None:
+            import asyncio
+
+            asyncio.run(live.close())
     figures = pool_figures(args.pool)
     small = [p for p in points if p["family"].startswith("0.5B")]
     greedy = next(p for p in points if p["family"] == "0.5B greedy")
@@ -434,6 +550,7 @@ def main() -> None:
         "adaptive": adaptive_savings(points),
         "eflops_ratio": ratio,
         "commands": commands,
+        "live_grids": live_names,
     }
     (args.out / "code.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     write_report(summary, args)

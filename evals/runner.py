@@ -259,11 +259,12 @@ def check_code_replay(configs: Sequence[StrategyConfig], generator: ReplayGenera
             continue
         runner = make_strategy(c.name, **c.options_for(0))
         select = getattr(runner, "select", None)
-        if select == "pairwise" or getattr(runner, "debug_rounds", 0):
+        live = generator.live is not None  # pairwise and debug prompts are generated live
+        if not live and (select == "pairwise" or getattr(runner, "debug_rounds", 0)):
             what = "select=pairwise" if select == "pairwise" else "debug_rounds > 0"
             raise ConfigError(f"strategy {c.label!r} ({what}) cannot be replayed: {CODE_HINT}")
         clusters = (
-            getattr(runner, "select", None) in ("majority", "cluster")
+            getattr(runner, "select", None) in ("majority", "cluster", "pairwise")
             and getattr(runner, "n", 1) >= 2
             and getattr(runner, "temperature", 0) > 0
         )

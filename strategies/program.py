@@ -63,8 +63,15 @@ def program_problem(problem: Problem, instruction: str = PROGRAM_INSTRUCTION) ->
 
 def resolve_executor(generator: Generator) -> Any:
     """Where programs run: the generator's own executor when it has one (a replay backend
-    serves a program pool's stored results), else this process's shared sandbox."""
-    return getattr(generator, "executor", None) or default_sandbox()
+    serves a program pool's stored results), else this process's shared sandbox. A replay
+    extended by a live backend runs what no pool ran in that sandbox."""
+    executor = getattr(generator, "executor", None)
+    if executor is None:
+        return default_sandbox()
+    extended = getattr(generator, "live", None) is not None
+    if extended and hasattr(executor, "fallback") and executor.fallback is None:
+        executor.fallback = default_sandbox()
+    return executor
 
 
 def program_limits(timeout: float | None) -> Limits | None:

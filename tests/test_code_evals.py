@@ -38,8 +38,10 @@ from ttscale.pools import ReplayGenerator, Sampling, load_pool
 from ttscale.pools.pool import CodeSettings
 from ttscale.sandbox import default_sandbox, detect_isolation
 from ttscale.strategies import make_strategy
-from ttscale.strategies.code import INPUTS_MAX_TOKENS, inputs_problem
-from ttscale.types import Problem
+from ttscale.strategies.code import INPUTS_MAX_TOKENS, code_problem, inputs_problem
+from ttscale.types import GenerationRequest, Problem
+from ttscale.verifiers.code_tests import assemble_program
+from ttscale.verifiers.programs import extract_program
 
 pytestmark = pytest.mark.skipif(
     detect_isolation().level != "namespaces",
@@ -280,6 +282,88 @@ def test_replay_refuses_what_no_pool_holds(code_pool, tmp_path):
             )
 
 
+class OtherTemplate(ScriptedBackend):
+    """A live engine whose chat template differs from the pool's engine."""
+
+    def render(self, problem: Problem) -> tuple[int, ...]:
+        return self.encode(f"<other>{problem.prompt}")
+
+
+def test_replay_extended_live_takes_samples_from_the_pool_and_generates_the_rest(code_pool):
+    pool = load_pool(code_pool / "k16")
+    good = {pid: fence(p.prompt + p.canonical_solution) for pid, p in PROBLEMS.items()}
+    debugged = 0
+    for seed in range(6):
+        pid = IDS[seed % len(IDS)]
+        cp = PROBLEMS[pid]
+        problem = Problem(
+            cp.prompt, "You are a helpful assistant.", id=pid, entry_point=cp.entry_point,
+            tests=cp.public_tests,
+        )  # fmt: skip
+        # The fix a self-debug request gets (matched first: its prompt also holds the problem).
+        live = ScriptedBackend(script={"Your previous program": [good[pid]], **replies()})
+        strategy = make_strategy(
+            "code", n=1, round_size=1, select="first", debug_rounds=1, adaptive=False, seed=seed
+        )
+        plain = make_strategy("code", n=1, round_size=1, select="first", adaptive=False, seed=seed)
+        budget = Budget.parse("tokens=1000000")
+        extended = ReplayGenerator(pool, order_seed=seed, live=live)
+        extended.check_live()
+        got = asyncio.run(strategy.run(problem, extended, None, budget))
+        base = asyncio.run(plain.run(problem, ReplayGenerator(pool, order_seed=seed), None, budget))
+        assert got.extras["executor"] == "pool+sandbox"
+        sent = [live.decode(r.prompt_token_ids) for call in live.calls for r in call]
+        assert all("Your previous program" in t for t in sent)  # pooled prompts never go live
+        first = base.candidates[0]
+        if first.program is None or base.extras["passed_public"] == base.extras["n_public"]:
+            assert not sent and got.candidates[0].text == first.text
+            continue
+        debugged += 1
+        assert len(sent) == 1 and got.extras["debug"] == {"rounds": 1, "replaced": 1}
+        assert got.answer == assemble_program(cp.prompt, extract_program(good[pid]))
+        assert got.extras["passed_public"] == got.extras["n_public"] > 0
+    assert debugged  # some order drew a failing first program
+
+
+def test_replay_extended_live_is_refused_for_another_template_and_stray_options(code_pool):
+    pool = load_pool(code_pool / "k16")
+    with pytest.raises(ConfigError, match="renders its prompts differently"):
+        make_backend("replay", pool=pool, live=OtherTemplate(script=replies()))
+    with pytest.raises(ConfigError, match="live=NAME"):
+        make_backend("replay", pool=pool, kv_cache_gib=6)
+    gen = make_backend("replay", pool=pool, live=ScriptedBackend(script=replies()))
+    assert gen.profile()["backend"] == "replay+live" and gen.profile()["live"]["model"] == "script"
+    # A pooled prompt with settings the pool cannot serve is refused, not generated live.
+    ids = gen.render(code_problem(Problem(PROBLEMS[IDS[0]].prompt)))
+    request = GenerationRequest(ids, n=1, max_tokens=100, temperature=0.2, top_p=0.95)
+    with pytest.raises(ConfigError, match="temperature=0.2"):
+        asyncio.run(gen.generate([request]))
+    assert not gen.live.calls
+
+
+def test_runner_replays_pairwise_and_debug_with_a_live_engine(code_pool, tmp_path):
+    live = ScriptedBackend(script=replies())
+    configs = parse_strategies(
+        ["pw:code,dbg:code"],
+        {"n": 8, "round_size": 8, "adaptive": False, "pw.select": "pairwise",
+         "dbg.select": "public", "dbg.debug_rounds": 1},
+    )  # fmt: skip
+    outcome = run_eval(
+        "humaneval",
+        configs,
+        ["tokens=100000"],
+        out=tmp_path / "extended",
+        backend=make_backend("replay", pool=str(code_pool / "k16"), live=live),
+        backend_name="replay",
+        selection=Selection(ids=IDS),
+        progress=False,
+    )
+    rows = read_rows(tmp_path / "extended")
+    assert outcome.total == len(rows) == 6 and all(r["correct"] for r in rows)
+    record = json.loads((tmp_path / "extended" / "run.json").read_text())
+    assert "replay+live" in json.dumps(record)
+
+
 def test_runner_replays_with_the_pools_grades(code_pool, tmp_path, monkeypatch):
     async def no_sandbox(*args, **kwargs):
         raise AssertionError("replay must grade with the pool's stored grades")
@@ -399,3 +483,29 @@ def test_code_benchmark_on_tiny_pools(code_pool, tmp_path):
     assert all(0 <= pt["pass1"] <= 1 for pt in single) and summary["pool"]["mean_pass1"] < 1
     for f in ("report.md", "code.json", "code_eflops.png"):
         assert (tmp_path / "report" / f).stat().st_size > 0
+    # S*'s live steps: the same pools extended with a live engine (here the scripted coder);
+    # the replay grids above are resumed, not redone.
+    live_script = tmp_path / "live.json"
+    live_script.write_text(json.dumps(replies()))
+    p = subprocess.run(
+        [
+            sys.executable, str(ROOT / "benchmarks" / "code.py"),
+            "--pool", str(code_pool / "k16"), "--greedy", str(code_pool / "greedy"),
+            "--large-greedy", str(code_pool / "greedy"), "--orders", "2",
+            "--out", str(tmp_path / "report"), "--runs", str(tmp_path / "runs"),
+            "--live", "scripted", "--live-script", str(live_script), "--live-ns", "4,16",
+        ],
+        capture_output=True, text=True, timeout=600, cwd=ROOT,
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr[-3000:]
+    summary = json.loads((tmp_path / "report" / "code.json").read_text())
+    live = {(pt["family"], pt["n"], pt["problems"]) for pt in summary["points"]} - {
+        (pt["family"], pt["n"], pt["problems"]) for pt in summary["points"]
+        if pt["grid"] not in summary["live_grids"]
+    }  # fmt: skip
+    assert live == {
+        ("0.5B greedy + self-debug", 1, 3), ("0.5B pairwise (S*)", 4, 3),
+        ("0.5B pairwise (S*)", 16, 3), ("0.5B S* adaptive (debug + pairwise)", 16, 3),
+    }  # fmt: skip
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "-B live=scripted" in report and "| 0.5B pairwise (S*) *live* | 16 |" in report

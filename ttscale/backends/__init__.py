@@ -74,10 +74,22 @@ def make_backend(name: str, **options: Any) -> Generator:
     raise ConfigError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
 
 
-def _replay(pool: Any = None, order_seed: int | None = None) -> Generator:
+def _replay(
+    pool: Any = None, order_seed: int | None = None, live: Any = None, **live_options: Any
+) -> Generator:
     """``make_backend("replay", pool=DIR_or_Pool, order_seed=...)``: serve a sample pool, or
-    several (a list: e.g. a chain-of-thought pool and a program pool for ``hybrid``)."""
+    several (a list: e.g. a chain-of-thought pool and a program pool for ``hybrid``).
+
+    ``live`` (a backend name, e.g. ``"vllm"``, built with ``live_options``; or a
+    ``Generator``) extends the replay: what no pool holds is generated live, batched across
+    concurrent problems (``ReplayGenerator``, CLI: ``-B live=vllm``)."""
     from ttscale.pools import Pool, ReplayGenerator, load_pool
+
+    if live is None and live_options:
+        raise ConfigError(
+            f"replay backend options {sorted(live_options)} are for a live backend: add "
+            "live=NAME (CLI: -B live=vllm), or drop them"
+        )
 
     if pool is None or (isinstance(pool, list | tuple) and not pool):
         raise ConfigError(
@@ -88,7 +100,13 @@ def _replay(pool: Any = None, order_seed: int | None = None) -> Generator:
         p if isinstance(p, Pool) else load_pool(p)
         for p in (pool if isinstance(pool, list | tuple) else [pool])
     ]
-    return ReplayGenerator(pools[0], order_seed=order_seed, also=pools[1:])
+    if isinstance(live, str):
+        if live == "replay":
+            raise ConfigError("live=replay: the live backend must be an engine (e.g. vllm)")
+        live = CoalescingGenerator(make_backend(live, **live_options))
+    gen = ReplayGenerator(pools[0], order_seed=order_seed, also=pools[1:], live=live)
+    gen.check_live()
+    return gen
 
 
 def __getattr__(name: str) -> Any:
