@@ -163,3 +163,19 @@ def test_error_fix_keeps_square_brackets(monkeypatch, capsys):
         cli_module.main(["models"])
     assert exit_.value.code == 2
     assert "pip install 'ttscale[model-1-5b]'" in capsys.readouterr().err
+
+
+def test_printed_paths_keep_square_brackets(tmp_path, monkeypatch, capsys):
+    """A path with brackets (``runs/[a]``) is printed as written, not eaten as rich markup."""
+    import ttscale.cli as cli_module
+    from ttscale.cli.options import err
+
+    data = tmp_path / "arith.jsonl"
+    data.write_text(json.dumps({"id": "a0", "problem": "What is 2*3?", "answer": "6"}) + "\n")
+    out = tmp_path / "runs" / "[a]"
+    monkeypatch.setattr(err, "width", 1000)  # no folding of the long path
+    cli_module.main(
+        ["eval", "--dataset", str(data), "--backend", "scripted", "--strategy", "best_of_n",
+         "--budget", "rollouts=2", "--no-progress", "--out", str(out)]
+    )  # fmt: skip
+    assert f"report: ttscale report {out}" in capsys.readouterr().err

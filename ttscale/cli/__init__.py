@@ -97,7 +97,8 @@ def main(argv: list[str] | None = None) -> None:
         from ttscale.evals.runner import RunStopped
 
         if isinstance(exc, RunStopped):
-            err.print(f"stopped by {exc}: rows in flight were written; rerun to resume")
+            why = escape(str(exc))
+            err.print(f"stopped by {why}: rows in flight were written; rerun to resume")
             raise SystemExit(128 + exc.signum) from None
         if isinstance(exc, click.ClickException):
             exc.show()

@@ -24,6 +24,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from ttscale.cli.options import parse_options
 from ttscale.errors import ConfigError
@@ -214,7 +215,8 @@ async def measure_rows(
                 probs[p["id"]], engine(), verifier, Budget(tokens=budget)
             )
         except Exception as exc:  # one failing run must not lose the others
-            err.print(f"[yellow]{label} @ {budget} on {p['id']} failed: {exc}[/yellow]")
+            what = escape(f"{label} @ {budget} on {p['id']} failed: {exc}")
+            err.print(f"[yellow]{what}[/yellow]")
             return
         led = res.ledger
         append_jsonl(
@@ -429,6 +431,6 @@ async def _run(problems: list[dict[str, Any]], run: RunSettings, rows: Path) -> 
         new = await measure_rows(
             problems, levels, gen, verifier, rows, labels=labels, concurrency=run.concurrency
         )
-        err.print(f"measured {new} new rows into {rows}")
+        err.print(f"measured {new} new rows into {escape(str(rows))}")
     finally:
         await gen.close()

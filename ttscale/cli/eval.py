@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from ttscale.cli.options import (
@@ -187,4 +188,4 @@ def eval_cmd(
             f"{c.eflops_mean:.3g}",
         )
     out.print(table)
-    err.print(f"report: ttscale report {out_dir}")
+    err.print(f"report: ttscale report {escape(str(out_dir))}")

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from ttscale.cli.options import (
     err,
@@ -32,4 +33,4 @@ def trace_show(
     graph = trace_graph(load_result(path))
     out.print(render_text(graph, max_chars=max_chars))
     if out_file is not None:
-        err.print(f"wrote {save(graph, out_file)}")
+        err.print(f"wrote {escape(str(save(graph, out_file)))}")
