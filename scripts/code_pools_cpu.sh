@@ -56,7 +56,7 @@ greedy() {
 
 pool() {
   need_t
-  "${LOCK[@]}" "${CODE[@]}" --k 16 --temperature "$T" --top-p 0.95 --concurrency 8 \
+  "${LOCK[@]}" "${CODE[@]}" --k 16 --temperature "$T" --top-p 0.95 --concurrency "${CONC:-16}" \
     --out "$POOLS/humaneval_k16_t$T"
 }
 
