@@ -14,8 +14,9 @@ and every sandbox run come from the pool, the hidden-test grade of every program
   tests) and ``cluster`` (public-test filter, then the largest cluster); one engine call of
   n samples each (no early stop);
 - adaptive ``cluster`` (rounds of ``--round``, stop once the largest cluster passes every
-  public test), and the tokens it saves against the cheapest fixed ``cluster`` n at or above
-  its pass@1;
+  public test) and adaptive ``public`` (rounds of ``--round-public``, stop once a program
+  passes every public test), and the tokens each saves against the cheapest fixed n of the
+  same selection at or above its pass@1;
 - from the pool itself: the mean single-sample pass@1 (c/K) and the oracle pass@n (any of n
   samples passes the hidden tests; the unbiased estimator of Chen et al. 2021).
 
@@ -162,25 +163,29 @@ def grids(args: argparse.Namespace) -> list[Grid]:
                 labels,
             )
         )
-    out.append(
-        Grid(
-            "small_adaptive",
-            "0.5B adaptive cluster",
-            args.pool,
-            "adaptive:code",
-            [
-                f"temperature={s['temperature']}",
-                f"top_p={s['top_p']}",
-                f"n={k}",
-                f"round_size={args.round}",
-                "select=cluster",
-                "adaptive=true",
-                *_common(args.pool),
-            ],
-            args.orders,
-            {"adaptive": k},
+    for select, rnd, name in (
+        ("cluster", args.round, "small_adaptive"),
+        ("public", args.round_public, "small_adaptive_public"),
+    ):
+        out.append(
+            Grid(
+                name,
+                f"0.5B adaptive {select}",
+                args.pool,
+                "adaptive:code",
+                [
+                    f"temperature={s['temperature']}",
+                    f"top_p={s['top_p']}",
+                    f"n={k}",
+                    f"round_size={rnd}",
+                    f"select={select}",
+                    "adaptive=true",
+                    *_common(args.pool),
+                ],
+                args.orders,
+                {"adaptive": k},
+            )
         )
-    )
     if args.live:
         out += live_grids(args, sampled, k)
     return out
@@ -331,19 +336,29 @@ def pool_figures(pool: Path) -> dict[str, Any]:
     }
 
 
-def adaptive_savings(points: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """Adaptive cluster against the cheapest fixed ``cluster`` n at or above its pass@1."""
-    ada = next((p for p in points if p["grid"] == "small_adaptive"), None)
-    fixed = [p for p in points if p["grid"] == "small_cluster"]
+ADAPTIVE = {
+    "cluster": ("small_adaptive", "small_cluster"),
+    "public": ("small_adaptive_public", "small_public"),
+}
+"""Adaptive grid and the fixed-n grid of the same selection it is matched against."""
+
+
+def adaptive_savings(points: list[dict[str, Any]], select: str) -> dict[str, Any] | None:
+    """Adaptive ``select`` against the cheapest fixed-n ``select`` at or above its pass@1."""
+    grid, fixed_grid = ADAPTIVE[select]
+    ada = next((p for p in points if p["grid"] == grid), None)
+    fixed = [p for p in points if p["grid"] == fixed_grid]
     if ada is None or not fixed:
         return None
     hits = [p for p in fixed if p["pass1"] >= ada["pass1"] - 1e-12]
     match = min(hits, key=lambda p: p["tokens"]) if hits else max(fixed, key=lambda p: p["n"])
     return {
+        "select": select,
         "adaptive": ada,
         "matched": match,
         "matched_reached": bool(hits),
         "tokens_saved": 1 - ada["tokens"] / match["tokens"] if match["tokens"] else math.nan,
+        "tokens_ratio": match["tokens"] / ada["tokens"] if ada["tokens"] else math.nan,
         "eflops_saved": 1 - ada["eflops"] / match["eflops"] if match["eflops"] else math.nan,
     }
 
@@ -388,10 +403,13 @@ def _fmt_pool(path: Path) -> str:
     s = m["sampling"]
     model = m.get("model", {}).get("embedded") or m.get("model", {}).get("path")
     cmds = "; ".join(f"`{i['command'].replace(f'{ROOT}/', '')}`" for i in m.get("invocations", []))
+    # drawn where: the first host, and any host a resumed invocation recorded
+    hosts = [m.get("host", {}), *[i.get("host", {}) for i in m.get("invocations", [])]]
+    where = ", ".join(dict.fromkeys(f"{h['cpu_model']} {h['isa']}" for h in hosts if h))
     return (
         f"| `{m['name']}` | {model} ({m['engine'].get('dtype')}) | "
         f"{len(m['dataset']['problem_ids'])} | {s['k']} | {s['temperature']:g} | "
-        f"{s['top_p']:g} | {s['max_tokens']} | {cmds} |"
+        f"{s['top_p']:g} | {s['max_tokens']} | {where} | {cmds} |"
     )
 
 
@@ -403,7 +421,11 @@ def write_report(summary: dict[str, Any], args: argparse.Namespace) -> Path:
         f"Host ISA: **{summary['isa']}**. {summary['n_problems']} HumanEval problems; "
         f"{args.orders} replay orders per problem; 95% CIs from a two-level bootstrap "
         f"(problems, then orders). pass@1 is the hidden-test verdict of the one selected "
-        f"program; the public tests are the docstring examples the model sees.",
+        f"program; the public tests are the docstring examples the model sees. eFLOPs from "
+        f"the Kinetics cost model on one hardware preset for every row, "
+        f"`{summary['hardware']}` (the replaying host's; `TTSCALE_HARDWARE` picks another): "
+        f"decode is priced per engine step, so n samples in one call cost far less than n "
+        f"calls; pass@1 and tokens do not depend on it.",
         "",
         *(
             [
@@ -418,8 +440,8 @@ def write_report(summary: dict[str, Any], args: argparse.Namespace) -> Path:
         ),
         "## Pools",
         "",
-        "| pool | model | problems | K | T | top-p | max tokens | built with |",
-        "|---|---|---|---|---|---|---|---|",
+        "| pool | model | problems | K | T | top-p | max tokens | drawn on | built with |",
+        "|---|---|---|---|---|---|---|---|---|",
         *[_fmt_pool(p) for p in (args.pool, args.greedy, args.large_greedy) if p],
         "",
         "## Evaluated with",
@@ -470,13 +492,15 @@ def write_report(summary: dict[str, Any], args: argparse.Namespace) -> Path:
                 f"{best['eflops'] / large['eflops']:.2f}x its eFLOPs."
             )
         )
-    sav = summary["adaptive"]
-    if sav:
-        a, m = sav["adaptive"], sav["matched"]
+    for sav in summary["adaptive"].values():
+        if not sav:
+            continue
+        a, m, sel = sav["adaptive"], sav["matched"], sav["select"]
         lines.append(
-            f"- Adaptive cluster: {a['pass1']:.3f} at {a['tokens']:.0f} tokens/problem; fixed "
-            f"cluster n={m['n']} ({m['pass1']:.3f}) takes {m['tokens']:.0f}: "
-            f"{sav['tokens_saved']:.1%} tokens saved"
+            f"- Adaptive {sel}: {a['pass1']:.3f} at {a['tokens']:.0f} tokens/problem; fixed "
+            f"{sel} n={m['n']} ({m['pass1']:.3f}) takes {m['tokens']:.0f}: "
+            f"{sav['tokens_ratio']:.2f}x the tokens ({sav['tokens_saved']:.1%} saved; eFLOPs "
+            f"{sav['eflops_saved']:+.1%} saved)"
             + ("" if sav["matched_reached"] else " (no fixed n reaches its pass@1: vs the largest)")
             + "."
         )
@@ -493,6 +517,9 @@ def main() -> None:
     ap.add_argument("--large-greedy", type=Path, help="1.5B greedy code pool")
     ap.add_argument("--orders", type=int, default=5, help="replay orders per problem")
     ap.add_argument("--round", type=int, default=4, help="adaptive cluster: programs per round")
+    ap.add_argument(
+        "--round-public", type=int, default=2, help="adaptive public: programs per round"
+    )
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "code")
     ap.add_argument("--runs", type=Path, default=ROOT / "runs" / "code")
     ap.add_argument("--live", help="engine for S*'s live steps (vllm; scripted in tests)")
@@ -502,6 +529,7 @@ def main() -> None:
     ap.add_argument("--live-orders", type=int, default=1, help="replay orders of live grids")
     args = ap.parse_args()
 
+    from ttscale.cost import default_hardware
     from ttscale.host import host_info
 
     args.out.mkdir(parents=True, exist_ok=True)
@@ -540,6 +568,7 @@ def main() -> None:
     summary = {
         "n_problems": figures["n_problems"],
         "isa": isa,
+        "hardware": default_hardware().name,
         "orders": args.orders,
         "pool": figures,
         "points": points,
@@ -547,7 +576,7 @@ def main() -> None:
         "small_greedy": greedy,
         "large_greedy": large,
         "reaches_large": reach,
-        "adaptive": adaptive_savings(points),
+        "adaptive": {sel: adaptive_savings(points, sel) for sel in ADAPTIVE},
         "eflops_ratio": ratio,
         "commands": commands,
         "live_grids": live_names,
