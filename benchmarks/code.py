@@ -499,8 +499,9 @@ def write_report(summary: dict[str, Any], args: argparse.Namespace) -> Path:
         lines.append(
             f"- Adaptive {sel}: {a['pass1']:.3f} at {a['tokens']:.0f} tokens/problem; fixed "
             f"{sel} n={m['n']} ({m['pass1']:.3f}) takes {m['tokens']:.0f}: "
-            f"{sav['tokens_ratio']:.2f}x the tokens ({sav['tokens_saved']:.1%} saved; eFLOPs "
-            f"{sav['eflops_saved']:+.1%} saved)"
+            f"{sav['tokens_ratio']:.2f}x the tokens ({sav['tokens_saved']:.1%} saved); eFLOPs "
+            f"{a['eflops'] / m['eflops']:.2f}x the fixed n's (each round is an engine call, and "
+            f"a call's decode steps read the weights once for all its samples)"
             + ("" if sav["matched_reached"] else " (no fixed n reaches its pass@1: vs the largest)")
             + "."
         )
