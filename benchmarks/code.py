@@ -309,9 +309,19 @@ def summarize(g: Grid, runs: Path) -> list[dict[str, Any]]:
                 "selected_passes_public": sum(public.values()) / max(len(public), 1),
                 "problems": c.problems,
                 "seeds": c.seeds,
+                "_acc": per_problem(mine, lambda r: bool(r["correct"])),
             }
         )
     return out
+
+
+def paired(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """Paired bootstrap over the problems both points ran: pass@1 of ``a`` minus ``b``."""
+    from ttscale.evals.metrics import paired_bootstrap
+
+    common = sorted(set(a["_acc"]) & set(b["_acc"]))
+    delta, ci, p = paired_bootstrap([a["_acc"][k] for k in common], [b["_acc"][k] for k in common])
+    return {"a": a["label"], "b": b["label"], "delta": delta, "ci": list(ci), "p": p}
 
 
 def pool_figures(pool: Path) -> dict[str, Any]:
@@ -492,6 +502,17 @@ def write_report(summary: dict[str, Any], args: argparse.Namespace) -> Path:
                 f"{best['eflops'] / large['eflops']:.2f}x its eFLOPs."
             )
         )
+    bw = summary["best_within_1x"]
+    for key, what in (("best", "best 0.5B"), ("best_within_1x", "best 0.5B at <= 1x eFLOPs")):
+        v = summary["paired_vs_large"].get(key)
+        if v is None:
+            continue
+        cfg = summary["best"] if key == "best" else bw
+        lines.append(
+            f"- Paired over problems, {what} ({cfg['family']} n={cfg['n']}, {cfg['pass1']:.3f}) "
+            f"minus 1.5B greedy: {v['delta']:+.3f} [{v['ci'][0]:+.3f}, {v['ci'][1]:+.3f}], "
+            f"p = {v['p']:.2f}."
+        )
     for sav in summary["adaptive"].values():
         if not sav:
             continue
@@ -565,6 +586,13 @@ def main() -> None:
         hits = [p for p in small if p["pass1"] >= large["pass1"]]
         reach = min(hits, key=lambda p: p["eflops"]) if hits else None
     ratio = best["eflops"] / large["eflops"] if large and large["eflops"] else math.nan
+    within = [p for p in small if large and p["eflops"] <= large["eflops"]]
+    best_within = max(within, key=lambda p: (p["pass1"], -p["eflops"])) if within else None
+    versus = {}
+    if large is not None:
+        versus["best"] = paired(best, large)
+        if best_within is not None:
+            versus["best_within_1x"] = paired(best_within, large)
     isa = host_info().isa
     summary = {
         "n_problems": figures["n_problems"],
@@ -577,11 +605,15 @@ def main() -> None:
         "small_greedy": greedy,
         "large_greedy": large,
         "reaches_large": reach,
+        "best_within_1x": best_within,
+        "paired_vs_large": versus,
         "adaptive": {sel: adaptive_savings(points, sel) for sel in ADAPTIVE},
         "eflops_ratio": ratio,
         "commands": commands,
         "live_grids": live_names,
     }
+    for p in points:
+        p.pop("_acc", None)
     (args.out / "code.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     write_report(summary, args)
     print(json.dumps({"plot": str(plot(points, figures, args.out))}))
