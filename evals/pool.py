@@ -302,6 +302,7 @@ def build_pool(
                 backend_name,
                 backend_options,
                 concurrency,
+                state,
             )
     finally:
         if bar is not None:
@@ -312,6 +313,8 @@ def build_pool(
                 "%Y-%m-%dT%H:%M:%SZ", time.gmtime()
             )
             manifest["invocations"][-1]["problems_after"] = len(pool_problem_ids(out))
+            if "seeding" in state:  # what the engine used by the end: it may fall back
+                manifest["invocations"][-1]["seeding_at_end"] = state["seeding"]
             atomic_write_text(out / MANIFEST, _dumps(manifest))
     return PoolOutcome(out, len(problems), skipped, state["written"])
 
@@ -325,8 +328,11 @@ def _draw_local(
     backend_name: str,
     backend_options: Mapping[str, Any] | None,
     concurrency: int,
+    state: dict[str, Any] | None = None,
 ) -> None:
-    """Draw ``todo`` on one engine in this process, ``concurrency`` problems at a time."""
+    """Draw ``todo`` on one engine in this process, ``concurrency`` problems at a time.
+    ``state["seeding"]``: the engine's seeding when done (vLLM on CPU can fall back from
+    per-request seeds to the engine seed mid-run; the manifest records it)."""
     owned = not hasattr(backend, "generate")
     if backend is None:
         from ttscale.backends import make_backend
@@ -353,6 +359,8 @@ def _draw_local(
 
         asyncio.run(main())
     finally:
+        if state is not None:
+            state["seeding"] = getattr(gen, "seeding", None)
         if owned:
             asyncio.run(gen.close())
 

@@ -509,3 +509,34 @@ def test_code_benchmark_on_tiny_pools(code_pool, tmp_path):
     }  # fmt: skip
     report = (tmp_path / "report" / "report.md").read_text()
     assert "-B live=scripted" in report and "| 0.5B pairwise (S*) *live* | 16 |" in report
+
+
+class SeedFallback(ScriptedBackend):
+    """An engine that gives up per-request seeds after its first call (as vLLM on CPU can)."""
+
+    async def generate(self, requests):
+        out = await super().generate(requests)
+        self.seeding = "engine"
+        return out
+
+
+def test_pool_manifest_records_a_seeding_fallback(tmp_path):
+    out = tmp_path / "pool"
+    backend = SeedFallback(script=replies())
+    build_pool(
+        "humaneval",
+        out=out,
+        sampling=Sampling(
+            k=2,
+            temperature=0.7,
+            max_tokens=768,
+            system_prompt="You are a helpful assistant.",
+            code=CodeSettings(),
+        ),
+        selection=Selection(ids=IDS[:2]),
+        backend=backend,
+        progress=False,
+    )
+    manifest = load_pool(out).manifest
+    assert manifest["engine"]["seeding"] == "per_request"  # as the engine started
+    assert manifest["invocations"][-1]["seeding_at_end"] == "engine"

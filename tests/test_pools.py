@@ -291,6 +291,7 @@ def test_killed_build_resumes_with_nothing_lost_or_duplicated(tmp_path):
     assert invocations[0]["command"].startswith("ttscale pool build")
     assert invocations[1]["problems_before"] == len(written)
     assert {"cpu_model", "isa", "cores"} <= set(invocations[1]["host"])
+    assert invocations[1]["seeding_at_end"] == "per_request"
 
 
 def test_samples_of_a_problem_do_not_depend_on_batch_neighbours(tmp_path):
