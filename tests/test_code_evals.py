@@ -449,15 +449,19 @@ def test_code_benchmark_on_tiny_pools(code_pool, tmp_path):
         backend=ScriptedBackend(script=replies()),
         progress=False,
     )
-    p = subprocess.run(
-        [
-            sys.executable, str(ROOT / "benchmarks" / "code.py"),
-            "--pool", str(code_pool / "k16"), "--greedy", str(code_pool / "greedy"),
-            "--large-greedy", str(code_pool / "greedy"), "--orders", "2",
-            "--out", str(tmp_path / "report"), "--runs", str(tmp_path / "runs"),
-        ],
-        capture_output=True, text=True, timeout=600, cwd=ROOT,
-    )  # fmt: skip
+
+    def bench(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                sys.executable, str(ROOT / "benchmarks" / "code.py"),
+                "--pool", str(code_pool / "k16"), "--greedy", str(code_pool / "greedy"),
+                "--large-greedy", str(code_pool / "greedy"), "--orders", "2",
+                "--out", str(tmp_path / "report"), "--runs", str(tmp_path / "runs"), *extra,
+            ],
+            capture_output=True, text=True, timeout=600, cwd=ROOT,
+        )  # fmt: skip
+
+    p = bench()
     assert p.returncode == 0, p.stderr[-3000:]
     result = p.stdout.strip().splitlines()[-1]
     fields = dict(kv.split("=", 1) for kv in result.split()[1:])
@@ -487,16 +491,7 @@ def test_code_benchmark_on_tiny_pools(code_pool, tmp_path):
     # the replay grids above are resumed, not redone.
     live_script = tmp_path / "live.json"
     live_script.write_text(json.dumps(replies()))
-    p = subprocess.run(
-        [
-            sys.executable, str(ROOT / "benchmarks" / "code.py"),
-            "--pool", str(code_pool / "k16"), "--greedy", str(code_pool / "greedy"),
-            "--large-greedy", str(code_pool / "greedy"), "--orders", "2",
-            "--out", str(tmp_path / "report"), "--runs", str(tmp_path / "runs"),
-            "--live", "scripted", "--live-script", str(live_script), "--live-ns", "4,16",
-        ],
-        capture_output=True, text=True, timeout=600, cwd=ROOT,
-    )  # fmt: skip
+    p = bench("--live", "scripted", "--live-script", str(live_script), "--live-ns", "4,16")
     assert p.returncode == 0, p.stderr[-3000:]
     summary = json.loads((tmp_path / "report" / "code.json").read_text())
     live = {(pt["family"], pt["n"], pt["problems"]) for pt in summary["points"]} - {
