@@ -41,9 +41,9 @@ host's (``$TTSCALE_HARDWARE`` picks another), as in ``benchmarks/scaling.py``. R
         --out docs/results/code
 
 Last line: ``RESULT pass1_small_best=<> best_config=<> pass1_large_greedy=<> eflops_ratio=<>
-pass1_small_greedy=<> oracle_pass_at16=<> n_problems=<> isa=<>`` (``eflops_ratio``: the best
-0.5B configuration's eFLOPs over the 1.5B greedy's; ``oracle_pass_at16`` is ``nan`` for a
-pool of fewer than 16 samples).
+pass1_small_greedy=<> oracle_pass_at16=<> n_problems=<> isa=<>`` (``best_config``: the grid
+and its n, e.g. ``cluster@n=16``; ``eflops_ratio``: the best 0.5B configuration's eFLOPs over
+the 1.5B greedy's; ``oracle_pass_at16`` is ``nan`` for a pool of fewer than 16 samples).
 """
 
 from __future__ import annotations
@@ -434,8 +434,11 @@ def write_report(summary: dict[str, Any], args: argparse.Namespace) -> Path:
         f"program; the public tests are the docstring examples the model sees. eFLOPs from "
         f"the Kinetics cost model on one hardware preset for every row, "
         f"`{summary['hardware']}` (the replaying host's; `TTSCALE_HARDWARE` picks another): "
-        f"decode is priced per engine step, so n samples in one call cost far less than n "
-        f"calls; pass@1 and tokens do not depend on it.",
+        f"decode is priced per engine step, so n samples of one request cost far less than "
+        f"n requests; pass@1 and tokens do not depend on it. The ledger prices each request "
+        f"of a call as its own batch, so requests sent together (the generated-inputs "
+        f"request beside the first round, S*'s self-debug and pairwise prompts) are charged "
+        f"as if run apart: an upper bound on what one batched engine call pays.",
         "",
         *(
             [
@@ -621,7 +624,7 @@ def main() -> None:
     oracle16 = (
         f"{figures['oracle'][16]['pass']:.3f}" if k >= 16 and 16 in figures["oracle"] else "nan"
     )
-    label = f"{best['family'].removeprefix('0.5B ')}@n={best['n']}".replace(" ", "_")
+    label = f"{best['grid'].removeprefix('small_')}@n={best['n']}"  # e.g. cluster@n=16
     print(
         f"RESULT pass1_small_best={best['pass1']:.3f} best_config={label} "
         f"pass1_large_greedy={large['pass1'] if large else math.nan:.3f} "

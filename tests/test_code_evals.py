@@ -19,6 +19,7 @@ import asyncio
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -470,6 +471,7 @@ def test_code_benchmark_on_tiny_pools(code_pool, tmp_path):
         "pass1_small_greedy", "oracle_pass_at16", "n_problems", "isa",
     ]  # fmt: skip
     assert fields["n_problems"] == "3" and fields["isa"]
+    assert re.fullmatch(r"[a-z_]+@n=\d+", fields["best_config"]), fields["best_config"]
     pool = load_pool(code_pool / "k16")
     oracle = sum(any(p.correct) for p in pool.problems.values()) / 3
     assert fields["oracle_pass_at16"] == f"{oracle:.3f}"
