@@ -153,6 +153,26 @@ def build_cli(
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
 
 
+def build_scripted_pool(
+    out: Path, backend: ScriptedBackend, *, k: int, temperature: float, ids=IDS
+) -> None:
+    """A HumanEval code pool drawn in-process from a scripted backend."""
+    build_pool(
+        "humaneval",
+        out=out,
+        sampling=Sampling(
+            k=k,
+            temperature=temperature,
+            max_tokens=768,
+            system_prompt="You are a helpful assistant.",
+            code=CodeSettings(),
+        ),
+        selection=Selection(ids=ids),
+        backend=backend,
+        progress=False,
+    )
+
+
 @pytest.fixture(scope="module")
 def code_pool(tmp_path_factory) -> Path:
     base = tmp_path_factory.mktemp("code_pool")
@@ -436,20 +456,7 @@ def test_code_pools_script_draws_greedy_pools(tmp_path):
 
 
 def test_code_benchmark_on_tiny_pools(code_pool, tmp_path):
-    build_pool(
-        "humaneval",
-        out=code_pool / "greedy",
-        sampling=Sampling(
-            k=1,
-            temperature=0,
-            max_tokens=768,
-            system_prompt="You are a helpful assistant.",
-            code=CodeSettings(),
-        ),
-        selection=Selection(ids=IDS),
-        backend=ScriptedBackend(script=replies()),
-        progress=False,
-    )
+    build_scripted_pool(code_pool / "greedy", ScriptedBackend(script=replies()), k=1, temperature=0)
 
     def bench(*extra: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -520,20 +527,7 @@ class SeedFallback(ScriptedBackend):
 def test_pool_manifest_records_a_seeding_fallback(tmp_path):
     out = tmp_path / "pool"
     backend = SeedFallback(script=replies())
-    build_pool(
-        "humaneval",
-        out=out,
-        sampling=Sampling(
-            k=2,
-            temperature=0.7,
-            max_tokens=768,
-            system_prompt="You are a helpful assistant.",
-            code=CodeSettings(),
-        ),
-        selection=Selection(ids=IDS[:2]),
-        backend=backend,
-        progress=False,
-    )
+    build_scripted_pool(out, backend, k=2, temperature=0.7, ids=IDS[:2])
     manifest = load_pool(out).manifest
     assert manifest["engine"]["seeding"] == "per_request"  # as the engine started
     assert manifest["invocations"][-1]["seeding_at_end"] == "engine"
