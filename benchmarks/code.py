@@ -409,13 +409,13 @@ def plot(points: list[dict[str, Any]], figures: dict[str, Any], out: Path) -> Pa
 
 
 def _fmt_pool(path: Path) -> str:
+    from ttscale.evals.pool import drawn_on
+
     m = manifest(path)
     s = m["sampling"]
     model = m.get("model", {}).get("embedded") or m.get("model", {}).get("path")
     cmds = "; ".join(f"`{i['command'].replace(f'{ROOT}/', '')}`" for i in m.get("invocations", []))
-    # drawn where: the first host, and any host a resumed invocation recorded
-    hosts = [m.get("host", {}), *[i.get("host", {}) for i in m.get("invocations", [])]]
-    where = ", ".join(dict.fromkeys(f"{h['cpu_model']} {h['isa']}" for h in hosts if h))
+    where = drawn_on(m)
     return (
         f"| `{m['name']}` | {model} ({m['engine'].get('dtype')}) | "
         f"{len(m['dataset']['problem_ids'])} | {s['k']} | {s['temperature']:g} | "

@@ -420,15 +420,15 @@ def plot(points: list[dict[str, Any]], out: Path, x: str, xlabel: str) -> Path:
 
 
 def _fmt_pool(path: Path) -> str:
+    from ttscale.evals.pool import drawn_on
+
     m = json.loads((path / "manifest.json").read_text())
     s = m["sampling"]
     model = m.get("model", {}).get("embedded") or m.get("model", {}).get("path")
     # paths relative to the repository (pools built from another checkout recorded theirs)
     cmds = "; ".join(f"`{i['command'].replace(f'{ROOT}/', '')}`" for i in m.get("invocations", []))
     n = len(m["dataset"]["problem_ids"])
-    # drawn where: the first host, and any host a resumed invocation recorded
-    hosts = [m.get("host", {}), *[i.get("host", {}) for i in m.get("invocations", [])]]
-    where = ", ".join(dict.fromkeys(f"{h['cpu_model']} {h['isa']}" for h in hosts if h))
+    where = drawn_on(m)
     return (
         f"| `{m['name']}` | {model} ({m['engine'].get('dtype')}) | {n} "
         f"| {s['k']} | {s['temperature']:g} | {s['max_tokens']} | {where} | {cmds} |"

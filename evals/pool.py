@@ -70,7 +70,7 @@ from ttscale.types import ExecResult, GenerationOutput, GenerationRequest, Probl
 from ttscale.verifiers.answers import answers_equal, gold_answer
 from ttscale.verifiers.voting import vote
 
-__all__ = ["PoolOutcome", "build_pool", "pool_summary"]
+__all__ = ["PoolOutcome", "build_pool", "drawn_on", "pool_summary"]
 
 log = logging.getLogger(__name__)
 
@@ -581,6 +581,14 @@ def pool_summary(pool: Pool) -> dict[str, Any]:
         "sampling": pool.sampling.model_dump(),
         "by_level": [*by_level, cell("all", probs)],
     }
+
+
+def drawn_on(manifest: Mapping[str, Any]) -> str:
+    """Where a pool's samples were drawn: the first host, then any other host a resumed
+    invocation recorded, as ``"<cpu model> <isa>"`` joined by commas."""
+    resumed = [i.get("host", {}) for i in manifest.get("invocations", [])]
+    hosts = [manifest.get("host", {}), *resumed]
+    return ", ".join(dict.fromkeys(f"{h['cpu_model']} {h['isa']}" for h in hosts if h))
 
 
 def sandbox_record() -> dict[str, Any]:
